@@ -1,0 +1,111 @@
+"""Files derived from a run's tree: tree.json, best_solution.py, submission.csv, summary.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from nodes.tree import Node, Tree
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write a file via a temp file and rename, so readers never see half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def copy_atomically(src: Path, dest: Path) -> None:
+    """Copy a file via a temp file and rename."""
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_TREE_FIELDS = [
+    "id", "step", "branch", "parent_id", "stage", "strategy", "plan", "code", "output",
+    "exit_code", "timed_out", "metric", "is_buggy", "bug_reason", "review", "review_says_bug",
+    "has_submission", "debug_depth", "prompt_tokens", "completion_tokens", "reasoning_tokens",
+    "cached_tokens", "llm_calls", "llm_seconds", "exec_seconds", "llm_error", "reasoning",
+    "created_at",
+]
+
+
+def tree_json(nodes: list[Node], *, run_id: str, lower_is_better: bool) -> dict[str, Any]:
+    """The whole tree as JSON-ready data."""
+    return {
+        "run_id": run_id,
+        "lower_is_better": lower_is_better,
+        "nodes": [
+            {**{k: getattr(n, k) for k in _TREE_FIELDS}, "output_tail": n.output[-4000:]}
+            for n in nodes
+        ],
+    }
+
+
+def summarize(
+    nodes: list[Node], tree: Tree, *, run_id: str, wall_seconds: float, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """Headline numbers of a run."""
+    best = tree.best()
+    by_stage = Counter(n.stage for n in nodes)
+    buggy_by_stage = Counter(n.stage for n in nodes if n.is_buggy)
+    return {
+        "run_id": run_id,
+        "task": settings.get("task_dir"),
+        "strategy": settings.get("strategy"),
+        "model": settings.get("model"),
+        "steps": len(nodes),
+        "best_node_id": best.id if best else None,
+        "best_metric": best.metric if best else None,
+        "lower_is_better": tree.lower_is_better,
+        "valid_submission": any(n.has_submission and not n.is_buggy for n in nodes),
+        "nodes_by_stage": dict(by_stage),
+        "buggy_by_stage": dict(buggy_by_stage),
+        "buggy_nodes": sum(1 for n in nodes if n.is_buggy),
+        "prompt_tokens": sum(n.prompt_tokens for n in nodes),
+        "completion_tokens": sum(n.completion_tokens for n in nodes),
+        "reasoning_tokens": sum(n.reasoning_tokens for n in nodes),
+        "cached_tokens": sum(n.cached_tokens for n in nodes),
+        "llm_calls": sum(n.llm_calls for n in nodes),
+        "llm_seconds": round(sum(n.llm_seconds for n in nodes), 3),
+        "exec_seconds": round(sum(n.exec_seconds for n in nodes), 3),
+        "wall_seconds": round(wall_seconds, 3),
+    }
+
+
+def export_run(
+    run_dir: Path, nodes: list[Node], tree: Tree, *, run_id: str, wall_seconds: float,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """Write every derived file of a run and return the summary."""
+    write_atomically(
+        run_dir / "tree.json",
+        json.dumps(tree_json(nodes, run_id=run_id, lower_is_better=tree.lower_is_better), indent=1),
+    )
+    summary = summarize(nodes, tree, run_id=run_id, wall_seconds=wall_seconds, settings=settings)
+    best = tree.best()
+    if best is not None:
+        best_node = next(n for n in nodes if n.id == best.id)
+        write_atomically(run_dir / "best_solution.py", best_node.code)
+        sub = run_dir / "submissions" / f"{best.id}.csv"
+        if sub.is_file():
+            copy_atomically(sub, run_dir / "submission.csv")
+    write_atomically(run_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,83 @@
+"""Live progress of a run: a rich display on a terminal, plain log lines elsewhere."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+class RunProgress:
+    """Consumes the graph's custom stream events and shows them."""
+
+    def __init__(self, total: int, done: int, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.total = total
+        self.done = done
+        self.best: float | None = None
+        self.tokens = 0
+        self.llm_seconds = 0.0
+        self.live = self.stream.isatty()
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._start = time.monotonic()
+
+    def __enter__(self) -> RunProgress:
+        if self.live:
+            self._progress = Progress(
+                TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(),
+                TimeRemainingColumn(), TextColumn("{task.description}"),
+                console=Console(file=self.stream),
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("starting", total=self.total, completed=self.done)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _line(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def _status(self, text: str) -> None:
+        if self._progress is not None:
+            best = "-" if self.best is None else f"{self.best:.5g}"
+            self._progress.update(
+                self._task, completed=self.done,
+                description=f"{text} | best {best} | {self.tokens} tok, {self.llm_seconds:.0f} s LLM",
+            )
+
+    def handle(self, event: dict[str, Any]) -> None:
+        """Show one event from the graph's custom stream."""
+        kind = event.get("kind")
+        step = event.get("step", 0)
+        if kind == "step":
+            parent = f" of {event['parent']}" if event.get("parent") else ""
+            self._status(f"{step + 1}/{self.total} {event['stage']}{parent}: asking the model")
+            if not self.live:
+                self._line(f"[step {step + 1}/{self.total}] {event['stage']}{parent}")
+        elif kind == "generated":
+            self._status(f"{step + 1}/{self.total}: got {event.get('tokens', 0)} tokens")
+        elif kind == "executing":
+            self._status(f"{step + 1}/{self.total}: running the script")
+        elif kind == "reviewing":
+            self._status(f"{step + 1}/{self.total}: reviewing")
+        elif kind == "recorded":
+            self.done = step + 1
+            self.tokens += int(event.get("tokens") or 0)
+            self.llm_seconds += float(event.get("llm_seconds") or 0.0)
+            self.best = event.get("best_metric")
+            self._line(
+                f"  node {event['node_id']} ({event['stage']}): {event['outcome']}"
+                f" [LLM {event.get('llm_seconds', 0):.1f} s, exec {event.get('exec_seconds', 0):.1f} s]"
+            )
+            self._status(f"{self.done}/{self.total} done")
+        elif kind == "info":
+            self._line(str(event.get("message", "")))

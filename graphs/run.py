@@ -1,0 +1,311 @@
+"""Command line: run (or resume) a tree search on a competition.
+
+    python -m graphs.run --task DIR [--strategy aide] [--steps N] [--base-url URL] [--model NAME]
+        [--run-dir DIR] [--resume RUN_ID] [--seed S] [--exec-timeout SECONDS]
+        [--local-model 0.5b|1.5b|PATH.gguf]
+
+Errors a user can cause print one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import secrets
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from benchmark.competition import Competition, CompetitionError, load_competition
+from graphs.export import export_run, write_atomically
+from graphs.progress import RunProgress
+from graphs.registry import STRATEGIES, UnknownStrategyError, graph_builder
+from graphs.settings import RunServices, RunSettings, SearchContext
+from nodes.direction import ask_metric_direction
+from nodes.review import StructuredOutputSupport
+from nodes.task_context import build_task_context
+from nodes.tree import NodeStore
+from sandbox import SandboxError
+from serving.llm import EndpointError, LLMSettings, list_endpoint_models, make_chat_model, model_profile
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A problem the user can fix; shown as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's argument parser."""
+    p = _Parser(prog="python -m graphs.run", description="Tree search over ML solution scripts.")
+    p.add_argument("--task", help="competition directory (MLE-bench layout or a plain folder)")
+    p.add_argument("--strategy", default=None, help=f"search strategy ({', '.join(STRATEGIES)})")
+    p.add_argument("--steps", type=_positive_int, default=None, help="nodes in the tree (default 20)")
+    p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint; default: embedded llama.cpp")
+    p.add_argument("--model", default=None, help="model name at the endpoint (default: the first it serves)")
+    p.add_argument("--run-dir", default="runs", help="where runs are written (default ./runs)")
+    p.add_argument("--resume", default=None, metavar="RUN_ID", help="continue a run after a crash")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--exec-timeout", type=_positive_float, default=None, metavar="SECONDS")
+    p.add_argument("--local-model", default=None, help="embedded model: 0.5b, 1.5b (default) or a .gguf path")
+    g = p.add_argument_group("search policy (AIDE defaults)")
+    g.add_argument("--num-drafts", type=_positive_int, default=None)
+    g.add_argument("--debug-prob", type=_probability, default=None)
+    g.add_argument("--max-debug-depth", type=int, default=None)
+    g2 = p.add_argument_group("model")
+    g2.add_argument("--max-tokens", type=_positive_int, default=None)
+    g2.add_argument("--temperature", type=float, default=None)
+    g2.add_argument("--llm-timeout", type=_positive_float, default=None, metavar="SECONDS")
+    g2.add_argument("--no-llm-review", action="store_true", help="skip the LLM verdict (facts only)")
+    p.add_argument("--sandbox", choices=["auto", "bwrap", "plain"], default=None)
+    return p
+
+
+_OVERRIDABLE = {
+    "strategy": "strategy", "steps": "steps", "base_url": "base_url", "model": "model",
+    "seed": "seed", "exec_timeout": "exec_timeout", "local_model": "local_model",
+    "num_drafts": "num_drafts", "debug_prob": "debug_prob", "max_debug_depth": "max_debug_depth",
+    "max_tokens": "max_tokens", "temperature": "temperature", "llm_timeout": "llm_timeout",
+    "sandbox": "sandbox",
+}
+
+
+def _new_run_id(task_id: str, strategy: str) -> str:
+    return f"{task_id}-{strategy}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def resolve_settings(args: argparse.Namespace) -> tuple[RunSettings, Path, bool]:
+    """Settings of a new run, or those stored with a run being resumed: (settings, dir, resumed)."""
+    root = Path(args.run_dir).expanduser()
+    if args.resume:
+        run_path = root / args.resume
+        cfg = run_path / "run.json"
+        if not cfg.is_file():
+            raise UsageError(f"no run '{args.resume}' under {root} (missing {cfg})")
+        try:
+            settings = RunSettings.model_validate_json(cfg.read_text())
+        except ValueError as exc:
+            raise UsageError(f"{cfg} is corrupt: {str(exc).splitlines()[0]}") from exc
+        changes = {k: getattr(args, k) for k in ("steps", "exec_timeout", "llm_timeout")
+                   if getattr(args, k) is not None}
+        if args.base_url:  # the endpoint may have moved; the model must stay the same
+            changes["base_url"] = args.base_url
+        if args.no_llm_review:
+            changes["llm_review"] = False
+        return settings.model_copy(update=changes), run_path, True
+    if not args.task:
+        raise UsageError("--task DIR is required (or --resume RUN_ID)")
+    values: dict[str, Any] = {k: getattr(args, a) for a, k in _OVERRIDABLE.items()
+                              if getattr(args, a) is not None}
+    values.setdefault("strategy", "aide")
+    graph_builder(values["strategy"])
+    comp = load_competition(args.task)
+    run_id = _new_run_id(comp.id, values["strategy"])
+    settings = RunSettings(run_id=run_id, task_dir=str(comp.root), llm_review=not args.no_llm_review,
+                           **values)
+    return settings, root / run_id, False
+
+
+@contextlib.contextmanager
+def endpoint(settings: RunSettings, run_path: Path, say: Any) -> Iterator[tuple[str, str]]:
+    """Yield (base_url, model): the given endpoint, or the embedded server started for the run."""
+    if settings.base_url:
+        served = list_endpoint_models(settings.base_url)
+        model = settings.model or (served[0] if served else None)
+        if not model:
+            raise EndpointError(f"LLM endpoint {settings.base_url} serves no models; pass --model")
+        if settings.model and served and settings.model not in served:
+            raise EndpointError(
+                f"model '{settings.model}' is not served by {settings.base_url} (it serves: {', '.join(served[:5])})"
+            )
+        yield settings.base_url, model
+        return
+    from serving.local import LocalServer, ensure_local_model
+
+    path = ensure_local_model(settings.local_model, progress=say)
+    alias = settings.model or Path(path).stem
+    say(f"starting the embedded llama.cpp server with {Path(path).name} ...")
+    server = LocalServer(Path(path), model_alias=alias, log_path=run_path / "llama-server.log")
+    with server:
+        say(f"embedded server ready at {server.base_url}")
+        yield server.base_url, alias
+
+
+@contextlib.contextmanager
+def open_checkpointer(run_path: Path) -> Iterator[SqliteSaver]:
+    """The run's SQLite checkpointer (closed on exit)."""
+    conn = sqlite3.connect(str(run_path / "checkpoints.sqlite"), check_same_thread=False)
+    try:
+        yield SqliteSaver(conn)
+    finally:
+        conn.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run or resume one tree search; returns the exit code."""
+    settings, run_path, resumed = resolve_settings(args)
+    comp: Competition = load_competition(settings.task_dir)
+    builder = graph_builder(settings.strategy)
+    run_path.mkdir(parents=True, exist_ok=True)
+    say = lambda msg: print(msg, flush=True)  # noqa: E731
+    say(f"run id: {settings.run_id}  ({'resuming' if resumed else 'new run'}; "
+        f"resume with --resume {settings.run_id} --run-dir {args.run_dir})")
+    if not resumed:
+        write_atomically(run_path / "run.json", settings.model_dump_json(indent=2))
+    started = time.monotonic()
+    store = NodeStore(run_path / "nodes.sqlite")
+    try:
+        with endpoint(settings, run_path, say) as (base_url, model):
+            if settings.model != model:
+                settings = settings.model_copy(update={"model": model})
+            profile = model_profile(model)
+            llm = make_chat_model(LLMSettings(
+                base_url=base_url, model=model, temperature=settings.temperature,
+                max_tokens=settings.max_tokens, timeout_s=settings.llm_timeout,
+                max_retries=settings.llm_retries))
+            use_system = bool(profile["system_prompt"])
+            settings, system_text = _prepare_prompts(settings, comp, store, llm, use_system, say)
+            write_atomically(run_path / "run.json", settings.model_dump_json(indent=2))
+            lower = bool(settings.lower_is_better)
+            services = RunServices(
+                settings=settings, run_dir=run_path, competition=comp, llm=llm,
+                system_text=system_text, use_system_prompt=use_system, store=store,
+                tree=store.load_tree(lower), lower_is_better=lower,
+                structured=StructuredOutputSupport(),
+            )
+            _search(builder, services, resumed)
+        elapsed = time.monotonic() - started
+        wall = float(store.get_meta("wall_seconds", 0.0)) + elapsed  # type: ignore[arg-type]
+        store.set_meta("wall_seconds", wall)
+        nodes = store.all()
+        summary = export_run(run_path, nodes, store.load_tree(bool(settings.lower_is_better)),
+                             run_id=settings.run_id, wall_seconds=wall,
+                             settings=settings.model_dump())
+    finally:
+        store.close()
+    _print_summary(summary, run_path)
+    return 0
+
+
+def _prepare_prompts(
+    settings: RunSettings, comp: Competition, store: NodeStore, llm: Any, use_system: bool, say: Any
+) -> tuple[RunSettings, str]:
+    """The run's stable prompt prefix (stored, so a resume reuses it byte for byte)."""
+    system_text = store.get_meta("system_text")
+    lower = settings.lower_is_better if settings.lower_is_better is not None else comp.lower_is_better
+    metric = settings.metric_name or comp.grader
+    if lower is None:
+        probe = build_task_context(comp.description, comp.public_dir, time_limit_s=settings.exec_timeout,
+                                   metric_name=metric, lower_is_better=None,
+                                   sample_submission=comp.sample_submission)
+        answer, _ = ask_metric_direction(llm, probe.system_prompt(), system_prompt=use_system)
+        if answer is None:
+            lower = False
+            say("could not tell the metric direction from the description; assuming higher is better")
+        else:
+            lower, metric = answer.lower_is_better, metric or answer.metric
+            say(f"metric: {metric}, {'lower' if lower else 'higher'} is better (asked the model)")
+    settings = settings.model_copy(update={"lower_is_better": lower, "metric_name": metric})
+    if not isinstance(system_text, str):
+        ctx = build_task_context(comp.description, comp.public_dir, time_limit_s=settings.exec_timeout,
+                                 metric_name=metric, lower_is_better=lower,
+                                 sample_submission=comp.sample_submission)
+        system_text = ctx.system_prompt()
+        store.set_meta("system_text", system_text)
+    return settings, system_text
+
+
+def _search(builder: Any, services: RunServices, resumed: bool) -> None:
+    settings = services.settings
+    with open_checkpointer(services.run_dir) as saver:
+        graph = builder().compile(checkpointer=saver)
+        config: dict[str, Any] = {
+            "configurable": {"thread_id": settings.run_id},
+            "recursion_limit": settings.steps * 8 + 20,
+        }
+        snapshot = graph.get_state(config)
+        pending = bool(snapshot.next)
+        # A fresh run starts from step 0; an interrupted one continues where its checkpoint
+        # stopped; a finished one asked for more steps starts its loop again from the state.
+        graph_input: dict | None
+        if not snapshot.values:
+            graph_input = {"step": 0}
+        elif pending:
+            graph_input = None
+        else:
+            graph_input = {}
+        context = SearchContext(services=services)
+        with RunProgress(settings.steps, len(services.tree)) as progress:
+            for event in graph.stream(graph_input, config, context=context, stream_mode="custom"):
+                progress.handle(event)
+
+
+def _print_summary(summary: dict[str, Any], run_path: Path) -> None:
+    best = summary["best_metric"]
+    direction = "lower" if summary["lower_is_better"] else "higher"
+    print(
+        f"done: {summary['steps']} nodes ({summary['buggy_nodes']} buggy), "
+        f"best validation metric {best if best is not None else '-'} ({direction} is better), "
+        f"valid submission: {'yes' if summary['valid_submission'] else 'no'}; "
+        f"{summary['prompt_tokens'] + summary['completion_tokens']} tokens, "
+        f"{summary['llm_seconds']:.0f} s LLM, {summary['wall_seconds']:.0f} s wall\n"
+        f"outputs in {run_path}: tree.json, summary.json"
+        + (", best_solution.py, submission.csv" if summary["best_node_id"] else "")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors become one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (UsageError, CompetitionError, UnknownStrategyError, EndpointError, SandboxError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted; resume with --resume <run id> (printed at start)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001
+        from serving.local import LocalModelError
+
+        if isinstance(exc, LocalModelError):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

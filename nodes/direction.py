@@ -1,0 +1,48 @@
+"""Ask once, at the start of a run on an ungraded folder, which way the metric goes."""
+
+from __future__ import annotations
+
+from langchain_core.language_models import BaseChatModel
+from pydantic import BaseModel, ValidationError
+
+import prompts
+from nodes.candidate import Usage
+from nodes.review import JSON_OBJECT_RE
+from serving.llm import LLMCallError, build_messages, complete
+
+
+class MetricDirection(BaseModel):
+    """The task's metric and whether lower values are better."""
+
+    metric: str
+    lower_is_better: bool
+
+
+DIRECTION_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "metric_direction",
+        "strict": True,
+        "schema": MetricDirection.model_json_schema(),
+    },
+}
+
+
+def ask_metric_direction(
+    llm: BaseChatModel, system: str, *, system_prompt: bool = True
+) -> tuple[MetricDirection | None, Usage]:
+    """The model's reading of the metric direction; None when it gives no usable answer."""
+    messages = build_messages(system, prompts.render("direction"), system_prompt=system_prompt)
+    usage = Usage()
+    for kwargs in ({"response_format": DIRECTION_FORMAT}, {}):
+        try:
+            reply = complete(llm, messages, **kwargs)
+        except LLMCallError:
+            continue
+        usage.add_reply(reply)
+        for text in (reply.text, *(m.group(0) for m in JSON_OBJECT_RE.finditer(reply.text))):
+            try:
+                return MetricDirection.model_validate_json(text), usage
+            except ValidationError:
+                continue
+    return None, usage

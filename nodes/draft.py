@@ -1,0 +1,17 @@
+"""Draft operator: a fresh solution from the task alone."""
+
+from __future__ import annotations
+
+from langchain_core.language_models import BaseChatModel
+
+import prompts
+from nodes.candidate import Candidate, ask_for_script
+
+
+def draft(
+    llm: BaseChatModel, system: str, memory: list[str], *, system_prompt: bool = True
+) -> Candidate:
+    """Ask for a new solution; `memory` lists one-line summaries of earlier attempts."""
+    return ask_for_script(
+        llm, system, prompts.render("draft", memory=memory), system_prompt=system_prompt
+    )

@@ -1,0 +1,30 @@
+"""Improve operator: one atomic change to a working solution."""
+
+from __future__ import annotations
+
+from langchain_core.language_models import BaseChatModel
+
+import prompts
+from nodes.candidate import Candidate, ask_for_script
+from nodes.tree import Node
+
+
+def improve(
+    llm: BaseChatModel,
+    system: str,
+    parent: Node,
+    memory: list[str],
+    *,
+    lower_is_better: bool,
+    system_prompt: bool = True,
+) -> Candidate:
+    """Ask for an improved version of `parent`'s script."""
+    text = prompts.render(
+        "improve",
+        code=parent.code.rstrip(),
+        metric=f"{parent.metric:.6g}" if parent.metric is not None else "n/a",
+        direction="lower is better" if lower_is_better else "higher is better",
+        analysis=parent.review.strip(),
+        memory=memory,
+    )
+    return ask_for_script(llm, system, text, system_prompt=system_prompt)

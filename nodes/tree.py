@@ -1,0 +1,224 @@
+"""The search tree: one `Node` per solution attempt, kept in a SQLite table of its own.
+
+Node payloads (code, output, reasoning) live outside the LangGraph checkpoint so each step
+writes a constant number of bytes however large the tree grows. Node ids are deterministic
+(`step`, `branch`), so a step replayed after a crash overwrites its row instead of adding one.
+`Tree` is the in-memory index the search policy reads: small summaries, updated per node.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Stage = Literal["draft", "improve", "debug"]
+
+
+def node_id_for(step: int, branch: int = 0) -> str:
+    """Deterministic id of the node produced at `step` (and fan-out `branch`)."""
+    return f"{step:05d}-{branch}"
+
+
+class Node(BaseModel):
+    """One solution attempt: what was asked, what was written, what happened."""
+
+    id: str
+    step: int
+    branch: int = 0
+    parent_id: str | None = None
+    stage: Stage
+    strategy: str = "aide"
+    plan: str = ""
+    code: str = ""
+    output: str = ""
+    exit_code: int | None = None
+    timed_out: bool = False
+    exec_seconds: float = 0.0
+    metric: float | None = None
+    is_buggy: bool = True
+    bug_reason: str | None = None
+    review: str = ""
+    review_says_bug: bool | None = None
+    has_submission: bool = False
+    debug_depth: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    llm_seconds: float = 0.0
+    llm_calls: int = 0
+    reasoning: str = ""
+    llm_error: str | None = None
+    created_at: float = 0.0
+    extra: dict = Field(default_factory=dict)
+
+
+@dataclass
+class NodeSummary:
+    """What the policy needs of a node; a few dozen bytes each."""
+
+    id: str
+    step: int
+    parent_id: str | None
+    stage: str
+    metric: float | None
+    is_buggy: bool
+    debug_depth: int
+    note: str  # why it failed, or the review of a working node: one line for prompt memory
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+class Tree:
+    """In-memory index of the tree for the search policy and prompt memory."""
+
+    def __init__(self, lower_is_better: bool) -> None:
+        self.lower_is_better = lower_is_better
+        self.nodes: dict[str, NodeSummary] = {}
+        self.children: dict[str, set[str]] = {}
+
+    def add(self, node: Node) -> None:
+        """Insert or replace a node (replay after a crash replaces)."""
+        old = self.nodes.get(node.id)
+        if old is not None and old.parent_id is not None:
+            self.children.get(old.parent_id, set()).discard(node.id)
+        self.nodes[node.id] = NodeSummary(
+            id=node.id,
+            step=node.step,
+            parent_id=node.parent_id,
+            stage=node.stage,
+            metric=node.metric,
+            is_buggy=node.is_buggy,
+            debug_depth=node.debug_depth,
+            note=_one_line((node.bug_reason if node.is_buggy else node.review) or "", 240),
+        )
+        self.children.setdefault(node.id, set())
+        if node.parent_id is not None:
+            self.children.setdefault(node.parent_id, set()).add(node.id)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def get(self, node_id: str) -> NodeSummary:
+        """The summary of one node."""
+        return self.nodes[node_id]
+
+    @property
+    def draft_count(self) -> int:
+        """Number of root nodes (drafts)."""
+        return sum(1 for n in self.nodes.values() if n.parent_id is None)
+
+    def good_nodes(self) -> list[NodeSummary]:
+        """Nodes that ran cleanly and reported a metric."""
+        return [n for n in self.nodes.values() if not n.is_buggy and n.metric is not None]
+
+    def buggy_leaves(self) -> list[NodeSummary]:
+        """Buggy nodes nobody has tried to fix yet, in step order."""
+        leaves = [n for n in self.nodes.values() if n.is_buggy and not self.children.get(n.id)]
+        return sorted(leaves, key=lambda n: n.step)
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether metric `a` beats metric `b` in this task's direction."""
+        return a < b if self.lower_is_better else a > b
+
+    def best(self) -> NodeSummary | None:
+        """The good node with the best metric (earliest wins ties)."""
+        best: NodeSummary | None = None
+        for node in sorted(self.good_nodes(), key=lambda n: n.step):
+            if best is None or self.better(node.metric, best.metric):  # type: ignore[arg-type]
+                best = node
+        return best
+
+    def recent(self, k: int) -> list[NodeSummary]:
+        """The last `k` nodes by step: bounded prompt memory."""
+        return sorted(self.nodes.values(), key=lambda n: n.step)[-k:]
+
+    def ancestors(self, node_id: str, limit: int = 10) -> Iterator[NodeSummary]:
+        """The node and its ancestors, nearest first, at most `limit`."""
+        current: str | None = node_id
+        count = 0
+        while current is not None and count < limit:
+            node = self.nodes[current]
+            yield node
+            current = node.parent_id
+            count += 1
+
+
+class NodeStore:
+    """SQLite table of full node payloads, one row per node id (upsert)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS nodes ("
+            " id TEXT PRIMARY KEY, step INTEGER NOT NULL, data TEXT NOT NULL)"
+        )
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+        )
+
+    def put(self, node: Node) -> None:
+        """Write (or overwrite) one node atomically."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO nodes (id, step, data) VALUES (?, ?, ?)",
+                (node.id, node.step, node.model_dump_json()),
+            )
+
+    def get(self, node_id: str) -> Node:
+        """The full payload of one node."""
+        with self._lock:
+            row = self._conn.execute("SELECT data FROM nodes WHERE id = ?", (node_id,)).fetchone()
+        if row is None:
+            raise KeyError(node_id)
+        return Node.model_validate_json(row[0])
+
+    def all(self) -> list[Node]:
+        """Every node in step order (for loading an index and writing reports)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT data FROM nodes ORDER BY step, id").fetchall()
+        return [Node.model_validate_json(r[0]) for r in rows]
+
+    def count(self) -> int:
+        """Number of stored nodes."""
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM nodes").fetchone()[0])
+
+    def set_meta(self, key: str, value: object) -> None:
+        """Store a small run-level value (JSON)."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value))
+            )
+
+    def get_meta(self, key: str, default: object = None) -> object:
+        """Read a run-level value stored with `set_meta`."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def load_tree(self, lower_is_better: bool) -> Tree:
+        """Build the policy index from the stored nodes (once, at start or resume)."""
+        tree = Tree(lower_is_better)
+        for node in self.all():
+            tree.add(node)
+        return tree
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()

@@ -1,0 +1,544 @@
+"""Run one LLM-written script in a workspace, optionally inside bubblewrap.
+
+Every call is a fresh process ``python solution.py`` with cwd = workspace root.
+
+Process-tree hygiene
+    The child starts in a new session (its pid is the process-group id).  On timeout,
+    output flood, or normal exit the whole group gets SIGKILL while the leader is still an
+    unreaped zombie, so the group id cannot have been reused.
+    * bwrap: ``--unshare-pid --die-with-parent`` put everything in a pid namespace whose
+      init dies with bwrap; when init dies the kernel kills the whole namespace, setsid
+      daemons included.  After a kill we wait (bounded) for that init to be gone, so when
+      run_script returns nothing of the run is still executing.
+    * plain: a double-forked setsid daemon leaves the process group, so the child env
+      carries a per-run marker variable and /proc is scanned for processes carrying it
+      (best effort: a process that rewrites its environment escapes; use bwrap).
+
+Output
+    stdout and stderr of the child (and of anything it starts) share one file descriptor
+    on ``root/output.log``.  The parent polls its size every POLL_S seconds and kills the
+    tree beyond ``max_output_bytes``.  RLIMIT_FSIZE (via util-linux ``prlimit``, which
+    execs the command; no preexec_fn, as that is unsafe with threads) is a backstop that
+    also caps every other file the script writes, so it is set generously:
+    max(4 GiB, 2 * max_output_bytes).  It only matters if the parent cannot poll (e.g. it
+    is stopped); legit model/feature files up to 4 GiB still work, and a bigger write
+    fails with a clear ``OSError: [Errno 27] File too large`` (Python ignores SIGXFSZ).
+
+Exit codes
+    ``None`` when run_script killed the run.  A script killed by a signal it did not get
+    from us is reported shell-style as 128 + signal number for both backends (bwrap
+    reports it that way, so plain's negative return codes are converted).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from sandbox.errors import SandboxError
+from sandbox.workspace import Workspace, ensure_input_link
+
+POLL_S = 0.05  # parent-side poll interval for output size / deadline
+FSIZE_FLOOR = 4 * 2**30
+KILL_WAIT_S = 2.0  # how long to wait for a killed bwrap namespace to disappear
+MARKER_VAR = "ITS_MLE_SANDBOX_RUN"  # plain backend: tags every process of one run
+SOLUTION = "solution.py"
+LOG = "output.log"
+
+_SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_PASSTHROUGH_ENV = ("CUDA_VISIBLE_DEVICES",)  # not secret, and needed to respect GPU pinning
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    exit_code: int | None  # None when killed by run_script
+    timed_out: bool
+    killed_reason: str | None  # "timeout", "output limit", or None
+    seconds: float  # wall time
+    output: str  # combined stdout+stderr, head+tail truncated
+    output_bytes: int  # total bytes the script wrote to output.log
+    backend: str  # "bwrap" or "plain"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+# --------------------------------------------------------------------------- truncation
+
+
+def _omitted_line(n: int, unit: str) -> str:
+    return f"\n... [{n} {unit} omitted] ...\n"
+
+
+def truncate_middle(text: str, head_chars: int, tail_chars: int) -> str:
+    """Return ``text`` unchanged if it has at most head+tail characters, else
+    its first ``head_chars`` + an omission line + its last ``tail_chars`` characters."""
+    head_chars = max(0, head_chars)
+    tail_chars = max(0, tail_chars)
+    if len(text) <= head_chars + tail_chars:
+        return text
+    omitted = len(text) - head_chars - tail_chars
+    tail = text[len(text) - tail_chars :]
+    return text[:head_chars] + _omitted_line(omitted, "characters") + tail
+
+
+def _read_output(fd: int, size: int, head_chars: int, tail_chars: int) -> str:
+    """Head+tail of the log without loading a huge file.  UTF-8 needs at most 4 bytes per
+    character, so 4*chars bytes from each end always hold the characters we keep.  When the
+    middle is never read the omission line counts bytes, not characters."""
+    head_chars = max(0, head_chars)
+    tail_chars = max(0, tail_chars)
+    hb, tb = 4 * head_chars, 4 * tail_chars
+    if size <= hb + tb:
+        data = os.pread(fd, size, 0)
+        return truncate_middle(data.decode("utf-8", "replace"), head_chars, tail_chars)
+    head = os.pread(fd, hb, 0).decode("utf-8", "replace")[:head_chars]
+    tail = os.pread(fd, tb, size - tb).decode("utf-8", "replace") if tb else ""
+    tail = tail[len(tail) - tail_chars :]
+    omitted = max(0, size - len(head.encode("utf-8")) - len(tail.encode("utf-8")))
+    return head + _omitted_line(omitted, "bytes") + tail
+
+
+# --------------------------------------------------------------------------- bwrap setup
+
+_probe_lock = threading.Lock()
+_bwrap_ok: bool | None = None
+_warned_plain = False
+
+
+def _system_args() -> list[str]:
+    """ro-binds of the system dirs (symlinks like /lib -> usr/lib are replicated)."""
+    return list(_system_args_cached())
+
+
+@lru_cache(maxsize=1)
+def _system_args_cached() -> tuple[str, ...]:
+    args: list[str] = []
+    for p in _SYSTEM_PATHS:
+        if os.path.islink(p):
+            args += ["--symlink", os.readlink(p), p]
+        elif os.path.isdir(p):
+            args += ["--ro-bind", p, p]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    # GPUs: CUDA needs the nvidia device nodes (no address-space limit is set anywhere:
+    # one under ~32 GiB breaks CUDA init).
+    for dev in sorted(glob.glob("/dev/nvidia*")):
+        if not os.path.isdir(dev):
+            args += ["--dev-bind", dev, dev]
+    if os.path.isdir("/dev/nvidia-caps"):
+        args += ["--dev-bind", "/dev/nvidia-caps", "/dev/nvidia-caps"]
+    return tuple(args)
+
+
+_BWRAP_BASE = (
+    "--unshare-all",  # user(try), ipc, pid, net, uts, cgroup(try)
+    "--die-with-parent",
+    "--new-session",
+    "--cap-drop",
+    "ALL",  # matters when run as root: no remounting the ro binds rw
+    "--clearenv",
+)
+
+
+def bwrap_available() -> bool:
+    """True if ``bwrap`` is installed and a trivial sandbox works here (probed once per
+    process; the result is cached)."""
+    global _bwrap_ok
+    with _probe_lock:
+        if _bwrap_ok is None:
+            _bwrap_ok = _probe_bwrap()
+        return _bwrap_ok
+
+
+@lru_cache(maxsize=1)
+def _bwrap_exe() -> str | None:
+    return shutil.which("bwrap")
+
+
+def _probe_bwrap() -> bool:
+    exe = _bwrap_exe()
+    true = shutil.which("true", path=_DEFAULT_PATH)
+    if exe is None or true is None:
+        return False
+    cmd = [exe, *_BWRAP_BASE, *_system_args(), "--remount-ro", "/", true]
+    try:
+        r = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 0
+
+
+@lru_cache(maxsize=16)
+def _python_binds(python: str) -> tuple[str, ...]:
+    """Directories to ro-bind so that ``python`` (a venv interpreter, pyenv, conda, ...)
+    and its libraries resolve inside the sandbox.  Cached per interpreter."""
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        prefixes = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    else:
+        try:
+            out = subprocess.run(
+                [python, "-c", "import sys; print(sys.prefix); print(sys.base_prefix)"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={"PATH": _DEFAULT_PATH},
+            ).stdout.split("\n")
+            prefixes = [p for p in out[:2] if p]
+        except (OSError, subprocess.SubprocessError):
+            prefixes = []
+    candidates: set[str] = set()
+    for p in [*prefixes, os.path.dirname(python), os.path.dirname(os.path.realpath(python))]:
+        if p:
+            candidates |= {os.path.abspath(p), os.path.realpath(p)}
+    covered = ["/usr", "/etc", "/proc", "/dev"]
+    for sp in ("/bin", "/sbin", "/lib", "/lib64"):
+        if os.path.isdir(sp) and not os.path.islink(sp):
+            covered.append(sp)
+    keep: list[str] = []
+    for c in sorted(candidates, key=len):
+        if c == "/" or not os.path.isdir(c):
+            continue
+        if any(c == k or c.startswith(k.rstrip("/") + "/") for k in covered + keep):
+            continue
+        keep.append(c)
+    return tuple(keep)
+
+
+def _bwrap_argv(
+    py_cmd: list[str],
+    ws_root: str,
+    public: str,
+    python: str,
+    extra_ro_binds: Sequence[str],
+    env: Mapping[str, str],
+    info_fd: int,
+) -> list[str]:
+    argv = [_bwrap_exe() or "bwrap", *_BWRAP_BASE]
+    for k, v in env.items():
+        argv += ["--setenv", k, v]
+    argv += _system_args()
+    for d in _python_binds(python):  # after --tmpfs /tmp: a venv may live under /tmp
+        argv += ["--ro-bind", d, d]
+    argv += ["--bind", ws_root, ws_root]
+    argv += ["--ro-bind", public, public]  # root/input -> public resolves to this mount
+    for d in extra_ro_binds:
+        argv += ["--ro-bind", d, d]
+    argv += ["--remount-ro", "/", "--chdir", ws_root, "--info-fd", str(info_fd)]
+    return argv + py_cmd
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_marked(marker: bytes) -> None:
+    """plain backend: SIGKILL every process whose environment carries this run's marker
+    (catches setsid/double-forked daemons that left the process group)."""
+    me = os.getpid()
+    for _ in range(5):  # repeat: a process may fork while we scan
+        found = False
+        try:
+            entries = os.listdir("/proc")
+        except OSError:
+            return
+        for name in entries:
+            if not name.isdigit() or int(name) == me:
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    environ = f.read()
+            except OSError:
+                continue
+            if marker in environ:
+                found = True
+                try:
+                    os.kill(int(name), signal.SIGKILL)
+                except OSError:
+                    pass
+        if not found:
+            return
+        time.sleep(0.01)
+
+
+def _read_child_pid(info_r: int) -> int | None:
+    """The host pid of bwrap's in-namespace init, from ``--info-fd`` (non-blocking)."""
+    try:
+        data = os.read(info_r, 65536)
+        return int(json.loads(data.decode())["child-pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    """Wait until a (non-child) process has exited, at most ``timeout`` seconds."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    if f.read().rsplit(b")", 1)[-1].split()[0] in (b"Z", b"X"):
+                        return
+            except OSError:
+                return
+            time.sleep(0.005)
+        return
+    try:
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+        p = select.poll()
+        p.register(pidfd, select.POLLIN)
+        p.poll(int(timeout * 1000))
+    finally:
+        os.close(pidfd)
+
+
+class _ExitWatcher:
+    """Waits for the child to exit *without reaping it* (the zombie keeps its pid and so
+    the process-group id reserved until we have killed the group)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._poll: select.poll | None = None
+        self._pidfd: int | None = None
+        self._sleep = 0.0005
+        try:
+            self._pidfd = os.pidfd_open(pid)
+            self._poll = select.poll()
+            self._poll.register(self._pidfd, select.POLLIN)
+        except (OSError, AttributeError):
+            self._pidfd = None
+
+    def wait(self, timeout: float) -> bool:
+        """True once the child has exited; waits up to ``timeout`` seconds."""
+        if self._poll is not None:
+            return bool(self._poll.poll(max(0, int(timeout * 1000))))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return True
+            if info is not None:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(self._sleep, left))
+            self._sleep = min(self._sleep * 2, POLL_S)
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+
+# --------------------------------------------------------------------------- run_script
+
+
+def _resolve_backend(backend: str) -> str:
+    global _warned_plain
+    if backend == "plain":
+        return "plain"
+    if backend == "bwrap":
+        if not bwrap_available():
+            raise SandboxError(
+                "backend 'bwrap' requested but bubblewrap is missing or does not work here "
+                "(install it with: apt-get install -y bubblewrap)"
+            )
+        return "bwrap"
+    if backend == "auto":
+        if bwrap_available():
+            return "bwrap"
+        with _probe_lock:
+            if not _warned_plain:
+                _warned_plain = True
+                warnings.warn(
+                    "bubblewrap unavailable: running scripts with the unsandboxed 'plain' "
+                    "backend (no filesystem/network isolation)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        return "plain"
+    raise ValueError(f"unknown sandbox backend {backend!r} (use 'auto', 'bwrap' or 'plain')")
+
+
+def _child_env(python: str, root: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+    env = {
+        "PATH": os.path.dirname(python) + ":" + _DEFAULT_PATH,
+        "HOME": root,
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+    }
+    for k in _PASSTHROUGH_ENV:
+        if k in os.environ:
+            env[k] = os.environ[k]
+    if extra:
+        env.update({str(k): str(v) for k, v in extra.items()})
+    return env
+
+
+def run_script(
+    code: str,
+    workspace: Workspace,
+    *,
+    timeout_s: float,
+    python: str | None = None,
+    backend: str = "auto",
+    max_output_bytes: int = 64 * 2**20,
+    output_head_chars: int = 4000,
+    output_tail_chars: int = 8000,
+    extra_ro_binds: Sequence[Path] = (),
+    env: Mapping[str, str] | None = None,
+) -> ExecutionResult:
+    """Write ``code`` to ``workspace.root/solution.py`` and run it (see module docstring)."""
+    if timeout_s <= 0:
+        raise ValueError("timeout_s must be positive")
+    chosen = _resolve_backend(backend)
+    root = str(Path(workspace.root).resolve())
+    if not os.path.isdir(root):
+        raise SandboxError(f"workspace does not exist: {workspace.root} (call create_workspace)")
+    if not Path(workspace.public_dir).is_dir():
+        raise SandboxError(f"public data directory does not exist: {workspace.public_dir}")
+    public = str(Path(workspace.public_dir).resolve())
+    if python is None:
+        python = sys.executable
+    elif os.sep not in python:
+        python = shutil.which(python) or python
+    python = os.path.abspath(python)
+    if not os.path.exists(python):
+        raise SandboxError(f"python interpreter not found: {python}")
+    ro_binds: list[str] = []
+    for b in extra_ro_binds:
+        if not os.path.exists(b):
+            raise SandboxError(f"extra read-only bind does not exist: {b}")
+        ro_binds.append(os.path.realpath(b))
+
+    ensure_input_link(workspace)
+    Path(root, SOLUTION).write_text(code, encoding="utf-8")
+    child_env = _child_env(python, root, env)
+    py_cmd = [python, SOLUTION]
+    fsize = max(FSIZE_FLOOR, 2 * max_output_bytes)
+    prlimit = shutil.which("prlimit", path=_DEFAULT_PATH)
+    wrapper = [prlimit, f"--fsize={fsize}:{fsize}"] if prlimit else []
+
+    info_r = info_w = -1
+    marker = b""
+    if chosen == "bwrap":
+        info_r, info_w = os.pipe()
+        os.set_blocking(info_r, False)
+        argv = wrapper + _bwrap_argv(py_cmd, root, public, python, ro_binds, child_env, info_w)
+        popen_env: dict[str, str] | None = {"PATH": _DEFAULT_PATH}
+        pass_fds: tuple[int, ...] = (info_w,)
+    else:
+        token = uuid.uuid4().hex
+        child_env[MARKER_VAR] = token
+        marker = f"{MARKER_VAR}={token}".encode()
+        argv = wrapper + py_cmd
+        popen_env = child_env
+        pass_fds = ()
+
+    log_path = os.path.join(root, LOG)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    reason: str | None = None
+    start = time.monotonic()
+    try:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=root,
+                env=popen_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                start_new_session=True,
+                pass_fds=pass_fds,
+            )
+        finally:
+            if info_w >= 0:
+                os.close(info_w)
+        watcher = _ExitWatcher(proc.pid)
+        deadline = start + timeout_s
+        try:
+            while True:
+                now = time.monotonic()
+                if watcher.wait(min(POLL_S, max(0.0, deadline - now))):
+                    break
+                if os.fstat(log_fd).st_size > max_output_bytes:
+                    reason = "output limit"
+                    break
+                if time.monotonic() >= deadline:
+                    reason = "timeout"
+                    break
+            # Kill the whole group while the leader is still an unreaped zombie (or alive).
+            child_pid = _read_child_pid(info_r) if chosen == "bwrap" and reason else None
+            _kill_group(proc.pid)
+            if child_pid is not None:
+                _wait_gone(child_pid, KILL_WAIT_S)
+            proc.wait()
+            if marker:
+                _kill_marked(marker)
+        finally:
+            watcher.close()
+            if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): never leak
+                _kill_group(proc.pid)
+                proc.wait()
+        seconds = time.monotonic() - start
+        size = os.fstat(log_fd).st_size
+        with open(log_path, "rb") as f:  # our log_fd is write-only
+            output = _read_output(f.fileno(), size, output_head_chars, output_tail_chars)
+    finally:
+        os.close(log_fd)
+        if info_r >= 0:
+            os.close(info_r)
+
+    rc = proc.returncode
+    if reason is not None:
+        exit_code = None
+    elif rc < 0:
+        exit_code = 128 - rc
+    else:
+        exit_code = rc
+    return ExecutionResult(
+        exit_code=exit_code,
+        timed_out=reason == "timeout",
+        killed_reason=reason,
+        seconds=seconds,
+        output=output,
+        output_bytes=size,
+        backend=chosen,
+    )
+
+
+__all__ = ["ExecutionResult", "bwrap_available", "run_script", "truncate_middle"]

@@ -1,0 +1,325 @@
+"""Embedded local model: weights (see ``serving.weights``) and a llama.cpp server on loopback.
+
+``LocalServer`` runs llama-cpp-python's OpenAI-compatible server in a child process (its own
+process group) on ``127.0.0.1`` and a free port, waits until ``GET /v1/models`` answers, and
+stops it (SIGTERM, then SIGKILL) on ``stop()``, on leaving the ``with`` block, at interpreter
+exit, and -- through a small watchdog inside the child -- when the parent process dies.
+
+CLI::
+
+    python -m serving.local fetch 0.5b       # assemble + verify the weights, print the path
+    python -m serving.local serve 0.5b       # start the server, print base_url, wait for Ctrl-C
+
+Imports nothing from the rest of the project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from pathlib import Path
+
+from .weights import (
+    LOCAL_MODELS,
+    LocalModelError,
+    LocalModelSpec,
+    cache_dir,
+    ensure_local_model,
+)
+
+__all__ = [
+    "LOCAL_MODELS",
+    "LocalModelError",
+    "LocalModelSpec",
+    "LocalServer",
+    "cache_dir",
+    "ensure_local_model",
+]
+
+# Runs inside the child interpreter: exits when the parent that started it goes away (even on
+# SIGKILL, where atexit cannot run), then hands over to llama_cpp.server's own __main__.
+_CHILD_BOOT = r"""
+import os, runpy, sys, threading, time
+_parent = int(sys.argv.pop(1))
+def _watch():
+    while True:
+        if os.getppid() != _parent:
+            os._exit(0)
+        time.sleep(1.0)
+threading.Thread(target=_watch, name="parent-watchdog", daemon=True).start()
+sys.argv[0] = "llama_cpp.server"
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _llama_cpp_importable(python: str) -> bool:
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        import importlib.util
+
+        return importlib.util.find_spec("llama_cpp") is not None
+    probe = "import importlib.util as u, sys; sys.exit(u.find_spec('llama_cpp') is None)"
+    try:
+        return subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _tail(path: Path, n: int = 5) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            lines = deque((ln.rstrip() for ln in f if ln.strip()), maxlen=n)
+    except OSError:
+        return "(no log)"
+    return " | ".join(lines) if lines else "(empty log)"
+
+
+class LocalServer:
+    """llama-cpp-python's OpenAI-compatible server on loopback, as a context manager.
+
+    ``n_parallel``: llama-cpp-python 0.3.36's server has no parallel slots -- it holds one
+    model and serves requests one at a time (concurrent requests queue behind a lock). Only
+    ``n_parallel=1`` is accepted; anything else raises ``ValueError`` so that callers do not
+    believe they get concurrency they don't. Clients may still send concurrent requests.
+
+    The server reuses the KV cache for the longest common prefix with the previous request
+    (one slot), so keep the stable part of prompts first and byte-identical.
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        model_alias: str,
+        n_ctx: int = 8192,
+        n_parallel: int = 1,
+        n_threads: int | None = None,
+        log_path: Path | None = None,
+        startup_timeout_s: float = 180,
+        python: str | None = None,
+    ) -> None:
+        if n_parallel != 1:
+            raise ValueError(
+                "llama-cpp-python's server has no parallel slots: n_parallel must be 1 "
+                "(use a vLLM endpoint for concurrent requests)"
+            )
+        self.model_path = Path(model_path)
+        self.model_alias = model_alias
+        self.n_ctx = int(n_ctx)
+        self.n_parallel = n_parallel
+        self.n_threads = int(n_threads) if n_threads else _default_threads()
+        self.startup_timeout_s = float(startup_timeout_s)
+        self.python = python or sys.executable
+        self.log_path: Path | None = Path(log_path) if log_path else None
+        self._own_log = log_path is None
+        self.port: int | None = None
+        self.base_url: str = ""
+        self.startup_s: float | None = None
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def command(self, port: int) -> list[str]:
+        """The child's command line (for logs and debugging)."""
+        return [
+            self.python, "-c", _CHILD_BOOT, str(os.getpid()),
+            "--model", str(self.model_path),
+            "--model_alias", self.model_alias,
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--n_ctx", str(self.n_ctx),
+            "--n_threads", str(self.n_threads),
+            "--n_threads_batch", str(self.n_threads),
+        ]  # fmt: skip
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> LocalServer:
+        with self._lock:
+            if self.running:
+                return self
+            if not self.model_path.is_file():
+                raise LocalModelError(f"model file not found: {self.model_path}")
+            if not _llama_cpp_importable(self.python):
+                raise LocalModelError(
+                    "llama_cpp is not installed: run `make setup` "
+                    "(installs llama-cpp-python[server]==0.3.36)"
+                )
+            if self.log_path is None:
+                fd, name = tempfile.mkstemp(prefix="its-mle-llama-", suffix=".log")
+                os.close(fd)
+                self.log_path = Path(name)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            t0 = time.monotonic()
+            for attempt in range(3):  # the free port can be taken between probe and bind
+                port = _free_port()
+                try:
+                    self._spawn(port)
+                    self._wait_ready(t0)
+                except LocalModelError:
+                    in_use = "address already in use" in _tail(self.log_path, 20).lower()
+                    self._terminate()
+                    if in_use and attempt < 2:
+                        continue
+                    raise
+                break
+            self.startup_s = time.monotonic() - t0
+            atexit.register(self.stop)
+            return self
+
+    def _spawn(self, port: int) -> None:
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        with open(self.log_path, "ab") as log:
+            log.write(f"$ {' '.join(self.command(port)[3:])}\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                self.command(port),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: killpg reaches all of it
+                close_fds=True,
+            )
+
+    def _wait_ready(self, t0: float) -> None:
+        url = f"{self.base_url}/models"
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise LocalModelError(
+                    f"llama.cpp server exited during startup (code {code}); "
+                    f"log {self.log_path}: {_tail(self.log_path)}"
+                )
+            try:
+                with _NO_PROXY.open(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() - t0 > self.startup_timeout_s:
+                raise LocalModelError(
+                    f"llama.cpp server not ready after {self.startup_timeout_s:.0f} s; "
+                    f"log {self.log_path}: {_tail(self.log_path)}"
+                )
+            time.sleep(0.2)
+
+    def _terminate(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        # Anything left in the group (it should have gone with its leader).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, up to 10 s, then SIGKILL). Idempotent."""
+        with self._lock:
+            was_started = self._proc is not None
+            self._terminate()
+            with contextlib.suppress(Exception):
+                atexit.unregister(self.stop)
+            if was_started and self._own_log and self.log_path is not None:
+                self.log_path.unlink(missing_ok=True)
+                self.log_path = None
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = f"running at {self.base_url}" if self.running else "stopped"
+        return f"LocalServer({self.model_alias!r}, {state})"
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m serving.local", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fetch", help="assemble and verify a model's weights; print the path")
+    f.add_argument("model", help=f"one of {', '.join(LOCAL_MODELS)} or a GGUF path")
+    s = sub.add_parser("serve", help="start the server, print base_url, wait for Ctrl-C")
+    s.add_argument("model", help=f"one of {', '.join(LOCAL_MODELS)} or a GGUF path")
+    s.add_argument("--alias", help="model name the server answers to (default: the model's)")
+    s.add_argument("--n-ctx", type=int, default=8192)
+    s.add_argument("--n-threads", type=int, default=None)
+    s.add_argument("--log", type=Path, default=None, help="server log file")
+    s.add_argument("--no-download", action="store_true", help="fail if weights are missing")
+    args = ap.parse_args(argv)
+
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        if args.cmd == "fetch":
+            print(ensure_local_model(args.model, progress=progress))
+            return 0
+        path = ensure_local_model(args.model, download=not args.no_download, progress=progress)
+        spec = LOCAL_MODELS.get(args.model.strip().lower())
+        alias = args.alias or (spec.model_name if spec else path.stem)
+        server = LocalServer(
+            path, model_alias=alias, n_ctx=args.n_ctx, n_threads=args.n_threads, log_path=args.log
+        )
+        with server:
+            print(server.base_url, flush=True)
+            progress(f"serving {alias} (ready in {server.startup_s:.1f} s); Ctrl-C to stop")
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            while server.running:
+                time.sleep(0.5)
+            print("llama.cpp server exited", file=sys.stderr)
+            return 2
+    except LocalModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

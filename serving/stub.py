@@ -1,0 +1,165 @@
+"""A scripted OpenAI-compatible endpoint on loopback, for tests and benchmarks without a model.
+
+Answers are a pure function of the request's messages (hashed), so a run resumed after a crash
+gets exactly the answers an uninterrupted run would have got. Script requests get one of a few
+generic scripts (working, crashing, printing no metric); review and metric-direction requests
+get the JSON they ask for. Run it with `python -m serving.stub --port 0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# A working script: copies the sample submission's layout, prints a hash-derived metric.
+_GOOD = '''import glob, os
+import pandas as pd
+samples = sorted(glob.glob("input/**/*sample_submission*.csv", recursive=True))
+os.makedirs("submission", exist_ok=True)
+if samples:
+    pd.read_csv(samples[0]).to_csv("submission/submission.csv", index=False)
+else:
+    pd.DataFrame({{"id": [0], "prediction": [0]}}).to_csv("submission/submission.csv", index=False)
+{sleep}print("training done")
+print("METRIC: {metric}")
+'''
+_CRASH = '''import pandas as pd
+{sleep}raise ValueError("scripted failure {tag}")
+'''
+_NO_METRIC = '''import os
+{sleep}print("finished but forgot the metric {tag}")
+'''
+
+
+def _digest(messages: list[dict[str, Any]]) -> bytes:
+    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+
+
+def scripted_answer(messages: list[dict[str, Any]], *, exec_sleep: float = 0.0) -> str:
+    """The deterministic answer to one chat request."""
+    text = "\n".join(str(m.get("content", "")) for m in messages)
+    digest = _digest(messages)
+    if "Your job: review" in text:
+        is_bug = "exit code: 0" not in text or "METRIC line: missing" in text
+        return json.dumps({"is_bug": is_bug, "summary": f"scripted review {digest.hex()[:8]}"})
+    if "Your job: read the evaluation metric" in text:
+        return json.dumps({"metric": "accuracy", "lower_is_better": False})
+    sleep = f"import time; time.sleep({exec_sleep})\n" if exec_sleep else ""
+    tag = digest.hex()[:8]
+    kind = digest[0] % 4
+    if kind in (0, 1):
+        metric = round(0.5 + digest[1] / 512, 6)
+        code = _GOOD.format(sleep=sleep, metric=metric)
+    elif kind == 2:
+        code = _CRASH.format(sleep=sleep, tag=tag)
+    else:
+        code = _NO_METRIC.format(sleep=sleep, tag=tag)
+    return f"Plan {tag}: a scripted solution.\n\n```python\n{code}```\n"
+
+
+class StubServer:
+    """The endpoint, served from a background thread."""
+
+    def __init__(self, port: int = 0, *, delay_s: float = 0.0, exec_sleep: float = 0.0,
+                 model: str = "scripted-model") -> None:
+        self.delay_s = delay_s
+        self.exec_sleep = exec_sleep
+        self.model = model
+        self.requests = 0
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL."""
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def _send(self, code: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except ValueError:
+                    self._send(400, {"error": {"message": "bad json"}})
+                    return
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._send(404, {"error": {"message": "not found"}})
+                    return
+                with server._lock:
+                    server.requests += 1
+                if server.delay_s:
+                    time.sleep(server.delay_s)
+                messages = body.get("messages") or []
+                content = scripted_answer(messages, exec_sleep=server.exec_sleep)
+                prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
+                usage = {"prompt_tokens": prompt_chars // 4, "completion_tokens": len(content) // 4}
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+                self._send(200, {
+                    "id": "stub-" + _digest(messages).hex()[:12], "object": "chat.completion",
+                    "created": 0, "model": server.model,
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": content}}],
+                    "usage": usage,
+                })
+
+        return Handler
+
+    def start(self) -> StubServer:
+        """Serve in a daemon thread."""
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> StubServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    """Serve until killed; prints the base URL first."""
+    p = argparse.ArgumentParser(description="scripted OpenAI-compatible endpoint")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    p.add_argument("--exec-sleep", type=float, default=0.0, help="scripts sleep this long")
+    args = p.parse_args()
+    server = StubServer(args.port, delay_s=args.delay, exec_sleep=args.exec_sleep)
+    print(server.base_url, flush=True)
+    server.httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
