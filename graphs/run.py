@@ -33,6 +33,7 @@ from nodes.task_context import build_task_context
 from nodes.tree import NodeStore
 from sandbox import SandboxError
 from serving.llm import EndpointError, LLMSettings, list_endpoint_models, make_chat_model, model_profile
+from serving.local import LocalModelError, LocalServer, ensure_local_model
 
 EXIT_USAGE = 2
 
@@ -153,8 +154,6 @@ def endpoint(settings: RunSettings, run_path: Path, say: Any) -> Iterator[tuple[
             )
         yield settings.base_url, model
         return
-    from serving.local import LocalServer, ensure_local_model
-
     path = ensure_local_model(settings.local_model, progress=say)
     alias = settings.model or Path(path).stem
     say(f"starting the embedded llama.cpp server with {Path(path).name} ...")
@@ -179,6 +178,10 @@ def run(args: argparse.Namespace) -> int:
     settings, run_path, resumed = resolve_settings(args)
     comp: Competition = load_competition(settings.task_dir)
     builder = graph_builder(settings.strategy)
+    if settings.base_url:  # fail before writing anything when the endpoint is unusable
+        list_endpoint_models(settings.base_url)
+    else:  # assemble/verify the embedded weights first: a bad model must not leave a run behind
+        ensure_local_model(settings.local_model, progress=lambda m: print(m, flush=True))
     run_path.mkdir(parents=True, exist_ok=True)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     say(f"run id: {settings.run_id}  ({'resuming' if resumed else 'new run'}; "
@@ -292,19 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except (UsageError, CompetitionError, UnknownStrategyError, EndpointError, SandboxError) as exc:
+    except (UsageError, CompetitionError, UnknownStrategyError, EndpointError, SandboxError,
+            LocalModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ninterrupted; resume with --resume <run id> (printed at start)", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001
-        from serving.local import LocalModelError
-
-        if isinstance(exc, LocalModelError):
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
             "timed_out": result.timed_out,
             "killed_reason": result.killed_reason,
             "seconds": result.seconds,
-            "output": result.output,
+            # host paths out of the log: shorter prompts, identical across runs and resumes
+            "output": result.output.replace(f"{workspace.root}/", ""),
             "submission_problem": problem,
         }
     }

@@ -2,6 +2,16 @@
 
 Every call is a fresh process ``python solution.py`` with cwd = workspace root.
 
+bwrap layout
+    ``--unshare-all --die-with-parent --new-session --cap-drop ALL --clearenv`` (the
+    cap drop matters when the agent runs as root: no remounting the read-only binds);
+    system dirs ro (/usr, /etc, /bin, /sbin, /lib* -- replicated as symlinks where they
+    are symlinks); new /proc, minimal /dev (+ /dev/nvidia* if present), private /tmp;
+    the interpreter's prefixes ro; the workspace root rw; the public dir ro at its own
+    real path (``root/input`` is a symlink to it, see sandbox.workspace); extra_ro_binds
+    ro; then ``/`` is remounted read-only.  Nothing else of the host (project dir,
+    private answers, $HOME) is visible.  Network: none (own empty net namespace).
+
 Process-tree hygiene
     The child starts in a new session (its pid is the process-group id).  On timeout,
     output flood, or normal exit the whole group gets SIGKILL while the leader is still an
@@ -44,7 +54,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -297,31 +307,43 @@ def _read_child_pid(info_r: int) -> int | None:
         return None
 
 
-def _wait_gone(pid: int, timeout: float) -> None:
-    """Wait until a (non-child) process has exited, at most ``timeout`` seconds."""
+def _kill_ns_init(pid: int | None) -> Callable[[], None]:
+    """SIGKILL bwrap's in-namespace init (its death kills the whole pid namespace) and
+    return a function that waits, bounded by KILL_WAIT_S, until it is gone.
+
+    The pidfd is opened before anything is killed, so a recycled pid can never be hit."""
+    if pid is None:
+        return lambda: None
     try:
         pidfd = os.pidfd_open(pid)
-    except (OSError, AttributeError):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as f:
-                    if f.read().rsplit(b")", 1)[-1].split()[0] in (b"Z", b"X"):
-                        return
-            except OSError:
-                return
-            time.sleep(0.005)
-        return
+    except (OSError, AttributeError):  # no pidfd (kernel < 5.3): poll /proc, send nothing
+        return lambda: _poll_proc_gone(pid, KILL_WAIT_S)
     try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except OSError:
+        pass
+
+    def wait() -> None:
         try:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            p = select.poll()
+            p.register(pidfd, select.POLLIN)  # readable once the process has exited
+            p.poll(int(KILL_WAIT_S * 1000))
+        finally:
+            os.close(pidfd)
+
+    return wait
+
+
+def _poll_proc_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[-1].split()[0] in (b"Z", b"X"):
+                    return
         except OSError:
-            pass
-        p = select.poll()
-        p.register(pidfd, select.POLLIN)
-        p.poll(int(timeout * 1000))
-    finally:
-        os.close(pidfd)
+            return
+        time.sleep(0.005)
 
 
 class _ExitWatcher:
@@ -502,18 +524,20 @@ def run_script(
                     reason = "timeout"
                     break
             # Kill the whole group while the leader is still an unreaped zombie (or alive).
-            child_pid = _read_child_pid(info_r) if chosen == "bwrap" and reason else None
+            # (After a normal bwrap exit the namespace is already gone: its init exited.)
+            wait_ns = _kill_ns_init(
+                _read_child_pid(info_r) if chosen == "bwrap" and reason else None
+            )
             _kill_group(proc.pid)
-            if child_pid is not None:
-                _wait_gone(child_pid, KILL_WAIT_S)
+            wait_ns()
             proc.wait()
-            if marker:
-                _kill_marked(marker)
         finally:
             watcher.close()
             if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): never leak
                 _kill_group(proc.pid)
                 proc.wait()
+            if marker:
+                _kill_marked(marker)
         seconds = time.monotonic() - start
         size = os.fstat(log_fd).st_size
         with open(log_path, "rb") as f:  # our log_fd is write-only

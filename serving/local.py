@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 
 from .weights import (
@@ -48,17 +49,88 @@ __all__ = [
     "ensure_local_model",
 ]
 
-# Runs inside the child interpreter: exits when the parent that started it goes away (even on
-# SIGKILL, where atexit cannot run), then hands over to llama_cpp.server's own __main__.
+# Runs inside the child interpreter (any Python with llama-cpp-python[server]; it need not have
+# this project on its path), then hands over to llama_cpp.server's own __main__. It
+#  - exits when the parent that started it goes away, even on SIGKILL where atexit cannot run;
+#  - drops environment variables that llama_cpp.server's pydantic settings would read (API_KEY,
+#    MODEL, PORT, CONFIG_FILE, ...), so only our command line configures the server;
+#  - accepts OpenAI's `response_format={"type": "json_schema", "json_schema": {"schema": S}}`,
+#    which 0.3.36 rejects (it knows only "text" and "json_object"), by rewriting it to its own
+#    equivalent `{"type": "json_object", "schema": S}` (grammar-constrained decoding).
 _CHILD_BOOT = r"""
-import os, runpy, sys, threading, time
+import json, os, runpy, sys, threading, time
+
 _parent = int(sys.argv.pop(1))
+
 def _watch():
     while True:
         if os.getppid() != _parent:
             os._exit(0)
         time.sleep(1.0)
+
 threading.Thread(target=_watch, name="parent-watchdog", daemon=True).start()
+
+import llama_cpp.server.app as _app
+from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+_fields = {f.lower() for m in (ModelSettings, ServerSettings) for f in m.model_fields}
+for _k in list(os.environ):
+    if _k.lower() in _fields or _k == "CONFIG_FILE":
+        del os.environ[_k]
+
+def _rewrite(body):
+    try:
+        data = json.loads(body)
+        rf = data.get("response_format") if isinstance(data, dict) else None
+        if not isinstance(rf, dict) or rf.get("type") != "json_schema":
+            return body
+        schema = (rf.get("json_schema") or {}).get("schema")
+        new = {"type": "json_object"}
+        if isinstance(schema, dict):
+            new["schema"] = schema
+        data["response_format"] = new
+        return json.dumps(data).encode()
+    except Exception:
+        return body
+
+class _JsonSchemaCompat:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if (scope["type"] != "http" or scope.get("method") != "POST"
+                or not scope.get("path", "").endswith("/completions")):
+            return await self.app(scope, receive, send)
+        chunks = []
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request":
+                return
+            chunks.append(msg.get("body", b""))
+            if not msg.get("more_body"):
+                break
+        body = _rewrite(b"".join(chunks))
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        done = False
+
+        async def replay():
+            nonlocal done
+            if not done:
+                done = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(dict(scope, headers=headers), replay, send)
+
+_create_app = _app.create_app
+
+def _create_app_compat(*args, **kwargs):
+    app = _create_app(*args, **kwargs)
+    app.add_middleware(_JsonSchemaCompat)
+    return app
+
+_app.create_app = _create_app_compat
 sys.argv[0] = "llama_cpp.server"
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
@@ -109,7 +181,13 @@ class LocalServer:
     believe they get concurrency they don't. Clients may still send concurrent requests.
 
     The server reuses the KV cache for the longest common prefix with the previous request
-    (one slot), so keep the stable part of prompts first and byte-identical.
+    (one slot), so keep the stable part of prompts first and byte-identical; 0.3.36 does not
+    report it (no ``usage.prompt_tokens_details``), its log shows "prefix-match hit" lines.
+
+    ``n_threads`` defaults to the CPUs this process may use (the server's own default is half).
+    ``extra_args`` are appended to the server's command line (e.g. ``["--logits_all", "true"]``
+    for ``logprobs``, ``["--n_gpu_layers", "-1"]``). ``response_format`` of type
+    ``json_schema`` is accepted (translated to llama-cpp-python's ``json_object`` + schema).
     """
 
     def __init__(
@@ -123,6 +201,7 @@ class LocalServer:
         log_path: Path | None = None,
         startup_timeout_s: float = 180,
         python: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         if n_parallel != 1:
             raise ValueError(
@@ -136,6 +215,7 @@ class LocalServer:
         self.n_threads = int(n_threads) if n_threads else _default_threads()
         self.startup_timeout_s = float(startup_timeout_s)
         self.python = python or sys.executable
+        self.extra_args = tuple(str(a) for a in extra_args)
         self.log_path: Path | None = Path(log_path) if log_path else None
         self._own_log = log_path is None
         self.port: int | None = None
@@ -157,6 +237,10 @@ class LocalServer:
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.n_threads),
             "--n_threads_batch", str(self.n_threads),
+            # The server's default (True) copies the logits of every prompt token into a
+            # numpy array: +55% prefill time on CPU. Only needed for `logprobs`.
+            "--logits_all", "false",
+            *self.extra_args,  # last: argparse lets them override the above
         ]  # fmt: skip
 
     @property

@@ -442,3 +442,25 @@ def test_concurrent_runs_in_threads(tmp_path: Path, backend: str):
         results = list(pool.map(one, range(4)))
     for i, r in enumerate(results):
         assert r.exit_code == i and r.output == f"node-{i}\n"
+
+
+def test_bwrap_extra_ro_binds(ws: Workspace, tmp_path: Path):
+    need("bwrap")
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "w.txt").write_text("weights")
+    code = f"""
+        print("READ", open({str(models / "w.txt")!r}).read())
+        try:
+            open({str(models / "new.txt")!r}, "w")
+            print("WROTE")
+        except OSError:
+            print("DENIED")
+        """
+    r = run(code, ws, "bwrap", extra_ro_binds=[models])
+    assert r.succeeded, r.output
+    assert "READ weights" in r.output and "DENIED" in r.output
+    r = run(code, ws, "bwrap")  # not bound -> not visible at all
+    assert r.exit_code == 1 and "FileNotFoundError" in r.output
+    with pytest.raises(SandboxError, match="does not exist"):
+        run("print(1)", ws, "bwrap", extra_ro_binds=[tmp_path / "missing"])

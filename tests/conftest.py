@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny competition in MLE-bench layout and scripted chat models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_toy_task(root: Path, *, with_config: bool = True, n_train: int = 40, n_test: int = 10) -> Path:
+    """A small binary classification competition (MLE-bench layout unless with_config=False)."""
+    public = root / "prepared" / "public" if with_config else root
+    private = root / "prepared" / "private"
+    public.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": i, "x1": i % 7, "x2": (i * 3) % 5, "label": int(i % 7 > 3)} for i in range(n_train + n_test)]
+    df = pd.DataFrame(rows)
+    df.iloc[:n_train].to_csv(public / "train.csv", index=False)
+    df.iloc[n_train:].drop(columns=["label"]).to_csv(public / "test.csv", index=False)
+    pd.DataFrame({"id": df.id.iloc[n_train:], "label": 0}).to_csv(public / "sample_submission.csv", index=False)
+    (root / "description.md").write_text("# Toy task\nPredict `label` from x1 and x2. Metric: accuracy (higher is better).\n")
+    if with_config:
+        private.mkdir(parents=True, exist_ok=True)
+        df.iloc[n_train:][["id", "label"]].to_csv(private / "answers.csv", index=False)
+        (root / "config.yaml").write_text(
+            "id: toy\nname: Toy\ndataset:\n  answers: prepared/private/answers.csv\n"
+            "  sample_submission: prepared/public/sample_submission.csv\n"
+            "grader:\n  name: accuracy\n"
+        )
+    return root
+
+
+@pytest.fixture
+def toy_task(tmp_path: Path) -> Path:
+    return make_toy_task(tmp_path / "toy")
+
+
+def ai(content: str, prompt_tokens: int = 100, completion_tokens: int = 50, **kwargs) -> AIMessage:
+    """A scripted answer carrying usage, as a server would report it."""
+    return AIMessage(
+        content=content,
+        usage_metadata={
+            "input_tokens": prompt_tokens,
+            "output_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+        **kwargs,
+    )
+
+
+class RecordingFakeModel(GenericFakeChatModel):
+    """GenericFakeChatModel that also records every prompt and bound kwargs it was sent."""
+
+    seen: list = []
+    seen_kwargs: list = []
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[override]
+        self.seen.append(messages)
+        self.seen_kwargs.append(kwargs)
+        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+
+def scripted_model(answers: Iterable[AIMessage | str]) -> RecordingFakeModel:
+    """A fake chat model that says exactly `answers`, in order."""
+    model = RecordingFakeModel(messages=iter(list(answers)))
+    model.seen = []
+    model.seen_kwargs = []
+    return model
+
+
+GOOD_SCRIPT = """import pandas as pd
+train = pd.read_csv("input/train.csv")
+test = pd.read_csv("input/test.csv")
+pred = (test.x1 > 3).astype(int)
+pd.DataFrame({"id": test.id, "label": pred}).to_csv("submission/submission.csv", index=False)
+print("METRIC: 0.9")
+"""
+
+
+def fenced(code: str, plan: str = "Plan: simple threshold.") -> str:
+    return f"{plan}\n\n```python\n{code}```\n"

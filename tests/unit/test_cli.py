@@ -1,0 +1,136 @@
+"""The command line: bad input gives one line and exit code 2, and loses nothing."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from serving.stub import StubServer
+from tests.conftest import ROOT, make_toy_task
+
+
+def cli(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "graphs.run", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(proc, pattern):
+    assert proc.returncode == 2, proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert pattern in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def stub():
+    with StubServer() as server:
+        yield server
+
+
+def test_missing_task_dir(tmp_path, stub):
+    proc = cli("--task", tmp_path / "nope", "--base-url", stub.base_url, "--run-dir", tmp_path / "runs")
+    assert_one_line_error(proc, "does not exist")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_malformed_config(tmp_path, stub):
+    task = make_toy_task(tmp_path / "t")
+    (task / "config.yaml").write_text("id: t\ndataset:\n  answers: missing/answers.csv\n")
+    proc = cli("--task", task, "--base-url", stub.base_url, "--run-dir", tmp_path / "runs")
+    assert_one_line_error(proc, "answers file 'missing/answers.csv' does not exist")
+
+
+def test_unknown_strategy(tmp_path, stub):
+    proc = cli("--task", make_toy_task(tmp_path / "t"), "--strategy", "telepathy",
+               "--base-url", stub.base_url, "--run-dir", tmp_path / "runs")
+    assert_one_line_error(proc, "unknown strategy 'telepathy'")
+
+
+def test_unreachable_endpoint_writes_nothing(tmp_path):
+    proc = cli("--task", make_toy_task(tmp_path / "t"), "--base-url", "http://127.0.0.1:9/v1",
+               "--run-dir", tmp_path / "runs")
+    assert_one_line_error(proc, "cannot reach the LLM endpoint")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_model_not_served(tmp_path, stub):
+    proc = cli("--task", make_toy_task(tmp_path / "t"), "--base-url", stub.base_url,
+               "--model", "gpt-17", "--run-dir", tmp_path / "runs")
+    assert_one_line_error(proc, "model 'gpt-17' is not served")
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--steps", "0"], "--steps: must be at least 1"),
+    (["--steps", "many"], "--steps"),
+    (["--exec-timeout", "-5"], "--exec-timeout"),
+    (["--debug-prob", "1.5"], "--debug-prob"),
+    (["--bogus-flag"], "unrecognized arguments"),
+])
+def test_invalid_flags(tmp_path, args, pattern):
+    proc = cli("--task", tmp_path, *args)
+    assert_one_line_error(proc, pattern)
+
+
+def test_no_task(tmp_path):
+    assert_one_line_error(cli("--run-dir", tmp_path), "--task DIR is required")
+
+
+def test_unknown_local_model_and_corrupt_weights(tmp_path):
+    task = make_toy_task(tmp_path / "t")
+    proc = cli("--task", task, "--local-model", "7b", "--run-dir", tmp_path / "runs")
+    assert_one_line_error(proc, "unknown local model '7b'")
+    # a cached embedded model that fails its hash is refused, not used
+    cache = tmp_path / "cache"
+    (cache / "models").mkdir(parents=True)
+    from serving.local import LOCAL_MODELS
+
+    bad = cache / "models" / LOCAL_MODELS["0.5b"].filename
+    bad.write_bytes(b"not a gguf")
+    proc = cli("--task", task, "--local-model", "0.5b", "--run-dir", tmp_path / "runs",
+               env={"ITS_MLE_CACHE": str(cache)})
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert bad.exists()  # the user's file is reported, never silently deleted
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_unknown_run_and_bad_resume_keeps_files(tmp_path, stub):
+    runs = tmp_path / "runs"
+    assert_one_line_error(cli("--resume", "nope", "--run-dir", runs), "no run 'nope'")
+    task = make_toy_task(tmp_path / "t")
+    ok = cli("--task", task, "--base-url", stub.base_url, "--steps", "2", "--run-dir", runs,
+             "--exec-timeout", "30")
+    assert ok.returncode == 0, ok.stderr
+    (run_path,) = runs.iterdir()
+    before = {p.name: p.read_bytes() for p in run_path.iterdir() if p.is_file()}
+    assert {"tree.json", "summary.json", "run.json", "nodes.sqlite", "checkpoints.sqlite"} <= set(before)
+    bad = cli("--resume", run_path.name, "--run-dir", runs, "--base-url", "http://127.0.0.1:9/v1")
+    assert_one_line_error(bad, "cannot reach")
+    after = {p.name: p.read_bytes() for p in run_path.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_plain_folder_asks_direction_once_and_writes_outputs(tmp_path, stub):
+    task = make_toy_task(tmp_path / "plain", with_config=False)
+    runs = tmp_path / "runs"
+    proc = cli("--task", task, "--base-url", stub.base_url, "--steps", "3", "--run-dir", runs,
+               "--exec-timeout", "30")
+    assert proc.returncode == 0, proc.stderr
+    assert "higher is better (asked the model)" in proc.stdout
+    (run_path,) = runs.iterdir()
+    assert proc.stdout.splitlines()[0].startswith(f"run id: {run_path.name}")
+    settings = json.loads((run_path / "run.json").read_text())
+    assert settings["lower_is_better"] is False and settings["metric_name"] == "accuracy"
+    tree = json.loads((run_path / "tree.json").read_text())
+    assert len(tree["nodes"]) == 3
+    for key in ("id", "parent_id", "stage", "plan", "code", "output_tail", "exit_code", "metric",
+                "is_buggy", "review", "prompt_tokens", "completion_tokens", "reasoning_tokens",
+                "llm_seconds", "exec_seconds"):
+        assert key in tree["nodes"][0]
+    summary = json.loads((run_path / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["nodes_by_stage"] == {"draft": 3}
+    assert summary["prompt_tokens"] > 0 and summary["wall_seconds"] > 0

@@ -1,0 +1,124 @@
+"""The tree-search graph with a scripted model, on a real sandbox and both checkpointers."""
+
+import sqlite3
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from benchmark.competition import load_competition
+from graphs.export import export_run
+from graphs.search import build_search_graph
+from graphs.settings import RunServices, RunSettings, SearchContext
+from nodes.tree import NodeStore
+from tests.conftest import GOOD_SCRIPT, ai, fenced, scripted_model
+
+CRASH = "import pandas as pd\nraise RuntimeError('bad column')\n"
+VERDICT_OK = '{"is_bug": false, "summary": "works"}'
+VERDICT_BAD = '{"is_bug": true, "summary": "crashed"}'
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def checkpointer(request, tmp_path):
+    if request.param == "memory":
+        yield InMemorySaver()
+    else:
+        conn = sqlite3.connect(str(tmp_path / "cp.sqlite"), check_same_thread=False)
+        yield SqliteSaver(conn)
+        conn.close()
+
+
+def make_services(tmp_path, task, llm, **overrides):
+    comp = load_competition(task)
+    settings = RunSettings(run_id="t", task_dir=str(task), exec_timeout=30, sandbox="plain",
+                           lower_is_better=False, **overrides)
+    store = NodeStore(tmp_path / "nodes.sqlite")
+    return RunServices(settings=settings, run_dir=tmp_path / "run", competition=comp, llm=llm,
+                       system_text="SYSTEM", use_system_prompt=True, store=store,
+                       tree=store.load_tree(False), lower_is_better=False)
+
+
+def run_graph(services, checkpointer):
+    graph = build_search_graph().compile(checkpointer=checkpointer)
+    config = {"configurable": {"thread_id": "t"}, "recursion_limit": 200}
+    events = list(graph.stream({"step": 0}, config, context=SearchContext(services),
+                               stream_mode="custom"))
+    return graph, config, events
+
+
+def test_draft_crash_debug_then_improve(tmp_path, toy_task, checkpointer):
+    llm = scripted_model([
+        ai(fenced(CRASH), 200, 40), ai(VERDICT_BAD, 150, 10),                  # step 0: draft, crashes
+        ai(fenced(GOOD_SCRIPT), 210, 60), ai(VERDICT_OK, 160, 12),             # step 1: debug fixes it
+        ai(fenced(GOOD_SCRIPT.replace("0.9", "0.95")), 220, 70), ai(VERDICT_OK),  # step 2: improve
+    ])
+    svc = make_services(tmp_path, toy_task, llm, steps=3, num_drafts=1, debug_prob=1.0)
+    graph, config, events = run_graph(svc, checkpointer)
+    nodes = svc.store.all()
+    assert [(n.stage, n.parent_id) for n in nodes] == [
+        ("draft", None), ("debug", "00000-0"), ("improve", "00001-0")]
+    assert nodes[0].is_buggy and "RuntimeError: bad column" in nodes[0].bug_reason
+    assert nodes[0].review == "crashed" and nodes[0].review_says_bug is True
+    assert nodes[1].debug_depth == 1 and not nodes[1].is_buggy and nodes[1].metric == 0.9
+    assert nodes[2].metric == 0.95 and nodes[2].has_submission
+    # tokens of the generate and the review call both land on the node
+    assert (nodes[0].prompt_tokens, nodes[0].completion_tokens, nodes[0].llm_calls) == (350, 50, 2)
+    # the debug prompt showed the crash; the improve prompt showed the parent's code
+    debug_prompt = llm.seen[2][-1].content
+    assert "RuntimeError: bad column" in debug_prompt and "raise RuntimeError" in debug_prompt
+    assert "0.9" in llm.seen[4][-1].content
+    # the run's stable prefix is the system message of every call
+    assert all(msgs[0].content == "SYSTEM" for msgs in llm.seen)
+    # state holds the step in flight, not the tree
+    state = graph.get_state(config).values
+    assert state["step"] == 3 and state["best_id"] == "00002-0" and state["candidate"] is None
+    assert [e["kind"] for e in events if e["kind"] == "recorded"] == ["recorded"] * 3
+    # exports
+    summary = export_run(svc.run_dir, nodes, svc.tree, run_id="t", wall_seconds=1.0,
+                         settings=svc.settings.model_dump())
+    assert summary["best_metric"] == 0.95 and summary["valid_submission"] is True
+    assert summary["nodes_by_stage"] == {"draft": 1, "debug": 1, "improve": 1}
+    assert (svc.run_dir / "best_solution.py").read_text() == nodes[2].code
+    assert (svc.run_dir / "submission.csv").read_text().startswith("id,label")
+
+
+def test_static_check_skips_execution_and_llm_review(tmp_path, toy_task, checkpointer):
+    llm = scripted_model([ai(fenced("print(undefined_name)\n")), ai("no code at all, sorry")])
+    svc = make_services(tmp_path, toy_task, llm, steps=2, num_drafts=2)
+    run_graph(svc, checkpointer)
+    n0, n1 = svc.store.all()
+    assert n0.is_buggy and "undefined name 'undefined_name'" in n0.bug_reason
+    assert n0.exec_seconds == 0 and not (svc.run_dir / "workspaces" / n0.id).exists()
+    assert n1.bug_reason == "no Python code block in the answer"
+    assert len(llm.seen) == 2  # no review calls were spent on scripts that never ran
+
+
+def test_llm_error_is_recorded_and_run_goes_on(tmp_path, toy_task, checkpointer):
+    base = type(scripted_model([]))
+
+    class FlakyOnce(base):
+        calls: int = 0
+
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            self.calls += 1
+            if self.calls == 1:
+                raise TimeoutError("read timed out")
+            return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+
+    llm = FlakyOnce(messages=iter([ai(fenced(GOOD_SCRIPT)), ai(VERDICT_OK)]))
+    svc = make_services(tmp_path, toy_task, llm, steps=2, num_drafts=2)
+    run_graph(svc, checkpointer)
+    n0, n1 = svc.store.all()
+    assert n0.is_buggy and "read timed out" in n0.llm_error and "LLM call failed" in n0.bug_reason
+    assert not n1.is_buggy and n1.metric == 0.9
+
+
+def test_submission_with_wrong_rows_is_buggy(tmp_path, toy_task, checkpointer):
+    short = GOOD_SCRIPT.replace("pd.DataFrame({", "pd.DataFrame({").replace(
+        'to_csv("submission/submission.csv"', 'head(3).to_csv("submission/submission.csv"')
+    llm = scripted_model([ai(fenced(short)), ai(VERDICT_OK)])
+    svc = make_services(tmp_path, toy_task, llm, steps=1)
+    run_graph(svc, checkpointer)
+    (n0,) = svc.store.all()
+    assert n0.is_buggy and "3 rows" in n0.bug_reason and n0.metric == 0.9
+    assert not (svc.run_dir / "submissions" / f"{n0.id}.csv").exists()
