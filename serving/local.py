@@ -158,7 +158,9 @@ def _llama_cpp_importable(python: str) -> bool:
         return importlib.util.find_spec("llama_cpp") is not None
     probe = "import importlib.util as u, sys; sys.exit(u.find_spec('llama_cpp') is None)"
     try:
-        return subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
+        return (
+            subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 

@@ -1,0 +1,121 @@
+"""SIGKILL the agent at several points; `--resume` must finish with the same tree as an
+uninterrupted run against the same deterministic scripted endpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from serving.stub import StubServer
+from tests.conftest import ROOT, make_toy_task
+
+STEPS = 7
+COMPARED = ("id", "step", "parent_id", "stage", "plan", "code", "metric", "is_buggy",
+            "bug_reason", "review", "exit_code", "has_submission", "debug_depth")
+
+
+def start(args):
+    proc = subprocess.Popen([sys.executable, "-m", "graphs.run", *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    return proc, lines
+
+
+def wait_for(cond, timeout=90):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+def tree_of(run_path: Path):
+    nodes = json.loads((run_path / "tree.json").read_text())["nodes"]
+    return [{k: n[k] for k in COMPARED} for n in nodes]
+
+
+@pytest.fixture(scope="module")
+def stub():
+    # slow enough that a kill can land inside an LLM call or a script's execution
+    with StubServer(delay_s=0.3, exec_sleep=0.6) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, stub):
+    tmp = tmp_path_factory.mktemp("ref")
+    task = make_toy_task(tmp / "toy")
+    out = subprocess.run([sys.executable, "-m", "graphs.run", "--task", str(task), "--base-url",
+                          stub.base_url, "--steps", str(STEPS), "--run-dir", str(tmp / "runs"),
+                          "--exec-timeout", "30", "--seed", "7"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (run_path,) = (tmp / "runs").iterdir()
+    return task, tree_of(run_path)
+
+
+def _between_nodes(lines, run_path, stub):
+    return lambda: any("node 00002-0" in line for line in lines)
+
+
+def _mid_llm_call(lines, run_path, stub):
+    base = stub.requests
+    return lambda: stub.requests >= base + 5  # a request is in flight (0.3 s delay)
+
+
+def _mid_execution(lines, run_path, stub):
+    return lambda: (run_path() / "workspaces" / "00003-0" / "output.log").exists()
+
+
+def _mid_review(lines, run_path, stub):
+    return lambda: any("node 00001-0" in line for line in lines) and stub.requests % 2 == 0
+
+
+@pytest.mark.parametrize("kill_when", [_between_nodes, _mid_llm_call, _mid_execution, _mid_review])
+def test_killed_run_resumes_to_the_same_tree(tmp_path, stub, reference, kill_when):
+    task, expected = reference
+    runs = tmp_path / "runs"
+
+    def run_path():
+        found = list(runs.iterdir()) if runs.exists() else []
+        return found[0] if found else runs / "pending"
+
+    proc, lines = start(["--task", task, "--base-url", stub.base_url, "--steps", STEPS,
+                         "--run-dir", runs, "--exec-timeout", "30", "--seed", "7"])
+    wait_for(kill_when(lines, run_path, stub))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    run_id = run_path().name
+    assert not (run_path() / "tree.json").exists()  # it really died mid-run
+    resumed = subprocess.run([sys.executable, "-m", "graphs.run", "--resume", run_id,
+                              "--run-dir", str(runs)], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming" in resumed.stdout
+    got = tree_of(run_path())
+    assert [n["id"] for n in got] == [f"{s:05d}-0" for s in range(STEPS)]  # none lost or repeated
+    assert got == expected
+
+
+def test_finished_run_can_be_extended(tmp_path, stub):
+    task = make_toy_task(tmp_path / "toy")
+    runs = tmp_path / "runs"
+    first = subprocess.run([sys.executable, "-m", "graphs.run", "--task", str(task), "--base-url",
+                            stub.base_url, "--steps", "2", "--run-dir", str(runs), "--exec-timeout", "30"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    (run_path,) = runs.iterdir()
+    more = subprocess.run([sys.executable, "-m", "graphs.run", "--resume", run_path.name,
+                           "--run-dir", str(runs), "--steps", "4"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert more.returncode == 0, more.stderr
+    assert [n["step"] for n in json.loads((run_path / "tree.json").read_text())["nodes"]] == [0, 1, 2, 3]
