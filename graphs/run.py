@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import secrets
 import sqlite3
 import sys
@@ -150,7 +149,8 @@ def endpoint(settings: RunSettings, run_path: Path, say: Any) -> Iterator[tuple[
             raise EndpointError(f"LLM endpoint {settings.base_url} serves no models; pass --model")
         if settings.model and served and settings.model not in served:
             raise EndpointError(
-                f"model '{settings.model}' is not served by {settings.base_url} (it serves: {', '.join(served[:5])})"
+                f"model '{settings.model}' is not served by {settings.base_url}"
+                f" (it serves: {', '.join(served[:5])})"
             )
         yield settings.base_url, model
         return

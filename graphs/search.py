@@ -19,7 +19,7 @@ from langgraph.types import Command
 
 from graphs.settings import RunServices, SearchContext
 from nodes.candidate import Candidate, Usage
-from nodes.debug import debug, last_error_line
+from nodes.debug import debug
 from nodes.draft import draft
 from nodes.improve import improve
 from nodes.policy import choose_action, step_rng
@@ -102,7 +102,8 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     step = state.get("step", 0)
     cand = Candidate.model_validate(state["candidate"])
     if not cand.code:
-        reason = f"LLM call failed: {cand.llm_error}" if cand.llm_error else "no Python code block in the answer"
+        reason = (f"LLM call failed: {cand.llm_error}" if cand.llm_error
+                  else "no Python code block in the answer")
         return {"execution": {"skipped": reason}}
     problems = static_problems(cand.code)
     if problems:

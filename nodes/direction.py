@@ -34,7 +34,8 @@ def ask_metric_direction(
     """The model's reading of the metric direction; None when it gives no usable answer."""
     messages = build_messages(system, prompts.render("direction"), system_prompt=system_prompt)
     usage = Usage()
-    for kwargs in ({"response_format": DIRECTION_FORMAT}, {}):
+    # a verdict is short: cap it, since grammar-constrained decoding is slow on CPU servers
+    for kwargs in ({"response_format": DIRECTION_FORMAT, "max_tokens": 200}, {"max_tokens": 200}):
         try:
             reply = complete(llm, messages, **kwargs)
         except LLMCallError:

@@ -164,6 +164,7 @@ def llm_verdict(
     *,
     system_prompt: bool = True,
     output_chars: int = 6000,
+    max_tokens: int = 400,
 ) -> tuple[Verdict | None, Usage, str | None]:
     """Ask for a verdict: (verdict or None, usage, error line or None)."""
     out = output.strip()
@@ -178,7 +179,7 @@ def llm_verdict(
     error = None
     if support.supported is not False:
         try:
-            reply = complete(llm, messages, response_format=VERDICT_FORMAT)
+            reply = complete(llm, messages, response_format=VERDICT_FORMAT, max_tokens=max_tokens)
             support.supported = True
         except LLMCallError as exc:
             error = str(exc)
@@ -186,7 +187,7 @@ def llm_verdict(
                 support.supported = False  # first structured call failed: fall back for good
     if reply is None and support.supported is False:
         try:
-            reply = complete(llm, messages)
+            reply = complete(llm, messages, max_tokens=max_tokens)
             error = None
         except LLMCallError as exc:
             error = str(exc)

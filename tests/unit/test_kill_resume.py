@@ -2,7 +2,6 @@
 uninterrupted run against the same deterministic scripted endpoint."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

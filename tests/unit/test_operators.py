@@ -131,6 +131,7 @@ def test_review_asks_for_json_schema_and_parses_verdict():
     assert err is None and usage.llm_calls == 1
     fmt = model.seen_kwargs[0]["response_format"]
     assert fmt["type"] == "json_schema" and "is_bug" in fmt["json_schema"]["schema"]["properties"]
+    assert model.seen_kwargs[0]["max_tokens"] == 400
     assert support.supported is True
 
 
