@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"checkpoint bytes written at step {args.steps}: {cp[late]}")
     print(f"ratio step {args.steps} / step {args.early}: {cp[late] / cp[early]:.3f}")
     print(f"node-store bytes at step {args.early}: {nb[early]}, at step {args.steps}: {nb[late]}")
+    w = min(10, args.early)
+    first_w = statistics.mean(cp[s] for s in range(args.early - w, args.early))
+    last_w = statistics.mean(cp[s] for s in range(args.steps - w, args.steps))
+    print(f"mean checkpoint bytes per step, steps {args.early - w + 1}-{args.early}: {first_w:.0f}, "
+          f"steps {args.steps - w + 1}-{args.steps}: {last_w:.0f}, ratio {last_w / first_w:.3f}")
     win = 10
     first = [sc[s] for s in range(1, 1 + win) if s in sc]
     last = [sc[s] for s in range(args.steps - win, args.steps) if s in sc]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import secrets
 import sqlite3
 import sys
@@ -157,7 +158,9 @@ def endpoint(settings: RunSettings, run_path: Path, say: Any) -> Iterator[tuple[
     path = ensure_local_model(settings.local_model, progress=say)
     alias = settings.model or Path(path).stem
     say(f"starting the embedded llama.cpp server with {Path(path).name} ...")
-    server = LocalServer(Path(path), model_alias=alias, log_path=run_path / "llama-server.log")
+    # steps are sequential (the model waits while a script runs), so the server gets every core
+    server = LocalServer(Path(path), model_alias=alias, n_threads=os.cpu_count() or 1,
+                         log_path=run_path / "llama-server.log")
     with server:
         say(f"embedded server ready at {server.base_url}")
         yield server.base_url, alias

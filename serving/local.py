@@ -145,10 +145,17 @@ def _free_port() -> int:
 
 
 def _default_threads() -> int:
+    """Half the CPUs this process may use (as llama.cpp: ~physical cores), at least one.
+
+    llama.cpp's threads synchronise at every layer, so they collapse when another busy process
+    (a training script in the sandbox, a second server) takes one of their cores: measured on
+    2 cores, two servers at 2 threads each decoded at 0.5 tokens/s instead of ~20.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    return max(1, n // 2)
 
 
 def _llama_cpp_importable(python: str) -> bool:
@@ -158,9 +165,7 @@ def _llama_cpp_importable(python: str) -> bool:
         return importlib.util.find_spec("llama_cpp") is not None
     probe = "import importlib.util as u, sys; sys.exit(u.find_spec('llama_cpp') is None)"
     try:
-        return (
-            subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
-        )
+        return subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -186,7 +191,8 @@ class LocalServer:
     (one slot), so keep the stable part of prompts first and byte-identical; 0.3.36 does not
     report it (no ``usage.prompt_tokens_details``), its log shows "prefix-match hit" lines.
 
-    ``n_threads`` defaults to the CPUs this process may use (the server's own default is half).
+    ``n_threads`` (decode and prompt processing) defaults to half the CPUs this process may use:
+    more threads are faster only on an otherwise idle machine and much slower on a busy one.
     ``extra_args`` are appended to the server's command line (e.g. ``["--logits_all", "true"]``
     for ``logprobs``, ``["--n_gpu_layers", "-1"]``). ``response_format`` of type
     ``json_schema`` is accepted (translated to llama-cpp-python's ``json_object`` + schema).
@@ -261,8 +267,7 @@ class LocalServer:
                 raise LocalModelError(f"model file not found: {self.model_path}")
             if not _llama_cpp_importable(self.python):
                 raise LocalModelError(
-                    "llama_cpp is not installed: run `make setup` "
-                    "(installs llama-cpp-python[server]==0.3.36)"
+                    "llama_cpp is not installed: run `make setup` (installs llama-cpp-python[server]==0.3.36)"
                 )
             if self.log_path is None:
                 fd, name = tempfile.mkstemp(prefix="its-mle-llama-", suffix=".log")

