@@ -17,7 +17,9 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-"$PY" -m pip install -q --disable-pip-version-check -e ".[dev]"
+# this machine's pip config names index mirrors that may be absent: hide that noise only
+quiet_pip() { "$PY" -m pip "$@" 2> >(grep -v "^WARNING: Location" >&2); }
+quiet_pip install -q --disable-pip-version-check -e ".[dev]"
 
 pyver=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
 key=$(printf '%s|%s|%s' "$LLAMA_VERSION" "$LLAMA_CMAKE_ARGS" "$pyver" | sha256sum | cut -c1-12)
@@ -33,14 +35,14 @@ if ! "$PY" -c 'import llama_cpp, llama_cpp.server' >/dev/null 2>&1; then
     echo "building llama-cpp-python $LLAMA_VERSION (about 5 minutes on 2 cores, cached afterwards)"
     tmp=$(mktemp -d)
     CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
-      "$PY" -m pip wheel -q --no-deps --no-binary llama-cpp-python -w "$tmp" "llama-cpp-python==$LLAMA_VERSION"
+      quiet_pip wheel -q --no-deps --no-binary llama-cpp-python -w "$tmp" "llama-cpp-python==$LLAMA_VERSION"
     rm -rf "$wheel_dir"; mkdir -p "$wheel_dir"
     mv "$tmp"/*.whl "$wheel_dir"/
     (cd "$wheel_dir" && sha256sum ./*.whl > SHA256SUMS)
     rm -rf "$tmp"
   fi
   whl=$(ls "$wheel_dir"/*.whl | head -n1)
-  "$PY" -m pip install -q --disable-pip-version-check "llama-cpp-python[server] @ file://$whl"
+  quiet_pip install -q --disable-pip-version-check "llama-cpp-python[server] @ file://$whl"
 fi
 
 if ! command -v bwrap >/dev/null 2>&1; then
