@@ -22,7 +22,6 @@ from typing import Any, NoReturn
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from benchmark.competition import Competition, CompetitionError, load_competition
 from graphs.export import export_run, write_atomically
 from graphs.progress import RunProgress
 from graphs.registry import STRATEGIES, UnknownStrategyError, graph_builder
@@ -34,6 +33,7 @@ from nodes.tree import NodeStore
 from sandbox import SandboxError
 from serving.llm import EndpointError, LLMSettings, list_endpoint_models, make_chat_model, model_profile
 from serving.local import LocalModelError, LocalServer, ensure_local_model
+from tasks.competition import Competition, CompetitionError, load_competition
 
 EXIT_USAGE = 2
 

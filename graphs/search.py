@@ -18,7 +18,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from graphs.settings import RunServices, SearchContext
-from nodes.candidate import Candidate, Usage
+from nodes.candidate import Candidate
 from nodes.debug import debug
 from nodes.draft import draft
 from nodes.improve import improve
@@ -26,6 +26,7 @@ from nodes.policy import choose_action, step_rng
 from nodes.review import check_submission, establish_facts, llm_verdict
 from nodes.static_check import static_problems
 from nodes.tree import Node, Tree, node_id_for
+from nodes.usage import Usage
 from sandbox import create_workspace, run_script
 
 
@@ -182,9 +183,7 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
     ex = state["execution"] or {}
     verdict = state["verdict"] or {}
     usage = cand.usage.model_copy()
-    review_usage = Usage.model_validate(verdict.get("usage") or {})
-    for name in Usage.model_fields:
-        setattr(usage, name, getattr(usage, name) + getattr(review_usage, name))
+    usage.add(Usage.model_validate(verdict.get("usage") or {}))
     parent_id = action.get("parent_id")
     parent_depth = svc.tree.get(parent_id).debug_depth if parent_id else 0
     node = Node(

@@ -8,10 +8,10 @@ from pathlib import Path
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
-from benchmark.competition import Competition
 from nodes.policy import PolicySettings
 from nodes.review import StructuredOutputSupport
 from nodes.tree import NodeStore, Tree
+from tasks.competition import Competition
 
 
 class RunSettings(BaseModel):

@@ -6,27 +6,8 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
 from nodes.code_extract import extract_plan_and_code
-from serving.llm import LLMCallError, LLMReply, build_messages, complete
-
-
-class Usage(BaseModel):
-    """Tokens and seconds of the LLM calls behind one node."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    cached_tokens: int = 0
-    llm_seconds: float = 0.0
-    llm_calls: int = 0
-
-    def add_reply(self, reply: LLMReply) -> None:
-        """Count one answered call."""
-        self.prompt_tokens += reply.prompt_tokens
-        self.completion_tokens += reply.completion_tokens
-        self.reasoning_tokens += reply.reasoning_tokens
-        self.cached_tokens += reply.cached_tokens
-        self.llm_seconds += reply.seconds
-        self.llm_calls += 1
+from nodes.usage import Usage
+from serving.llm import LLMCallError, build_messages, complete
 
 
 class Candidate(BaseModel):

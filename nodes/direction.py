@@ -6,8 +6,8 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ValidationError
 
 import prompts
-from nodes.candidate import Usage
 from nodes.review import JSON_OBJECT_RE
+from nodes.usage import Usage
 from serving.llm import LLMCallError, build_messages, complete
 
 

@@ -18,7 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ValidationError
 
 import prompts
-from nodes.candidate import Usage
+from nodes.usage import Usage
 from serving.llm import LLMCallError, build_messages, complete
 
 _METRIC_RE = re.compile(

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from nodes.usage import Usage
 
 Stage = Literal["draft", "improve", "debug"]
 
@@ -26,7 +28,7 @@ def node_id_for(step: int, branch: int = 0) -> str:
     return f"{step:05d}-{branch}"
 
 
-class Node(BaseModel):
+class Node(Usage):
     """One solution attempt: what was asked, what was written, what happened."""
 
     id: str
@@ -48,12 +50,6 @@ class Node(BaseModel):
     review_says_bug: bool | None = None
     has_submission: bool = False
     debug_depth: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    cached_tokens: int = 0
-    llm_seconds: float = 0.0
-    llm_calls: int = 0
     reasoning: str = ""
     llm_error: str | None = None
     created_at: float = 0.0

@@ -1,6 +1,6 @@
 import pytest
 
-from benchmark.competition import CompetitionError, load_competition, metric_direction
+from tasks.competition import CompetitionError, load_competition, metric_direction
 from tests.conftest import make_toy_task
 
 
