@@ -264,6 +264,10 @@ def _search(builder: Any, services: RunServices, resumed: bool) -> None:
         }
         snapshot = graph.get_state(config)
         pending = bool(snapshot.next)
+        # The checkpoint is the source of truth: nodes stored after its step (a crash between
+        # the node write and the checkpoint write) are dropped and produced again.
+        if snapshot.values and services.store.discard_from_step(snapshot.values.get("step", 0)):
+            services.tree = services.store.load_tree(services.lower_is_better)
         # A fresh run starts from step 0; an interrupted one continues where its checkpoint
         # stopped; a finished one asked for more steps starts its loop again from the state.
         graph_input: dict | None
@@ -275,7 +279,9 @@ def _search(builder: Any, services: RunServices, resumed: bool) -> None:
             graph_input = {}
         context = SearchContext(services=services)
         with RunProgress(settings.steps, len(services.tree)) as progress:
-            for event in graph.stream(graph_input, config, context=context, stream_mode="custom"):
+            # sync durability: each superstep's checkpoint is on disk before the next one starts
+            for event in graph.stream(graph_input, config, context=context, stream_mode="custom",
+                                      durability="sync"):
                 progress.handle(event)
 
 

@@ -189,6 +189,12 @@ class NodeStore:
             rows = self._conn.execute("SELECT data FROM nodes ORDER BY step, id").fetchall()
         return [Node.model_validate_json(r[0]) for r in rows]
 
+    def discard_from_step(self, step: int) -> int:
+        """Drop nodes at or after `step`: the checkpoint had not committed them, so they rerun."""
+        with self._lock:
+            cur = self._conn.execute("DELETE FROM nodes WHERE step >= ?", (step,))
+            return cur.rowcount
+
     def count(self) -> int:
         """Number of stored nodes."""
         with self._lock:

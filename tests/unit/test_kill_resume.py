@@ -118,3 +118,29 @@ def test_finished_run_can_be_extended(tmp_path, stub):
                           text=True, timeout=300)
     assert more.returncode == 0, more.stderr
     assert [n["step"] for n in json.loads((run_path / "tree.json").read_text())["nodes"]] == [0, 1, 2, 3]
+
+
+def test_repeated_kills_at_arbitrary_moments(tmp_path, stub, reference):
+    """Kill, resume, kill again... at staggered times until the run completes by itself."""
+    task, expected = reference
+    runs = tmp_path / "runs"
+    args = ["--task", task, "--base-url", stub.base_url, "--steps", STEPS, "--run-dir", runs,
+            "--exec-timeout", "30", "--seed", "7"]
+    kills = 0
+    for delay in [1.7, 2.3, 3.1, 1.1, 2.9, 3.7, 60.0, 60.0]:
+        proc, _ = start(args)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            kills += 1
+            started = list(runs.iterdir()) if runs.exists() else []
+            if started and (started[0] / "run.json").exists():  # else: killed before it began
+                args = ["--resume", started[0].name, "--run-dir", runs]
+            continue
+        assert proc.returncode == 0
+        break
+    assert kills >= 3
+    (finished,) = [d for d in runs.iterdir() if (d / "tree.json").exists()]
+    assert tree_of(finished) == expected

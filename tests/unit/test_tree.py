@@ -40,3 +40,12 @@ def test_recent_is_bounded_and_ordered():
         t.add(Node(id=node_id_for(s), step=s, stage="draft", metric=float(s), is_buggy=False))
     assert [n.step for n in t.recent(3)] == [7, 8, 9]
     assert t.best().step == 0
+
+
+def test_discard_from_step_trims_uncommitted_nodes(tmp_path):
+    store = NodeStore(tmp_path / "n.sqlite")
+    for s in range(5):
+        store.put(Node(id=node_id_for(s), step=s, stage="draft"))
+    assert store.discard_from_step(3) == 2
+    assert [n.step for n in store.all()] == [0, 1, 2]
+    assert store.discard_from_step(3) == 0
