@@ -43,7 +43,7 @@ _TREE_FIELDS = [
     "exit_code", "timed_out", "metric", "is_buggy", "bug_reason", "review", "review_says_bug",
     "has_submission", "debug_depth", "prompt_tokens", "completion_tokens", "reasoning_tokens",
     "cached_tokens", "llm_calls", "llm_seconds", "exec_seconds", "llm_error", "reasoning",
-    "created_at",
+    "test_score", "test_valid", "test_reason", "created_at",
 ]
 
 
@@ -64,6 +64,8 @@ def summarize(
 ) -> dict[str, Any]:
     """Headline numbers of a run."""
     best = tree.best()
+    best_node = next((n for n in nodes if best is not None and n.id == best.id), None)
+    graded = [n for n in nodes if n.test_score is not None]
     by_stage = Counter(n.stage for n in nodes)
     buggy_by_stage = Counter(n.stage for n in nodes if n.is_buggy)
     return {
@@ -76,6 +78,10 @@ def summarize(
         "best_metric": best.metric if best else None,
         "lower_is_better": tree.lower_is_better,
         "valid_submission": any(n.has_submission and not n.is_buggy for n in nodes),
+        # the test score of the node picked by validation metric: what would be submitted
+        "best_node_test_score": best_node.test_score if best_node else None,
+        "best_node_test_valid": best_node.test_valid if best_node else None,
+        "graded_nodes": len(graded),
         "nodes_by_stage": dict(by_stage),
         "buggy_by_stage": dict(buggy_by_stage),
         "buggy_nodes": sum(1 for n in nodes if n.is_buggy),

@@ -210,6 +210,8 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
         created_at=time.time(),
         **usage.model_dump(),
     )
+    if svc.hidden_grader is not None and node.has_submission:
+        node = node.model_copy(update=_hidden_grade(svc, node.id))
     svc.store.put(node)
     svc.tree.add(node)
     best = svc.tree.best()
@@ -231,6 +233,17 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
             "last": f"{node.id} {node.stage}: {outcome}"[:300],
         },
     )
+
+
+def _hidden_grade(svc: RunServices, node_id: str) -> dict[str, Any]:
+    """Grade a node's saved submission on the private answers; a grader failure is recorded."""
+    path = svc.run_dir / "submissions" / f"{node_id}.csv"
+    try:
+        grade = svc.hidden_grader(path)  # type: ignore[misc]
+    except Exception as exc:  # noqa: BLE001 - grading must never stop the search
+        return {"test_score": None, "test_valid": False,
+                "test_reason": f"grader failed: {type(exc).__name__}: {exc}"[:300]}
+    return {"test_score": grade.score, "test_valid": grade.valid, "test_reason": grade.reason}
 
 
 def build_search_graph() -> StateGraph:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,18 @@ class RunSettings(BaseModel):
         )
 
 
+@dataclass(frozen=True)
+class HiddenGrade:
+    """A submission's score on the private answers (kept out of every prompt)."""
+
+    score: float | None
+    valid: bool
+    reason: str | None = None
+
+
+HiddenGrader = Callable[[Path], HiddenGrade]
+
+
 @dataclass
 class RunServices:
     """Live objects one run's graph nodes use (never checkpointed)."""
@@ -62,6 +75,7 @@ class RunServices:
     tree: Tree
     lower_is_better: bool
     structured: StructuredOutputSupport = field(default_factory=StructuredOutputSupport)
+    hidden_grader: HiddenGrader | None = None
 
 
 @dataclass

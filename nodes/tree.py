@@ -52,6 +52,10 @@ class Node(Usage):
     debug_depth: int = 0
     reasoning: str = ""
     llm_error: str | None = None
+    # graded against the private answers after execution; never shown to the agent
+    test_score: float | None = None
+    test_valid: bool | None = None
+    test_reason: str | None = None
     created_at: float = 0.0
     extra: dict = Field(default_factory=dict)
 

@@ -122,3 +122,33 @@ def test_submission_with_wrong_rows_is_buggy(tmp_path, toy_task, checkpointer):
     (n0,) = svc.store.all()
     assert n0.is_buggy and "3 rows" in n0.bug_reason and n0.metric == 0.9
     assert not (svc.run_dir / "submissions" / f"{n0.id}.csv").exists()
+
+
+def test_hidden_grading_is_recorded_but_never_shown(tmp_path, toy_task, checkpointer):
+    from graphs.settings import HiddenGrade
+
+    seen_paths = []
+
+    def grader(path):
+        seen_paths.append(path)
+        if len(seen_paths) == 2:
+            raise RuntimeError("answers unreadable")
+        return HiddenGrade(score=0.123456, valid=True)
+
+    improved = GOOD_SCRIPT.replace("0.9", "0.95")
+    llm = scripted_model([ai(fenced(GOOD_SCRIPT)), ai(VERDICT_OK), ai(fenced(improved)), ai(VERDICT_OK),
+                          ai(fenced(CRASH)), ai(VERDICT_BAD)])
+    svc = make_services(tmp_path, toy_task, llm, steps=3, num_drafts=1, debug_prob=0.0)
+    svc.hidden_grader = grader
+    run_graph(svc, checkpointer)
+    n0, n1, n2 = svc.store.all()
+    assert (n0.test_score, n0.test_valid) == (0.123456, True)
+    assert n1.test_score is None and n1.test_valid is False and "answers unreadable" in n1.test_reason
+    assert n2.test_score is None and n2.test_valid is None  # crashed: nothing to grade
+    assert [p.name for p in seen_paths] == ["00000-0.csv", "00001-0.csv"]
+    prompts = "\n".join(m.content for msgs in llm.seen for m in msgs)
+    assert "0.123456" not in prompts and "answers unreadable" not in prompts
+    summary = export_run(svc.run_dir, svc.store.all(), svc.tree, run_id="t", wall_seconds=1.0,
+                         settings=svc.settings.model_dump())
+    assert summary["best_node_id"] == "00001-0" and summary["best_node_test_valid"] is False
+    assert summary["graded_nodes"] == 1
