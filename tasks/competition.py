@@ -40,6 +40,7 @@ class Competition(BaseModel):
     answers: Path | None = None
     grader: str | None = None
     lower_is_better: bool | None = None
+    leaderboard: Path | None = None  # leaderboard.csv (column `score`, best first) for medals
 
     @property
     def gradable(self) -> bool:
@@ -150,6 +151,7 @@ def _load_mlebench(root: Path, config_path: Path) -> Competition:
         answers=_resolve(root, dataset.get("answers"), "answers"),
         grader=grader,
         lower_is_better=lower,
+        leaderboard=_optional(root / "leaderboard.csv"),
     )
 
 
