@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,14 +99,16 @@ def summarize(
 
 def export_run(
     run_dir: Path, nodes: list[Node], tree: Tree, *, run_id: str, wall_seconds: float,
-    settings: dict[str, Any],
+    settings: dict[str, Any], medal_report: Callable[[float | None], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Write every derived file of a run and return the summary."""
+    """Write every derived file of a run and return the summary (with medals when possible)."""
     write_atomically(
         run_dir / "tree.json",
         json.dumps(tree_json(nodes, run_id=run_id, lower_is_better=tree.lower_is_better), indent=1),
     )
     summary = summarize(nodes, tree, run_id=run_id, wall_seconds=wall_seconds, settings=settings)
+    if medal_report is not None:
+        summary["medals"] = medal_report(summary["best_node_test_score"])
     best = tree.best()
     if best is not None:
         best_node = next(n for n in nodes if n.id == best.id)

@@ -20,12 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+import pandas as pd
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from benchmark.graders import GRADERS, grade_submission
+from benchmark.medals import medal_thresholds, read_leaderboard, report_for
 from graphs.export import export_run, write_atomically
 from graphs.progress import RunProgress
 from graphs.registry import STRATEGIES, UnknownStrategyError, graph_builder
-from graphs.settings import RunServices, RunSettings, SearchContext
+from graphs.settings import HiddenGrade, HiddenGrader, RunServices, RunSettings, SearchContext
 from nodes.direction import ask_metric_direction
 from nodes.review import StructuredOutputSupport
 from nodes.task_context import build_task_context
@@ -210,20 +213,47 @@ def run(args: argparse.Namespace) -> int:
                 settings=settings, run_dir=run_path, competition=comp, llm=llm,
                 system_text=system_text, use_system_prompt=use_system, store=store,
                 tree=store.load_tree(lower), lower_is_better=lower,
-                structured=StructuredOutputSupport(),
+                structured=StructuredOutputSupport(), hidden_grader=hidden_grader_for(comp),
             )
             _search(builder, services, resumed)
         elapsed = time.monotonic() - started
         wall = float(store.get_meta("wall_seconds", 0.0)) + elapsed  # type: ignore[arg-type]
         store.set_meta("wall_seconds", wall)
         nodes = store.all()
-        summary = export_run(run_path, nodes, store.load_tree(bool(settings.lower_is_better)),
+        lower = bool(settings.lower_is_better)
+        summary = export_run(run_path, nodes, store.load_tree(lower),
                              run_id=settings.run_id, wall_seconds=wall,
-                             settings=settings.model_dump())
+                             settings=settings.model_dump(),
+                             medal_report=medal_reporter_for(comp, lower))
     finally:
         store.close()
     _print_summary(summary, run_path)
     return 0
+
+
+def hidden_grader_for(comp: Competition) -> HiddenGrader | None:
+    """Grades submissions on the task's private answers, when it has answers and a known grader."""
+    if comp.answers is None or comp.grader not in GRADERS:
+        return None
+    answers = pd.read_csv(comp.answers)
+
+    def grade(path: Path) -> HiddenGrade:
+        result = grade_submission(comp.grader, path, answers)  # type: ignore[arg-type]
+        return HiddenGrade(score=result.score, valid=result.valid, reason=result.reason)
+
+    return grade
+
+
+def medal_reporter_for(comp: Competition, lower_is_better: bool) -> Any:
+    """MLE-bench's report (thresholds, medals, above median) for a test score, given a leaderboard."""
+    if comp.leaderboard is None or comp.answers is None:
+        return None
+    thresholds = medal_thresholds(read_leaderboard(comp.leaderboard), lower_is_better)
+
+    def report(score: float | None) -> dict[str, Any]:
+        return report_for(comp.id, score, thresholds).model_dump()
+
+    return report
 
 
 def _prepare_prompts(
@@ -297,6 +327,14 @@ def _print_summary(summary: dict[str, Any], run_path: Path) -> None:
         f"outputs in {run_path}: tree.json, summary.json"
         + (", best_solution.py, submission.csv" if summary["best_node_id"] else "")
     )
+    if summary.get("best_node_test_score") is not None:
+        line = f"hidden test score of the best node: {summary['best_node_test_score']:.6g}"
+        medals = summary.get("medals")
+        if medals:
+            won = [m for m in ("gold", "silver", "bronze") if medals.get(f"{m}_medal")]
+            line += (f" ({won[0]} medal" if won else " (no medal") + (
+                ", above median)" if medals.get("above_median") else ", not above median)")
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -133,3 +133,25 @@ def test_plain_folder_asks_direction_once_and_writes_outputs(tmp_path, stub):
     summary = json.loads((run_path / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["nodes_by_stage"] == {"draft": 3}
     assert summary["prompt_tokens"] > 0 and summary["wall_seconds"] > 0
+
+
+def test_bundled_task_run_is_graded_with_medal_report(tmp_path, stub):
+    from tasks.prepare import prepare_task
+
+    task = prepare_task("tumor-diagnosis")
+    runs = tmp_path / "runs"
+    proc = cli("--task", task, "--base-url", stub.base_url, "--steps", "3", "--run-dir", runs,
+               "--exec-timeout", "30", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    (run_path,) = runs.iterdir()
+    summary = json.loads((run_path / "summary.json").read_text())
+    # the scripted solutions submit the sample file (all "benign"): the majority-class score
+    board = (task / "leaderboard.csv").read_text().splitlines()
+    majority = float(next(line for line in board if line.startswith("majority-class")).split(",")[1])
+    assert summary["best_node_test_score"] == pytest.approx(majority, abs=1e-6)
+    medals = summary["medals"]
+    assert medals["valid_submission"] is True and medals["any_medal"] is False
+    assert medals["above_median"] is False and medals["gold_threshold"] >= medals["bronze_threshold"]
+    assert "hidden test score of the best node" in proc.stdout
+    nodes = json.loads((run_path / "tree.json").read_text())["nodes"]
+    assert all((n["test_score"] is not None) == n["has_submission"] for n in nodes)

@@ -152,3 +152,19 @@ def test_hidden_grading_is_recorded_but_never_shown(tmp_path, toy_task, checkpoi
                          settings=svc.settings.model_dump())
     assert summary["best_node_id"] == "00001-0" and summary["best_node_test_valid"] is False
     assert summary["graded_nodes"] == 1
+
+
+def test_private_answers_unreachable_from_scripts(tmp_path, toy_task):
+    from sandbox import bwrap_available
+
+    if not bwrap_available():
+        pytest.skip("bubblewrap not installed")
+    answers = load_competition(toy_task).answers
+    peek = (f"import os\nprint('LEAKED' if os.path.exists({str(answers)!r}) else 'hidden')\n"
+            "print('METRIC: 0.5')\n")
+    llm = scripted_model([ai(fenced(peek)), ai(VERDICT_OK)])
+    svc = make_services(tmp_path, toy_task, llm, steps=1)
+    svc.settings = svc.settings.model_copy(update={"sandbox": "bwrap"})
+    run_graph(svc, InMemorySaver())
+    (n0,) = svc.store.all()
+    assert "hidden" in n0.output and "LEAKED" not in n0.output
