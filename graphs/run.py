@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import secrets
 import sqlite3
 import sys
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model name at the endpoint (default: the first it serves)")
     p.add_argument("--run-dir", default="runs", help="where runs are written (default ./runs)")
     p.add_argument("--resume", default=None, metavar="RUN_ID", help="continue a run after a crash")
+    p.add_argument("--run-id", default=None, help="name a new run (default: task-strategy-time-random)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--exec-timeout", type=_positive_float, default=None, metavar="SECONDS")
     p.add_argument("--local-model", default=None, help="embedded model: 0.5b, 1.5b (default) or a .gguf path")
@@ -137,7 +139,11 @@ def resolve_settings(args: argparse.Namespace) -> tuple[RunSettings, Path, bool]
     values.setdefault("strategy", "aide")
     graph_builder(values["strategy"])
     comp = load_competition(args.task)
-    run_id = _new_run_id(comp.id, values["strategy"])
+    run_id = args.run_id or _new_run_id(comp.id, values["strategy"])
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", run_id):
+        raise UsageError(f"--run-id '{run_id}' may only hold letters, digits, '.', '_' and '-'")
+    if (root / run_id / "run.json").exists():
+        raise UsageError(f"run '{run_id}' already exists under {root}; continue it with --resume {run_id}")
     settings = RunSettings(run_id=run_id, task_dir=str(comp.root), llm_review=not args.no_llm_review,
                            **values)
     return settings, root / run_id, False

@@ -155,3 +155,14 @@ def test_bundled_task_run_is_graded_with_medal_report(tmp_path, stub):
     assert "hidden test score of the best node" in proc.stdout
     nodes = json.loads((run_path / "tree.json").read_text())["nodes"]
     assert all((n["test_score"] is not None) == n["has_submission"] for n in nodes)
+
+
+def test_named_run_id_and_collision(tmp_path, stub):
+    task = make_toy_task(tmp_path / "t")
+    runs = tmp_path / "runs"
+    args = ["--task", task, "--base-url", stub.base_url, "--steps", "1", "--run-dir", runs,
+            "--exec-timeout", "30", "--run-id", "cell-a.1"]
+    assert cli(*args).returncode == 0
+    assert (runs / "cell-a.1" / "summary.json").is_file()
+    assert_one_line_error(cli(*args), "already exists")
+    assert_one_line_error(cli(*args[:-1], "bad/id"), "may only hold")
