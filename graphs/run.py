@@ -19,13 +19,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pandas as pd
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from benchmark.graders import GRADERS, grade_submission
 from benchmark.medals import medal_thresholds, read_leaderboard, report_for
+from graphs.cli_args import EXIT_USAGE, OneLineParser, positive_float, positive_int, probability
 from graphs.export import export_run, write_atomically
 from graphs.progress import RunProgress
 from graphs.registry import STRATEGIES, UnknownStrategyError, graph_builder
@@ -39,62 +40,33 @@ from serving.llm import EndpointError, LLMSettings, list_endpoint_models, make_c
 from serving.local import LocalModelError, LocalServer, ensure_local_model
 from tasks.competition import Competition, CompetitionError, load_competition
 
-EXIT_USAGE = 2
-
 
 class UsageError(Exception):
     """A problem the user can fix; shown as one line, exit code 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
-    p = _Parser(prog="python -m graphs.run", description="Tree search over ML solution scripts.")
+    p = OneLineParser(prog="python -m graphs.run", description="Tree search over ML solution scripts.")
     p.add_argument("--task", help="competition directory (MLE-bench layout or a plain folder)")
     p.add_argument("--strategy", default=None, help=f"search strategy ({', '.join(STRATEGIES)})")
-    p.add_argument("--steps", type=_positive_int, default=None, help="nodes in the tree (default 20)")
+    p.add_argument("--steps", type=positive_int, default=None, help="nodes in the tree (default 20)")
     p.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint; default: embedded llama.cpp")
     p.add_argument("--model", default=None, help="model name at the endpoint (default: the first it serves)")
     p.add_argument("--run-dir", default="runs", help="where runs are written (default ./runs)")
     p.add_argument("--resume", default=None, metavar="RUN_ID", help="continue a run after a crash")
     p.add_argument("--run-id", default=None, help="name a new run (default: task-strategy-time-random)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--exec-timeout", type=_positive_float, default=None, metavar="SECONDS")
+    p.add_argument("--exec-timeout", type=positive_float, default=None, metavar="SECONDS")
     p.add_argument("--local-model", default=None, help="embedded model: 0.5b, 1.5b (default) or a .gguf path")
     g = p.add_argument_group("search policy (AIDE defaults)")
-    g.add_argument("--num-drafts", type=_positive_int, default=None)
-    g.add_argument("--debug-prob", type=_probability, default=None)
+    g.add_argument("--num-drafts", type=positive_int, default=None)
+    g.add_argument("--debug-prob", type=probability, default=None)
     g.add_argument("--max-debug-depth", type=int, default=None)
     g2 = p.add_argument_group("model")
-    g2.add_argument("--max-tokens", type=_positive_int, default=None)
+    g2.add_argument("--max-tokens", type=positive_int, default=None)
     g2.add_argument("--temperature", type=float, default=None)
-    g2.add_argument("--llm-timeout", type=_positive_float, default=None, metavar="SECONDS")
+    g2.add_argument("--llm-timeout", type=positive_float, default=None, metavar="SECONDS")
     g2.add_argument("--no-llm-review", action="store_true", help="skip the LLM verdict (facts only)")
     p.add_argument("--sandbox", choices=["auto", "bwrap", "plain"], default=None)
     return p
