@@ -3,10 +3,13 @@
 import importlib.util
 
 import pandas as pd
+import pytest
 
 from tasks.competition import load_competition
 from tasks.prepare import bundled_tasks, prepare_task, prepared_checksums
 from tests.conftest import ROOT
+
+TASKS = ROOT / "tasks"
 
 
 def test_every_bundled_task_prepares_to_its_checksums():
@@ -17,16 +20,26 @@ def test_every_bundled_task_prepares_to_its_checksums():
         assert prepared_checksums(task_dir)  # prepare_task raised if they differed
 
 
-def test_tumor_diagnosis_leaderboard_reproduces_from_its_reference_population():
-    task_dir = ROOT / "tasks" / "tumor-diagnosis"
-    prepare_task("tumor-diagnosis")
-    spec = importlib.util.spec_from_file_location("lb", task_dir / "leaderboard.py")
+@pytest.mark.parametrize("name", [n for n in bundled_tasks() if (TASKS / n / "leaderboard.py").exists()])
+def test_leaderboard_reproduces_from_its_reference_population(name):
+    task_dir = prepare_task(name)
+    spec = importlib.util.spec_from_file_location(f"lb_{name.replace('-', '_')}", task_dir / "leaderboard.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     rebuilt = module.build_leaderboard(task_dir)
     committed = pd.read_csv(task_dir / "leaderboard.csv")
+    comp = load_competition(task_dir)
     assert len(committed) >= 30
     pd.testing.assert_frame_equal(rebuilt, committed)
-    assert committed["score"].is_monotonic_decreasing
+    # best first in the task's own direction
+    if comp.lower_is_better:
+        assert committed["score"].is_monotonic_increasing
+    else:
+        assert committed["score"].is_monotonic_decreasing
     assert committed["score"].nunique() >= 15  # varied strength, not a block of ties
-    assert load_competition(task_dir).leaderboard == task_dir / "leaderboard.csv"
+    assert comp.leaderboard == task_dir / "leaderboard.csv"
+
+
+def test_bundled_tasks_cover_classification_and_regression():
+    kinds = {load_competition(prepare_task(n)).grader for n in bundled_tasks()}
+    assert {"accuracy", "rmse"} <= kinds
