@@ -11,14 +11,47 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 TASKS_DIR = Path(__file__).parent
 
 
 class PrepareError(Exception):
     """A task could not be prepared or its files do not match their checksums."""
+
+
+def shuffle_with_ids(frame: pd.DataFrame, seed: int, id_range: tuple[int, int]) -> pd.DataFrame:
+    """Rows in a seeded random order, with a first column `id` of distinct seeded random ids."""
+    rng = np.random.default_rng(seed)
+    frame = frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
+    frame.insert(0, "id", rng.choice(np.arange(*id_range), size=len(frame), replace=False))
+    return frame
+
+
+def write_competition_files(
+    task_dir: Path, train: pd.DataFrame, test: pd.DataFrame, target: str, sample_value: object
+) -> None:
+    """Write MLE-bench's prepared/ layout for a one-target table task.
+
+    public/: train.csv, test.csv (target dropped), sample_submission.csv (id + `sample_value`),
+    description.md (copied from the task dir); private/: answers.csv (id + target).
+    """
+    public = task_dir / "prepared" / "public"
+    private = task_dir / "prepared" / "private"
+    for d in (public, private):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+    train.to_csv(public / "train.csv", index=False)
+    test.drop(columns=[target]).to_csv(public / "test.csv", index=False)
+    sample = pd.DataFrame({"id": test["id"], target: sample_value})
+    sample.to_csv(public / "sample_submission.csv", index=False)
+    test[["id", target]].to_csv(private / "answers.csv", index=False)
+    shutil.copyfile(task_dir / "description.md", public / "description.md")
 
 
 def bundled_tasks() -> list[str]:
