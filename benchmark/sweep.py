@@ -37,7 +37,7 @@ from benchmark.graders import GRADERS
 from benchmark.results import Cell, write_results
 from graphs import run as graph_run
 from graphs.cli_args import EXIT_USAGE, OneLineParser, positive_float, positive_int
-from graphs.registry import UnknownStrategyError, graph_builder
+from graphs.registry import UnknownStrategyError, strategy_builder
 from serving.llm import EndpointError, list_endpoint_models
 from serving.weights import LOCAL_MODELS
 from tasks.competition import Competition, CompetitionError, load_competition
@@ -118,7 +118,7 @@ def plan_sweep(args: argparse.Namespace) -> Plan:
     models = [parse_model_spec(s) for s in dict.fromkeys(args.models)]
     strategies = list(dict.fromkeys(args.strategies))
     for strategy in strategies:
-        graph_builder(strategy)
+        strategy_builder(strategy)
     tasks = [load_competition(t) for t in dict.fromkeys(args.tasks)]
     for kind, labels in (("task id", [t.id for t in tasks]), ("model name", [m.label for m in models])):
         dupes = sorted({x for x in labels if labels.count(x) > 1})

@@ -1,4 +1,5 @@
-"""Strategies by name: each maps to the builder of its (uncompiled) graph."""
+"""Strategies by name. `aide` is the plain tree search; every other strategy is a graph that
+turns one request into one executed candidate and serves as the search's expansion operator."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ from collections.abc import Callable
 
 from langgraph.graph import StateGraph
 
-from graphs.search import build_search_graph
+from graphs.planner_coder import build_planner_coder_graph
+from graphs.self_consistency import build_self_consistency_graph
+from graphs.self_reflection import build_self_reflection_graph
 
-STRATEGIES: dict[str, Callable[[], StateGraph]] = {
-    "aide": build_search_graph,
+STRATEGIES: dict[str, Callable[[], StateGraph] | None] = {
+    "aide": None,
+    "self_consistency": build_self_consistency_graph,
+    "self_reflection": build_self_reflection_graph,
+    "planner_coder": build_planner_coder_graph,
 }
 
 
@@ -17,8 +23,8 @@ class UnknownStrategyError(Exception):
     """The user named a strategy that does not exist."""
 
 
-def graph_builder(name: str) -> Callable[[], StateGraph]:
-    """The graph builder of a strategy; UnknownStrategyError (one line) when unknown."""
+def strategy_builder(name: str) -> Callable[[], StateGraph] | None:
+    """The expansion graph's builder (None for plain AIDE); UnknownStrategyError when unknown."""
     try:
         return STRATEGIES[name]
     except KeyError:

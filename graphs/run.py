@@ -16,6 +16,7 @@ import re
 import secrets
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +30,13 @@ from benchmark.medals import medal_thresholds, read_leaderboard, report_for
 from graphs.cli_args import EXIT_USAGE, OneLineParser, positive_float, positive_int, probability
 from graphs.export import export_run, write_atomically
 from graphs.progress import RunProgress
-from graphs.registry import STRATEGIES, UnknownStrategyError, graph_builder
+from graphs.registry import STRATEGIES, UnknownStrategyError, strategy_builder
+from graphs.search import build_search_graph
 from graphs.settings import HiddenGrade, HiddenGrader, RunServices, RunSettings, SearchContext
+from graphs.strategy import StrategyContext, StrategyServices
 from nodes.direction import ask_metric_direction
-from nodes.review import StructuredOutputSupport
+from nodes.sample import SamplingSupport
+from nodes.structured import StructuredOutputSupport
 from nodes.task_context import build_task_context
 from nodes.tree import NodeStore
 from sandbox import SandboxError
@@ -69,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     g2.add_argument("--llm-timeout", type=positive_float, default=None, metavar="SECONDS")
     g2.add_argument("--no-llm-review", action="store_true", help="skip the LLM verdict (facts only)")
     p.add_argument("--sandbox", choices=["auto", "bwrap", "plain"], default=None)
+    g3 = p.add_argument_group("inference-time-scaling strategies")
+    g3.add_argument("--samples", type=positive_int, default=None,
+                    help="self_consistency: scripts sampled per expansion (default 4)")
+    g3.add_argument("--rounds", type=positive_int, default=None,
+                    help="self_reflection / planner_coder: executions per expansion at most (default 3)")
+    g3.add_argument("--workers", type=positive_int, default=None,
+                    help="scripts executed at the same time (default: CPU count)")
+    g3.add_argument("--sampling", choices=["auto", "n", "concurrent"], default=None,
+                    help="N samples in one request with `n` (vLLM), N concurrent requests, "
+                    "or detect (default)")
+    g3.add_argument("--no-judge", action="store_true", help="self_consistency: no LLM judge for ties")
+    g3.add_argument("--planner-base-url", default=None, help="planner_coder: the planner's endpoint")
+    g3.add_argument("--planner-model", default=None, help="planner_coder: the planner's model")
+    g3.add_argument("--planner-temperature", type=float, default=None)
     return p
 
 
@@ -77,7 +95,9 @@ _OVERRIDABLE = {
     "seed": "seed", "exec_timeout": "exec_timeout", "local_model": "local_model",
     "num_drafts": "num_drafts", "debug_prob": "debug_prob", "max_debug_depth": "max_debug_depth",
     "max_tokens": "max_tokens", "temperature": "temperature", "llm_timeout": "llm_timeout",
-    "sandbox": "sandbox",
+    "sandbox": "sandbox", "samples": "samples", "rounds": "rounds", "workers": "workers",
+    "sampling": "sampling", "planner_base_url": "planner_base_url", "planner_model": "planner_model",
+    "planner_temperature": "planner_temperature",
 }
 
 
@@ -109,7 +129,7 @@ def resolve_settings(args: argparse.Namespace) -> tuple[RunSettings, Path, bool]
     values: dict[str, Any] = {k: getattr(args, a) for a, k in _OVERRIDABLE.items()
                               if getattr(args, a) is not None}
     values.setdefault("strategy", "aide")
-    graph_builder(values["strategy"])
+    strategy_builder(values["strategy"])
     comp = load_competition(args.task)
     run_id = args.run_id or _new_run_id(comp.id, values["strategy"])
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", run_id):
@@ -117,7 +137,7 @@ def resolve_settings(args: argparse.Namespace) -> tuple[RunSettings, Path, bool]
     if (root / run_id / "run.json").exists():
         raise UsageError(f"run '{run_id}' already exists under {root}; continue it with --resume {run_id}")
     settings = RunSettings(run_id=run_id, task_dir=str(comp.root), llm_review=not args.no_llm_review,
-                           **values)
+                           judge=not args.no_judge, **values)
     return settings, root / run_id, False
 
 
@@ -161,9 +181,11 @@ def run(args: argparse.Namespace) -> int:
     """Run or resume one tree search; returns the exit code."""
     settings, run_path, resumed = resolve_settings(args)
     comp: Competition = load_competition(settings.task_dir)
-    builder = graph_builder(settings.strategy)
+    builder = strategy_builder(settings.strategy)
     if settings.base_url:  # fail before writing anything when the endpoint is unusable
         list_endpoint_models(settings.base_url)
+    if settings.planner_base_url:
+        _check_model(settings.planner_base_url, settings.planner_model)
     else:  # assemble/verify the embedded weights first: a bad model must not leave a run behind
         ensure_local_model(settings.local_model, progress=lambda m: print(m, flush=True))
     run_path.mkdir(parents=True, exist_ok=True)
@@ -193,7 +215,10 @@ def run(args: argparse.Namespace) -> int:
                 tree=store.load_tree(lower), lower_is_better=lower,
                 structured=StructuredOutputSupport(), hidden_grader=hidden_grader_for(comp),
             )
-            _search(builder, services, resumed)
+            if builder is not None:
+                services.expander = builder().compile()  # inherits the search's checkpointer
+                services.strategy_context = strategy_context(settings, services, base_url, model)
+            _search(services, resumed)
         elapsed = time.monotonic() - started
         wall = float(store.get_meta("wall_seconds", 0.0)) + elapsed  # type: ignore[arg-type]
         store.set_meta("wall_seconds", wall)
@@ -207,6 +232,36 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     _print_summary(summary, run_path)
     return 0
+
+
+def _check_model(base_url: str, model: str | None) -> list[str]:
+    served = list_endpoint_models(base_url)
+    if model and served and model not in served:
+        raise EndpointError(
+            f"model '{model}' is not served by {base_url} (it serves: {', '.join(served[:5])})")
+    return served
+
+
+def strategy_context(settings: RunSettings, svc: RunServices, base_url: str, model: str) -> StrategyContext:
+    """The strategy graphs' runtime context for this run, with its live services attached."""
+    planner, planner_system = svc.llm, svc.use_system_prompt
+    if settings.planner_base_url or settings.planner_model or settings.planner_temperature is not None:
+        p_url = settings.planner_base_url or base_url
+        p_model = settings.planner_model or (model if p_url == base_url else _check_model(p_url, None)[0])
+        planner = make_chat_model(LLMSettings(
+            base_url=p_url, model=p_model, temperature=settings.planner_temperature,
+            max_tokens=settings.max_tokens, timeout_s=settings.llm_timeout, max_retries=settings.llm_retries))
+        planner_system = bool(model_profile(p_model)["system_prompt"])
+    services = StrategyServices(
+        coder=svc.llm, planner=planner, system_text=svc.system_text,
+        coder_system_prompt=svc.use_system_prompt, planner_system_prompt=planner_system,
+        public_dir=svc.competition.public_dir, sample_submission=svc.competition.sample_submission,
+        work_dir=svc.run_dir / "workspaces", exec_timeout=settings.exec_timeout, sandbox=settings.sandbox,
+        lower_is_better=svc.lower_is_better, sampling=SamplingSupport(settings.sampling),
+        exec_slots=threading.BoundedSemaphore(settings.workers), structured=svc.structured,
+    )
+    return StrategyContext(samples=settings.samples, rounds=settings.rounds, workers=settings.workers,
+                           sampling=settings.sampling, judge=settings.judge, services=services)
 
 
 def hidden_grader_for(comp: Competition) -> HiddenGrader | None:
@@ -262,10 +317,10 @@ def _prepare_prompts(
     return settings, system_text
 
 
-def _search(builder: Any, services: RunServices, resumed: bool) -> None:
+def _search(services: RunServices, resumed: bool) -> None:
     settings = services.settings
     with open_checkpointer(services.run_dir) as saver:
-        graph = builder().compile(checkpointer=saver)
+        graph = build_search_graph().compile(checkpointer=saver)
         config: dict[str, Any] = {
             "configurable": {"thread_id": settings.run_id},
             "recursion_limit": settings.steps * 8 + 20,
@@ -288,8 +343,9 @@ def _search(builder: Any, services: RunServices, resumed: bool) -> None:
         context = SearchContext(services=services)
         with RunProgress(settings.steps, len(services.tree)) as progress:
             # sync durability: each superstep's checkpoint is on disk before the next one starts
-            for event in graph.stream(graph_input, config, context=context, stream_mode="custom",
-                                      durability="sync"):
+            # subgraphs=True: the strategy graphs' progress events reach the display too
+            for _namespace, event in graph.stream(graph_input, config, context=context,
+                                                  stream_mode="custom", durability="sync", subgraphs=True):
                 progress.handle(event)
 
 

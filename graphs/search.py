@@ -1,7 +1,10 @@
 """The AIDE-style tree search as a LangGraph StateGraph.
 
 One step = choose -> generate -> execute -> review -> record, each a superstep with its own
-checkpoint, so a crash mid-execution resumes without asking the model again. The state holds
+checkpoint, so a crash mid-execution resumes without asking the model again. With a strategy
+other than `aide`, `generate` runs that strategy's graph as the expansion operator (a subgraph
+sharing this graph's checkpointer, so a killed fan-out or loop resumes inside itself) and
+`execute` only keeps the submission of the candidate it returned. The state holds
 only the step in flight (constant size); the tree itself lives in the run's NodeStore.
 """
 
@@ -18,16 +21,15 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from graphs.settings import RunServices, SearchContext
-from nodes.candidate import Candidate
-from nodes.debug import debug
-from nodes.draft import draft
-from nodes.improve import improve
+from nodes.candidate import Candidate, ask_for_script
+from nodes.debug import debug_prompt
+from nodes.draft import draft_prompt
+from nodes.execute import Execution, execute_script
+from nodes.improve import improve_prompt
 from nodes.policy import choose_action, step_rng
-from nodes.review import check_submission, establish_facts, llm_verdict
-from nodes.static_check import static_problems
+from nodes.review import llm_verdict
 from nodes.tree import Node, Tree, node_id_for
 from nodes.usage import Usage
-from sandbox import create_workspace, run_script
 
 
 class SearchState(TypedDict, total=False):
@@ -37,6 +39,7 @@ class SearchState(TypedDict, total=False):
     action: dict | None
     candidate: dict | None
     execution: dict | None
+    details: dict | None  # what a strategy graph reports about its expansion
     verdict: dict | None
     best_id: str | None
     best_metric: float | None
@@ -74,61 +77,59 @@ def choose(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
     return Command(goto="generate", update={"action": {"stage": action.stage, "parent_id": action.parent_id}})
 
 
-def generate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
-    """Run the operator the action names and return its candidate script."""
-    svc = _services(runtime)
-    action = state["action"] or {}
+def stage_request(svc: RunServices, action: dict) -> str:
+    """The prompt of the action's operator (draft, improve or debug), without the stable prefix."""
     stage = action["stage"]
-    sys_flag = svc.use_system_prompt
+    memory = memory_lines(svc.tree, svc.settings.memory_size)
     if stage == "draft":
-        cand = draft(svc.llm, svc.system_text, memory_lines(svc.tree, svc.settings.memory_size),
-                     system_prompt=sys_flag)
+        return draft_prompt(memory)
+    parent = svc.store.get(action["parent_id"])
+    if stage == "improve":
+        return improve_prompt(parent, memory, lower_is_better=svc.lower_is_better)
+    earlier = [n.note for n in list(svc.tree.ancestors(parent.id, limit=8))[1:] if n.is_buggy]
+    return debug_prompt(parent, earlier)
+
+
+def generate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
+    """Expand the chosen node: one script from the operator (AIDE), or one executed candidate
+    from the strategy graph (self-consistency, self-reflection, planner -> coder)."""
+    svc = _services(runtime)
+    step = state.get("step", 0)
+    request = stage_request(svc, state["action"] or {})
+    if svc.expander is None:
+        cand = ask_for_script(svc.llm, svc.system_text, request, system_prompt=svc.use_system_prompt)
+        update: dict[str, Any] = {"candidate": cand.model_dump()}
     else:
-        parent = svc.store.get(action["parent_id"])
-        if stage == "improve":
-            cand = improve(svc.llm, svc.system_text, parent,
-                           memory_lines(svc.tree, svc.settings.memory_size),
-                           lower_is_better=svc.lower_is_better, system_prompt=sys_flag)
-        else:
-            earlier = [n.note for n in list(svc.tree.ancestors(parent.id, limit=8))[1:] if n.is_buggy]
-            cand = debug(svc.llm, svc.system_text, parent, earlier, system_prompt=sys_flag)
-    _emit(runtime, kind="generated", step=state.get("step", 0), tokens=cand.usage.completion_tokens,
+        out = svc.expander.invoke(
+            {"request": request, "label": node_id_for(step), "seed": svc.settings.seed * 1_000_003 + step},
+            context=svc.strategy_context,
+        )["result"]
+        cand = Candidate.model_validate(out["candidate"])
+        update = {"candidate": out["candidate"], "execution": out["execution"], "details": out["details"]}
+    _emit(runtime, kind="generated", step=step, tokens=cand.usage.completion_tokens,
           seconds=cand.usage.llm_seconds, error=cand.llm_error)
-    return {"candidate": cand.model_dump()}
+    return update
 
 
 def execute(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
-    """Statically check the script, then run it in a fresh sandboxed workspace."""
+    """Run the script in a fresh sandboxed workspace (a strategy has already run its own), and
+    keep a well-formed submission under the node's id."""
     svc = _services(runtime)
     step = state.get("step", 0)
-    cand = Candidate.model_validate(state["candidate"])
-    if not cand.code:
-        reason = (f"LLM call failed: {cand.llm_error}" if cand.llm_error
-                  else "no Python code block in the answer")
-        return {"execution": {"skipped": reason}}
-    problems = static_problems(cand.code)
-    if problems:
-        return {"execution": {"skipped": "static check: " + "; ".join(problems[:5])}}
     node_id = node_id_for(step)
-    _emit(runtime, kind="executing", step=step)
-    workspace = create_workspace(svc.run_dir / "workspaces" / node_id, svc.competition.public_dir)
-    result = run_script(cand.code, workspace, timeout_s=svc.settings.exec_timeout,
-                        backend=svc.settings.sandbox)
-    sub_path = workspace.submission_dir / "submission.csv"
-    problem = check_submission(sub_path, svc.competition.sample_submission)
-    if problem is None:
-        _save_atomically(sub_path, svc.run_dir / "submissions" / f"{node_id}.csv")
-    return {
-        "execution": {
-            "exit_code": result.exit_code,
-            "timed_out": result.timed_out,
-            "killed_reason": result.killed_reason,
-            "seconds": result.seconds,
-            # host paths out of the log: shorter prompts, identical across runs and resumes
-            "output": result.output.replace(f"{workspace.root}/", ""),
-            "submission_problem": problem,
-        }
-    }
+    if state.get("execution") is not None:
+        ex = Execution.model_validate(state["execution"])
+    else:
+        cand = Candidate.model_validate(state["candidate"])
+        _emit(runtime, kind="executing", step=step)
+        ex = execute_script(cand.code, svc.run_dir / "workspaces" / node_id,
+                            public_dir=svc.competition.public_dir,
+                            sample_submission=svc.competition.sample_submission,
+                            timeout_s=svc.settings.exec_timeout, backend=svc.settings.sandbox,
+                            llm_error=cand.llm_error)
+    if ex.submission_file and Path(ex.submission_file).is_file():
+        _save_atomically(Path(ex.submission_file), svc.run_dir / "submissions" / f"{node_id}.csv")
+    return {"execution": ex.model_dump()}
 
 
 def _save_atomically(src: Path, dest: Path) -> None:
@@ -139,24 +140,18 @@ def _save_atomically(src: Path, dest: Path) -> None:
 
 
 def review(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
-    """Establish the facts of the run and ask the LLM for its analysis."""
+    """Take the facts of the run and ask the LLM for its analysis."""
     svc = _services(runtime)
-    ex = state["execution"] or {}
-    if "skipped" in ex:
-        return {"verdict": {"failure": ex["skipped"], "metric": None, "summary": ex["skipped"]}}
-    output = ex.get("output", "")
-    facts = establish_facts(
-        exit_code=ex.get("exit_code"), timed_out=ex.get("timed_out", False),
-        killed_reason=ex.get("killed_reason"), output=output,
-        submission_problem=ex.get("submission_problem"),
-        last_error=_last_error(output), timeout_s=svc.settings.exec_timeout,
-    )
+    ex = Execution.model_validate(state["execution"])
+    if ex.skipped:
+        return {"verdict": {"failure": ex.skipped, "metric": None, "summary": ex.skipped}}
+    facts = ex.facts()
     verdict: dict[str, Any] = {"failure": facts.failure, "metric": facts.metric, "summary": "",
                                "says_bug": None, "usage": Usage().model_dump(), "error": None}
     if svc.settings.llm_review:
         cand = Candidate.model_validate(state["candidate"])
         _emit(runtime, kind="reviewing", step=state.get("step", 0))
-        v, usage, err = llm_verdict(svc.llm, svc.system_text, cand.code, output, facts,
+        v, usage, err = llm_verdict(svc.llm, svc.system_text, cand.code, ex.output, facts,
                                     svc.structured, system_prompt=svc.use_system_prompt)
         verdict.update(usage=usage.model_dump(), error=err)
         if v is not None:
@@ -166,14 +161,6 @@ def review(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     return {"verdict": verdict}
 
 
-def _last_error(output: str) -> str:
-    for line in reversed(output.strip().splitlines()):
-        s = line.strip()
-        if s and ("Error" in s or "Exception" in s):
-            return s[:300]
-    return "see output"
-
-
 def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Literal["choose"]]:
     """Append the node to the tree (idempotent by node id) and move to the next step."""
     svc = _services(runtime)
@@ -181,6 +168,7 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
     action = state["action"] or {}
     cand = Candidate.model_validate(state["candidate"])
     ex = state["execution"] or {}
+    details = state.get("details") or {}
     verdict = state["verdict"] or {}
     usage = cand.usage.model_copy()
     usage.add(Usage.model_validate(verdict.get("usage") or {}))
@@ -203,11 +191,12 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
         bug_reason=verdict.get("failure"),
         review=verdict.get("summary", ""),
         review_says_bug=verdict.get("says_bug"),
-        has_submission=ex.get("submission_problem") is None and "skipped" not in ex,
+        has_submission=bool(ex.get("submission_file")),
         debug_depth=parent_depth + 1 if action["stage"] == "debug" else 0,
         reasoning=cand.reasoning,
         llm_error=cand.llm_error or verdict.get("error"),
         created_at=time.time(),
+        extra={"strategy": details} if details else {},
         **usage.model_dump(),
     )
     if svc.hidden_grader is not None and node.has_submission:
@@ -227,6 +216,7 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
             "action": None,
             "candidate": None,
             "execution": None,
+            "details": None,
             "verdict": None,
             "best_id": best.id if best else None,
             "best_metric": best.metric if best else None,

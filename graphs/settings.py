@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from graphs.strategy import StrategyContext
 from nodes.policy import PolicySettings
-from nodes.review import StructuredOutputSupport
+from nodes.structured import StructuredOutputSupport
 from nodes.tree import NodeStore, Tree
 from tasks.competition import Competition
 
@@ -39,6 +42,15 @@ class RunSettings(BaseModel):
     memory_size: int = 6
     metric_name: str | None = None
     lower_is_better: bool | None = None
+    # inference-time-scaling strategies (ignored by aide)
+    samples: int = 4
+    rounds: int = 3
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    sampling: Literal["auto", "n", "concurrent"] = "auto"
+    judge: bool = True
+    planner_base_url: str | None = None
+    planner_model: str | None = None
+    planner_temperature: float | None = None
 
     def policy(self) -> PolicySettings:
         """The search-policy parameters."""
@@ -76,6 +88,8 @@ class RunServices:
     lower_is_better: bool
     structured: StructuredOutputSupport = field(default_factory=StructuredOutputSupport)
     hidden_grader: HiddenGrader | None = None
+    expander: Any = None  # the compiled strategy graph; None for plain AIDE
+    strategy_context: StrategyContext | None = None
 
 
 @dataclass

@@ -9,13 +9,21 @@ from nodes.candidate import Candidate, ask_for_script
 from nodes.tree import Node
 
 
-def last_error_line(node: Node) -> str:
-    """The most telling line of a failure: the exception line, else the recorded reason."""
-    for line in reversed(node.output.strip().splitlines()):
-        line = line.strip()
-        if line and ("Error" in line or "Exception" in line) and not line.startswith("File "):
-            return line[:300]
-    return (node.bug_reason or "unknown failure")[:300]
+def tail(text: str, chars: int) -> str:
+    """The end of a long output (where the error is), marked as cut."""
+    text = text.strip()
+    return "..." + text[-chars:] if len(text) > chars else text
+
+
+def debug_prompt(parent: Node, earlier_errors: list[str], *, output_chars: int = 6000) -> str:
+    """The request for a fixed version of the buggy `parent`."""
+    return prompts.render(
+        "debug",
+        code=parent.code.rstrip(),
+        failure=parent.bug_reason or "the run failed",
+        output=tail(parent.output, output_chars) or "(no output)",
+        earlier_errors=earlier_errors,
+    )
 
 
 def debug(
@@ -28,14 +36,5 @@ def debug(
     system_prompt: bool = True,
 ) -> Candidate:
     """Ask for a fixed version of the buggy `parent`."""
-    output = parent.output.strip()
-    if len(output) > output_chars:
-        output = "..." + output[-output_chars:]
-    text = prompts.render(
-        "debug",
-        code=parent.code.rstrip(),
-        failure=parent.bug_reason or "the run failed",
-        output=output or "(no output)",
-        earlier_errors=earlier_errors,
-    )
+    text = debug_prompt(parent, earlier_errors, output_chars=output_chars)
     return ask_for_script(llm, system, text, system_prompt=system_prompt)

@@ -6,7 +6,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ValidationError
 
 import prompts
-from nodes.review import JSON_OBJECT_RE
+from nodes.structured import JSON_OBJECT_RE
 from nodes.usage import Usage
 from serving.llm import LLMCallError, build_messages, complete
 
@@ -40,7 +40,7 @@ def ask_metric_direction(
             reply = complete(llm, messages, **kwargs)
         except LLMCallError:
             continue
-        usage.add_reply(reply)
+        usage.add_reply(reply, "direction")
         for text in (reply.text, *(m.group(0) for m in JSON_OBJECT_RE.finditer(reply.text))):
             try:
                 return MetricDirection.model_validate_json(text), usage

@@ -8,10 +8,13 @@ import prompts
 from nodes.candidate import Candidate, ask_for_script
 
 
+def draft_prompt(memory: list[str]) -> str:
+    """The request for a new solution; `memory` lists one-line summaries of earlier attempts."""
+    return prompts.render("draft", memory=memory)
+
+
 def draft(
     llm: BaseChatModel, system: str, memory: list[str], *, system_prompt: bool = True
 ) -> Candidate:
-    """Ask for a new solution; `memory` lists one-line summaries of earlier attempts."""
-    return ask_for_script(
-        llm, system, prompts.render("draft", memory=memory), system_prompt=system_prompt
-    )
+    """Ask for a new solution."""
+    return ask_for_script(llm, system, draft_prompt(memory), system_prompt=system_prompt)

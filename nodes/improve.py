@@ -9,6 +9,18 @@ from nodes.candidate import Candidate, ask_for_script
 from nodes.tree import Node
 
 
+def improve_prompt(parent: Node, memory: list[str], *, lower_is_better: bool) -> str:
+    """The request for an improved version of `parent`'s script."""
+    return prompts.render(
+        "improve",
+        code=parent.code.rstrip(),
+        metric=f"{parent.metric:.6g}" if parent.metric is not None else "n/a",
+        direction="lower is better" if lower_is_better else "higher is better",
+        analysis=parent.review.strip(),
+        memory=memory,
+    )
+
+
 def improve(
     llm: BaseChatModel,
     system: str,
@@ -19,12 +31,5 @@ def improve(
     system_prompt: bool = True,
 ) -> Candidate:
     """Ask for an improved version of `parent`'s script."""
-    text = prompts.render(
-        "improve",
-        code=parent.code.rstrip(),
-        metric=f"{parent.metric:.6g}" if parent.metric is not None else "n/a",
-        direction="lower is better" if lower_is_better else "higher is better",
-        analysis=parent.review.strip(),
-        memory=memory,
-    )
+    text = improve_prompt(parent, memory, lower_is_better=lower_is_better)
     return ask_for_script(llm, system, text, system_prompt=system_prompt)

@@ -7,7 +7,6 @@ schema structured output, with a plain-text JSON fallback for servers without it
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -15,17 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 import prompts
+from nodes.structured import StructuredOutputSupport, ask_json, response_format
 from nodes.usage import Usage
-from serving.llm import LLMCallError, build_messages, complete
 
 _METRIC_RE = re.compile(
     r"^\s*METRIC:\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf)\s*$",
     re.MULTILINE | re.IGNORECASE,
 )
-JSON_OBJECT_RE = re.compile(r"\{.*\}", re.DOTALL)
 
 
 class Verdict(BaseModel):
@@ -35,10 +33,7 @@ class Verdict(BaseModel):
     summary: str
 
 
-VERDICT_FORMAT = {
-    "type": "json_schema",
-    "json_schema": {"name": "verdict", "strict": True, "schema": Verdict.model_json_schema()},
-}
+VERDICT_FORMAT = response_format(Verdict, "verdict")
 
 
 def parse_metric(output: str) -> float | None:
@@ -131,29 +126,6 @@ def establish_facts(
     )
 
 
-class StructuredOutputSupport:
-    """Remembers, per run, whether the server accepted JSON-schema response formats."""
-
-    def __init__(self) -> None:
-        self.supported: bool | None = None
-
-
-def parse_verdict(text: str) -> Verdict | None:
-    """A Verdict from a JSON answer, tolerating prose or fences around the object."""
-    for candidate in (text, *(m.group(0) for m in JSON_OBJECT_RE.finditer(text))):
-        try:
-            return Verdict.model_validate_json(candidate.strip())
-        except ValidationError:
-            continue
-    try:  # a model that wrote Python-style booleans
-        obj = json.loads(
-            JSON_OBJECT_RE.search(text).group(0).replace("True", "true").replace("False", "false")  # type: ignore[union-attr]
-        )
-        return Verdict.model_validate(obj)
-    except (AttributeError, ValueError, ValidationError):
-        return None
-
-
 def llm_verdict(
     llm: BaseChatModel,
     system: str,
@@ -173,28 +145,14 @@ def llm_verdict(
     text = prompts.render(
         "review", code=code.rstrip(), output=out or "(no output)", facts=facts.describe()
     )
-    messages = build_messages(system, text, system_prompt=system_prompt)
-    usage = Usage()
-    reply = None
-    error = None
-    if support.supported is not False:
-        try:
-            reply = complete(llm, messages, response_format=VERDICT_FORMAT, max_tokens=max_tokens)
-            support.supported = True
-        except LLMCallError as exc:
-            error = str(exc)
-            if support.supported is None:
-                support.supported = False  # first structured call failed: fall back for good
-    if reply is None and support.supported is False:
-        try:
-            reply = complete(llm, messages, max_tokens=max_tokens)
-            error = None
-        except LLMCallError as exc:
-            error = str(exc)
-    if reply is None:
-        return None, usage, error
-    usage.add_reply(reply)
-    verdict = parse_verdict(reply.text)
-    if verdict is None:
-        return None, usage, "the review answer was not the requested JSON"
-    return verdict, usage, None
+    return ask_json(llm, system, text, Verdict, support, name="verdict",
+                    system_prompt=system_prompt, max_tokens=max_tokens)
+
+
+def last_error_line(output: str, fallback: str = "see output") -> str:
+    """The most telling line of a failed run's output: its last exception line."""
+    for line in reversed(output.strip().splitlines()):
+        s = line.strip()
+        if s and ("Error" in s or "Exception" in s) and not s.startswith("File "):
+            return s[:300]
+    return fallback[:300]

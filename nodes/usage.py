@@ -1,14 +1,30 @@
-"""Tokens and seconds spent on LLM calls: the cost recorded on every node."""
+"""Tokens and seconds spent on LLM calls: the cost recorded on every node, call by call."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from serving.llm import LLMReply
 
 
+class LLMCall(BaseModel):
+    """One LLM call behind a node: who asked (its role in the strategy) and what it cost."""
+
+    role: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    seconds: float = 0.0
+    choices: int = 1
+    error: str | None = None
+
+
+_TOTALS = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens")
+
+
 class Usage(BaseModel):
-    """Tokens and seconds of the LLM calls behind one node."""
+    """Tokens and seconds of the LLM calls behind one node, with the list of calls."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -16,17 +32,34 @@ class Usage(BaseModel):
     cached_tokens: int = 0
     llm_seconds: float = 0.0
     llm_calls: int = 0
+    calls: list[LLMCall] = Field(default_factory=list)
 
-    def add_reply(self, reply: LLMReply) -> None:
-        """Count one answered call."""
-        self.prompt_tokens += reply.prompt_tokens
-        self.completion_tokens += reply.completion_tokens
-        self.reasoning_tokens += reply.reasoning_tokens
-        self.cached_tokens += reply.cached_tokens
-        self.llm_seconds += reply.seconds
+    def add_reply(self, reply: LLMReply, role: str = "coder", *, choices: int = 1) -> None:
+        """Count one answered call (a call with `choices` > 1 is counted once, as its usage is)."""
+        call = LLMCall(role=role, seconds=reply.seconds, choices=choices,
+                       **{k: getattr(reply, k) for k in _TOTALS})
+        self.add_call(call)
+
+    def add_failure(self, role: str, error: str, seconds: float = 0.0) -> None:
+        """Record a call that failed for good (no tokens known)."""
+        self.add_call(LLMCall(role=role, seconds=seconds, error=error[:300]))
+
+    def add_call(self, call: LLMCall) -> None:
+        """Add one call to the totals and the list."""
+        for k in _TOTALS:
+            setattr(self, k, getattr(self, k) + getattr(call, k))
+        self.llm_seconds += call.seconds
         self.llm_calls += 1
+        self.calls.append(call)
 
     def add(self, other: Usage) -> None:
-        """Add another tally to this one."""
-        for name in Usage.model_fields:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        """Add another tally (and its calls) to this one."""
+        for call in other.calls:
+            self.add_call(call.model_copy())
+        if not other.calls:  # a tally without a call list (older nodes): add the totals
+            for k in (*_TOTALS, "llm_seconds", "llm_calls"):
+                setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def totals(self) -> Usage:
+        """The same totals without the call list."""
+        return self.model_copy(update={"calls": []})

@@ -211,6 +211,36 @@ def complete(
     return reply_from_message(message, seconds)
 
 
+def complete_choices(
+    model: BaseChatModel, messages: Sequence[BaseMessage], n: int, **call_kwargs: Any
+) -> list[LLMReply]:
+    """Ask for `n` samples in one request (OpenAI `n`; vLLM computes the prompt once).
+
+    Servers that ignore `n` return fewer choices: the caller sees how many came back. The
+    response's usage covers all choices, so it is put on the first reply only (never counted
+    n times); the others carry their text with zero tokens. Raises LLMCallError on failure.
+    """
+    start = time.monotonic()
+    try:
+        result = model.generate([list(messages)], n=n, **call_kwargs)
+    except Exception as exc:  # noqa: BLE001 - any client failure is recorded, not raised
+        raise LLMCallError(_one_line(exc)) from exc
+    seconds = time.monotonic() - start
+    replies = []
+    for i, gen in enumerate(result.generations[0] if result.generations else []):
+        message = getattr(gen, "message", None)
+        if not isinstance(message, AIMessage):
+            raise LLMCallError(f"unexpected reply type {type(message).__name__}")
+        reply = reply_from_message(message, seconds if i == 0 else 0.0)
+        if i > 0:
+            reply.prompt_tokens = reply.completion_tokens = reply.cached_tokens = 0
+            reply.reasoning_tokens = 0
+        replies.append(reply)
+    if not replies:
+        raise LLMCallError("the server returned no choices")
+    return replies
+
+
 def _one_line(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:500]

@@ -2,8 +2,10 @@
 
 Answers are a pure function of the request's messages (hashed), so a run resumed after a crash
 gets exactly the answers an uninterrupted run would have got. Script requests get one of a few
-generic scripts (working, crashing, printing no metric); review and metric-direction requests
-get the JSON they ask for. Run it with `python -m serving.stub --port 0`.
+generic scripts (working, crashing, printing no metric); review, reflection, plan, judge and
+metric-direction requests get the JSON they ask for. A request's `seed` and `n` choices vary
+the answer deterministically; `supports_n=False` answers one choice, as llama.cpp does.
+Run it with `python -m serving.stub --port 0`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,14 +39,28 @@ _NO_METRIC = '''import os
 '''
 
 
-def _digest(messages: list[dict[str, Any]]) -> bytes:
-    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+def _digest(messages: list[dict[str, Any]], *salt: object) -> bytes:
+    payload = [messages, *salt] if salt else messages
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).digest()
 
 
-def scripted_answer(messages: list[dict[str, Any]], *, exec_sleep: float = 0.0) -> str:
-    """The deterministic answer to one chat request."""
+def scripted_answer(messages: list[dict[str, Any]], *, exec_sleep: float = 0.0, seed: int | None = None,
+                    choice: int = 0) -> str:
+    """The deterministic answer to one chat request (its `seed` and choice index vary it)."""
     text = "\n".join(str(m.get("content", "")) for m in messages)
-    digest = _digest(messages)
+    digest = _digest(messages) if seed is None and choice == 0 else _digest(messages, seed, choice)
+    if "Your job: reflect" in text:
+        ran = "It ran cleanly" in text
+        target = "planner" if '"planner"' in text and digest[2] % 3 == 0 else "coder"
+        return json.dumps({"accept": ran and digest[2] % 2 == 0, "target": target,
+                           "critique": f"scripted critique {digest.hex()[:8]}"})
+    if "Your job now: plan" in text:
+        return json.dumps({"approach": f"scripted approach {digest.hex()[:6]}", "libraries": ["pandas"],
+                           "feature_steps": ["read the data", "predict"], "validation_scheme": "holdout"})
+    if "Your job: pick the most promising" in text:
+        numbers = [int(x) for x in re.findall(r"^## Candidate (\d+)$", text, re.MULTILINE)]
+        pick = numbers[digest[2] % len(numbers)] if numbers else 0
+        return json.dumps({"best": pick, "reason": "scripted judge"})
     if "Your job: review" in text:
         is_bug = "exit code: 0" not in text or "METRIC line: missing" in text
         return json.dumps({"is_bug": is_bug, "summary": f"scripted review {digest.hex()[:8]}"})
@@ -66,7 +83,8 @@ class StubServer:
     """The endpoint, served from a background thread."""
 
     def __init__(self, port: int = 0, *, delay_s: float = 0.0, exec_sleep: float = 0.0,
-                 model: str = "scripted-model") -> None:
+                 model: str = "scripted-model", supports_n: bool = True) -> None:
+        self.supports_n = supports_n  # False: ignore `n` and answer one choice, as llama.cpp does
         self.delay_s = delay_s
         self.exec_sleep = exec_sleep
         self.model = model
@@ -117,15 +135,20 @@ class StubServer:
                 if server.delay_s:
                     time.sleep(server.delay_s)
                 messages = body.get("messages") or []
-                content = scripted_answer(messages, exec_sleep=server.exec_sleep)
+                n = int(body.get("n") or 1) if server.supports_n else 1
+                seed = body.get("seed")
+                contents = [scripted_answer(messages, exec_sleep=server.exec_sleep, seed=seed, choice=i)
+                            for i in range(max(1, n))]
                 prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
-                usage = {"prompt_tokens": prompt_chars // 4, "completion_tokens": len(content) // 4}
+                usage = {"prompt_tokens": prompt_chars // 4,
+                         "completion_tokens": sum(len(c) for c in contents) // 4}
                 usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
                 self._send(200, {
                     "id": "stub-" + _digest(messages).hex()[:12], "object": "chat.completion",
                     "created": 0, "model": server.model,
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": content}}],
+                    "choices": [{"index": i, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": c}}
+                                for i, c in enumerate(contents)],
                     "usage": usage,
                 })
 

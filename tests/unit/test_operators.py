@@ -7,15 +7,9 @@ from nodes.debug import debug
 from nodes.direction import ask_metric_direction
 from nodes.draft import draft
 from nodes.improve import improve
-from nodes.review import (
-    StructuredOutputSupport,
-    check_submission,
-    establish_facts,
-    llm_verdict,
-    parse_metric,
-    parse_verdict,
-)
+from nodes.review import Verdict, check_submission, establish_facts, llm_verdict, parse_metric
 from nodes.static_check import static_problems
+from nodes.structured import StructuredOutputSupport, parse_json_answer
 from nodes.task_context import build_task_context, data_preview
 from nodes.tree import Node
 from tests.conftest import GOOD_SCRIPT, ai, fenced, scripted_model
@@ -155,8 +149,8 @@ def test_review_falls_back_to_text_when_structured_output_is_refused():
 
 
 def test_parse_verdict_tolerates_python_booleans_and_rejects_garbage():
-    assert parse_verdict('{"is_bug": False, "summary": "ok"}').is_bug is False
-    assert parse_verdict("I think it is fine") is None
+    assert parse_json_answer('{"is_bug": False, "summary": "ok"}', Verdict).is_bug is False
+    assert parse_json_answer("I think it is fine", Verdict) is None
 
 
 def test_metric_direction_is_asked_once_with_schema():

@@ -1,0 +1,115 @@
+"""Execute operator: statically check a candidate script, run it in a fresh sandboxed workspace,
+and establish the facts of the run (exit status, `METRIC:` line, submission format).
+
+Every strategy executes through here, so a script is judged the same way whichever strategy
+wrote it. The result is plain data (`Execution`) that graph states carry and checkpoints store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from nodes.review import Facts, check_submission, establish_facts, last_error_line
+from nodes.static_check import static_problems
+from sandbox import create_workspace, run_script
+
+
+class Execution(BaseModel):
+    """What happened when a candidate ran (or why it was not run)."""
+
+    skipped: str | None = None  # set when the script never ran (no code, static check failed)
+    exit_code: int | None = None
+    timed_out: bool = False
+    killed_reason: str | None = None
+    seconds: float = 0.0
+    output: str = ""
+    submission_problem: str | None = None
+    submission_file: str | None = None  # host path of a submission matching the sample format
+    metric: float | None = None
+    failure: str | None = None  # why the run counts as buggy; None when it is a valid result
+
+    @property
+    def valid(self) -> bool:
+        """Ran cleanly, printed a metric and wrote a well-formed submission."""
+        return self.failure is None and self.metric is not None
+
+    def facts(self) -> Facts:
+        """The harness's facts, for review and reflection prompts."""
+        return Facts(
+            executed=self.skipped is None,
+            exit_code=self.exit_code,
+            timed_out=self.timed_out,
+            metric=self.metric,
+            submission_problem=self.submission_problem,
+            failure=self.failure,
+        )
+
+    def feedback(self, output_chars: int = 4000) -> str:
+        """Facts and the end of the output as text for a model that revises the script."""
+        if self.skipped:
+            return f"The script was not run: {self.skipped}"
+        out = self.output.strip()
+        if len(out) > output_chars:
+            out = "..." + out[-output_chars:]
+        verdict = (
+            f"It failed: {self.failure}" if self.failure else f"It ran cleanly; METRIC {self.metric:.6g}"
+        )
+        return f"{verdict}\n\nOutput (end):\n```\n{out or '(no output)'}\n```"
+
+
+def skipped_reason(code: str, llm_error: str | None) -> str | None:
+    """Why a candidate cannot be run at all, or None when it can."""
+    if not code:
+        return f"LLM call failed: {llm_error}" if llm_error else "no Python code block in the answer"
+    problems = static_problems(code)
+    if problems:
+        return "static check: " + "; ".join(problems[:5])
+    return None
+
+
+def execute_script(
+    code: str,
+    workspace_dir: Path,
+    *,
+    public_dir: Path,
+    sample_submission: Path | None,
+    timeout_s: float,
+    backend: str = "auto",
+    llm_error: str | None = None,
+    slots: threading.Semaphore | None = None,
+) -> Execution:
+    """Check and run one script; `slots` bounds how many run at the same time."""
+    reason = skipped_reason(code, llm_error)
+    if reason is not None:
+        return Execution(skipped=reason, failure=reason)
+    with slots if slots is not None else contextlib.nullcontext():
+        workspace = create_workspace(workspace_dir, public_dir)
+        result = run_script(code, workspace, timeout_s=timeout_s, backend=backend)
+    sub_path = workspace.submission_dir / "submission.csv"
+    problem = check_submission(sub_path, sample_submission)
+    # host paths out of the log: shorter prompts, identical across runs and resumes
+    output = result.output.replace(f"{workspace.root}/", "")
+    facts = establish_facts(
+        exit_code=result.exit_code,
+        timed_out=result.timed_out,
+        killed_reason=result.killed_reason,
+        output=output,
+        submission_problem=problem,
+        last_error=last_error_line(output),
+        timeout_s=timeout_s,
+    )
+    return Execution(
+        exit_code=result.exit_code,
+        timed_out=result.timed_out,
+        killed_reason=result.killed_reason,
+        seconds=result.seconds,
+        output=output,
+        submission_problem=problem,
+        submission_file=str(sub_path) if problem is None else None,
+        metric=facts.metric,
+        failure=facts.failure,
+    )
