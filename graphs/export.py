@@ -44,7 +44,7 @@ _TREE_FIELDS = [
     "exit_code", "timed_out", "metric", "is_buggy", "bug_reason", "review", "review_says_bug",
     "has_submission", "debug_depth", "prompt_tokens", "completion_tokens", "reasoning_tokens",
     "cached_tokens", "llm_calls", "llm_seconds", "exec_seconds", "llm_error", "reasoning",
-    "test_score", "test_valid", "test_reason", "created_at",
+    "test_score", "test_valid", "test_reason", "created_at", "calls", "extra",
 ]
 
 
@@ -54,7 +54,7 @@ def tree_json(nodes: list[Node], *, run_id: str, lower_is_better: bool) -> dict[
         "run_id": run_id,
         "lower_is_better": lower_is_better,
         "nodes": [
-            {**{k: getattr(n, k) for k in _TREE_FIELDS}, "output_tail": n.output[-4000:]}
+            {**n.model_dump(include=set(_TREE_FIELDS)), "output_tail": n.output[-4000:]}
             for n in nodes
         ],
     }
@@ -94,7 +94,22 @@ def summarize(
         "llm_seconds": round(sum(n.llm_seconds for n in nodes), 3),
         "exec_seconds": round(sum(n.exec_seconds for n in nodes), 3),
         "wall_seconds": round(wall_seconds, 3),
+        "cost_by_role": cost_by_role(nodes),
     }
+
+
+def cost_by_role(nodes: list[Node]) -> dict[str, dict[str, float]]:
+    """Calls, tokens and LLM seconds per role (coder, sampler, planner, reflector, judge, ...)."""
+    out: dict[str, dict[str, float]] = {}
+    for call in (c for n in nodes for c in n.calls):
+        row = out.setdefault(call.role, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                         "llm_seconds": 0.0, "failed": 0})
+        row["calls"] += 1
+        row["prompt_tokens"] += call.prompt_tokens
+        row["completion_tokens"] += call.completion_tokens
+        row["llm_seconds"] = round(row["llm_seconds"] + call.seconds, 3)
+        row["failed"] += call.error is not None
+    return out
 
 
 def export_run(

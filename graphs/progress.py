@@ -24,6 +24,7 @@ class RunProgress:
         self._progress: Progress | None = None
         self._task: Any = None
         self._start = time.monotonic()
+        self._step = done
 
     def __enter__(self) -> RunProgress:
         if self.live:
@@ -59,6 +60,7 @@ class RunProgress:
         kind = event.get("kind")
         step = event.get("step", 0)
         if kind == "step":
+            self._step = step
             parent = f" of {event['parent']}" if event.get("parent") else ""
             self._status(f"{step + 1}/{self.total} {event['stage']}{parent}: asking the model")
             if not self.live:
@@ -79,5 +81,28 @@ class RunProgress:
                 f" [LLM {event.get('llm_seconds', 0):.1f} s, exec {event.get('exec_seconds', 0):.1f} s]"
             )
             self._status(f"{self.done}/{self.total} done")
+        elif kind == "strategy":
+            self._strategy(event)
         elif kind == "info":
             self._line(str(event.get("message", "")))
+
+    def _strategy(self, event: dict[str, Any]) -> None:
+        """A strategy graph's progress: candidate i/N of a fan-out, or round r/R of a loop."""
+        where = ""
+        if event.get("candidate") is not None:
+            where = f" candidate {event['candidate']}/{event.get('total', '?')}"
+        elif event.get("round") is not None:
+            where = f" round {event['round']}/{event.get('rounds', '?')}"
+        text = f"{self._step + 1}/{self.total}{where}: {event.get('stage', '')}"
+        if event.get("detail"):
+            text += f" ({event['detail']})"
+        self._status(text)
+        if self.live:
+            return
+        if event.get("stage") == "executed":
+            outcome = (f"metric {event['metric']:.6g}" if event.get("metric") is not None
+                       else f"buggy: {event.get('failure') or 'no metric'}")
+            self._line(f"    candidate {event['candidate']}/{event.get('total', '?')}: {outcome}"[:200])
+        elif event.get("stage") in ("selected", "finished", "planning", "reflecting"):
+            self._line(f"    {text.split(': ', 1)[0].split(' ', 1)[-1]}: {event['stage']}"
+                       + (f" ({event['detail']})" if event.get("detail") else ""))

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import Field, PrivateAttr
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,3 +89,47 @@ print("METRIC: 0.9")
 
 def fenced(code: str, plan: str = "Plan: simple threshold.") -> str:
     return f"{plan}\n\n```python\n{code}```\n"
+
+
+class RuleFakeModel(BaseChatModel):
+    """A fake chat model whose answers are a function of the prompt and the call's kwargs.
+
+    `rule(text, kwargs)` returns the answer (or a list of answers for a request with `n`);
+    `text` is the whole prompt. Every call is recorded as (text, kwargs), thread-safely, so
+    tests can assert what the code asked and with which seeds / `n`. Used where calls run
+    concurrently and the order of a scripted list would be a race.
+    """
+
+    rule: Any
+    calls: list = Field(default_factory=list)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def _llm_type(self) -> str:
+        return "rule-fake"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):  # type: ignore[override]
+        text = "\n".join(str(m.content) for m in messages)
+        with self._lock:
+            self.calls.append((text, dict(kwargs)))
+        answer = self.rule(text, kwargs)
+        answers = answer if isinstance(answer, list) else [answer]
+        gens = [ChatGeneration(message=a if isinstance(a, AIMessage) else ai(a)) for a in answers]
+        return ChatResult(generations=gens)
+
+    def texts(self, marker: str) -> list[str]:
+        """Prompts of the recorded calls that contain `marker`."""
+        return [t for t, _ in self.calls if marker in t]
+
+
+def script_with_metric(metric: float | None, *, crash: bool = False, preds: str = "(test.x1 > 3)") -> str:
+    """A runnable toy-task script: a metric line (or none), or a crash."""
+    if crash:
+        return f"raise RuntimeError('boom {metric}')\n"
+    line = f'print("METRIC: {metric}")\n' if metric is not None else 'print("no metric")\n'
+    return (
+        "import pandas as pd\n"
+        'test = pd.read_csv("input/test.csv")\n'
+        f'pd.DataFrame({{"id": test.id, "label": {preds}.astype(int)}}).to_csv("submission/submission.csv", index=False)\n'
+        + line
+    )

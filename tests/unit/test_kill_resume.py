@@ -144,3 +144,45 @@ def test_repeated_kills_at_arbitrary_moments(tmp_path, stub, reference):
     assert kills >= 3
     (finished,) = [d for d in runs.iterdir() if (d / "tree.json").exists()]
     assert tree_of(finished) == expected
+
+
+def test_killed_fan_out_reruns_only_unfinished_candidates(tmp_path):
+    """SIGKILL a self-consistency fan-out while two of its four candidates have finished and two
+    are still running: the resume re-executes only those two, and the tree matches a run that
+    was never interrupted."""
+    task = make_toy_task(tmp_path / "toy")
+    with StubServer(exec_sleep=1.5) as server:  # honours n: all samples come from one request
+        def args(runs, run_id):
+            return ["--task", task, "--base-url", server.base_url, "--strategy", "self_consistency",
+                    "--samples", "4", "--workers", "2", "--steps", "2", "--run-dir", runs,
+                    "--exec-timeout", "30", "--run-id", run_id, "--sandbox", "plain"]
+
+        ref = subprocess.run([sys.executable, "-m", "graphs.run", *map(str, args(tmp_path / "ref", "sc"))],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert ref.returncode == 0, ref.stdout + ref.stderr
+        runs = tmp_path / "runs"
+        proc, _ = start(args(runs, "sc"))
+        fan_out = runs / "sc" / "workspaces" / "00000-0"
+
+        def finished(i):  # every scripted script writes its output only after its sleep
+            log = fan_out / f"s{i}" / "output.log"
+            return log.is_file() and log.stat().st_size > 0
+
+        wait_for(lambda: sum(finished(i) for i in range(4)) == 2)
+        time.sleep(0.4)  # the two finished branches have reported back and been checkpointed
+        done = [i for i in range(4) if finished(i)]
+        assert len(done) == 2  # the other two are still sleeping in their scripts
+        stamps = {i: (fan_out / f"s{i}" / "output.log").stat().st_mtime_ns for i in done}
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        requests_before = server.requests
+        resumed = subprocess.run([sys.executable, "-m", "graphs.run", "--resume", "sc", "--run-dir", str(runs)],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    for i in done:  # the finished candidates were not executed again
+        assert (fan_out / f"s{i}" / "output.log").stat().st_mtime_ns == stamps[i]
+    for i in set(range(4)) - set(done):
+        assert finished(i)
+    # after the resume: review of step 0, then step 1's one sampling request and its review
+    assert server.requests - requests_before == 3
+    assert tree_of(runs / "sc") == tree_of(tmp_path / "ref" / "sc")
