@@ -16,31 +16,23 @@ import re
 import secrets
 import sqlite3
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from benchmark.graders import GRADERS, grade_submission
-from benchmark.medals import medal_thresholds, read_leaderboard, report_for
 from graphs.cli_args import EXIT_USAGE, OneLineParser, positive_float, positive_int, probability
 from graphs.export import export_run, write_atomically
 from graphs.progress import RunProgress
 from graphs.registry import STRATEGIES, UnknownStrategyError, strategy_builder
 from graphs.search import build_search_graph
-from graphs.settings import HiddenGrade, HiddenGrader, RunServices, RunSettings, SearchContext
-from graphs.strategy import StrategyContext, StrategyServices
-from nodes.direction import ask_metric_direction
-from nodes.sample import SamplingSupport
-from nodes.structured import StructuredOutputSupport
-from nodes.task_context import build_task_context
+from graphs.services import build_run_services, check_model, medal_reporter_for
+from graphs.settings import RunServices, RunSettings, SearchContext
 from nodes.tree import NodeStore
 from sandbox import SandboxError
-from serving.llm import EndpointError, LLMSettings, list_endpoint_models, make_chat_model, model_profile
+from serving.llm import EndpointError, list_endpoint_models
 from serving.local import LocalModelError, LocalServer, ensure_local_model
 from tasks.competition import Competition, CompetitionError, load_competition
 
@@ -181,11 +173,11 @@ def run(args: argparse.Namespace) -> int:
     """Run or resume one tree search; returns the exit code."""
     settings, run_path, resumed = resolve_settings(args)
     comp: Competition = load_competition(settings.task_dir)
-    builder = strategy_builder(settings.strategy)
+    strategy_builder(settings.strategy)
     if settings.base_url:  # fail before writing anything when the endpoint is unusable
         list_endpoint_models(settings.base_url)
     if settings.planner_base_url:
-        _check_model(settings.planner_base_url, settings.planner_model)
+        check_model(settings.planner_base_url, settings.planner_model)
     else:  # assemble/verify the embedded weights first: a bad model must not leave a run behind
         ensure_local_model(settings.local_model, progress=lambda m: print(m, flush=True))
     run_path.mkdir(parents=True, exist_ok=True)
@@ -200,24 +192,9 @@ def run(args: argparse.Namespace) -> int:
         with endpoint(settings, run_path, say) as (base_url, model):
             if settings.model != model:
                 settings = settings.model_copy(update={"model": model})
-            profile = model_profile(model)
-            llm = make_chat_model(LLMSettings(
-                base_url=base_url, model=model, temperature=settings.temperature,
-                max_tokens=settings.max_tokens, timeout_s=settings.llm_timeout,
-                max_retries=settings.llm_retries))
-            use_system = bool(profile["system_prompt"])
-            settings, system_text = _prepare_prompts(settings, comp, store, llm, use_system, say)
+            services = build_run_services(settings, comp, run_path, store, base_url, model, say)
+            settings = services.settings
             write_atomically(run_path / "run.json", settings.model_dump_json(indent=2))
-            lower = bool(settings.lower_is_better)
-            services = RunServices(
-                settings=settings, run_dir=run_path, competition=comp, llm=llm,
-                system_text=system_text, use_system_prompt=use_system, store=store,
-                tree=store.load_tree(lower), lower_is_better=lower,
-                structured=StructuredOutputSupport(), hidden_grader=hidden_grader_for(comp),
-            )
-            if builder is not None:
-                services.expander = builder().compile()  # inherits the search's checkpointer
-                services.strategy_context = strategy_context(settings, services, base_url, model)
             _search(services, resumed)
         elapsed = time.monotonic() - started
         wall = float(store.get_meta("wall_seconds", 0.0)) + elapsed  # type: ignore[arg-type]
@@ -232,89 +209,6 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     _print_summary(summary, run_path)
     return 0
-
-
-def _check_model(base_url: str, model: str | None) -> list[str]:
-    served = list_endpoint_models(base_url)
-    if model and served and model not in served:
-        raise EndpointError(
-            f"model '{model}' is not served by {base_url} (it serves: {', '.join(served[:5])})")
-    return served
-
-
-def strategy_context(settings: RunSettings, svc: RunServices, base_url: str, model: str) -> StrategyContext:
-    """The strategy graphs' runtime context for this run, with its live services attached."""
-    planner, planner_system = svc.llm, svc.use_system_prompt
-    if settings.planner_base_url or settings.planner_model or settings.planner_temperature is not None:
-        p_url = settings.planner_base_url or base_url
-        p_model = settings.planner_model or (model if p_url == base_url else _check_model(p_url, None)[0])
-        planner = make_chat_model(LLMSettings(
-            base_url=p_url, model=p_model, temperature=settings.planner_temperature,
-            max_tokens=settings.max_tokens, timeout_s=settings.llm_timeout, max_retries=settings.llm_retries))
-        planner_system = bool(model_profile(p_model)["system_prompt"])
-    services = StrategyServices(
-        coder=svc.llm, planner=planner, system_text=svc.system_text,
-        coder_system_prompt=svc.use_system_prompt, planner_system_prompt=planner_system,
-        public_dir=svc.competition.public_dir, sample_submission=svc.competition.sample_submission,
-        work_dir=svc.run_dir / "workspaces", exec_timeout=settings.exec_timeout, sandbox=settings.sandbox,
-        lower_is_better=svc.lower_is_better, sampling=SamplingSupport(settings.sampling),
-        exec_slots=threading.BoundedSemaphore(settings.workers), structured=svc.structured,
-    )
-    return StrategyContext(samples=settings.samples, rounds=settings.rounds, workers=settings.workers,
-                           sampling=settings.sampling, judge=settings.judge, services=services)
-
-
-def hidden_grader_for(comp: Competition) -> HiddenGrader | None:
-    """Grades submissions on the task's private answers, when it has answers and a known grader."""
-    if comp.answers is None or comp.grader not in GRADERS:
-        return None
-    answers = pd.read_csv(comp.answers)
-
-    def grade(path: Path) -> HiddenGrade:
-        result = grade_submission(comp.grader, path, answers)  # type: ignore[arg-type]
-        return HiddenGrade(score=result.score, valid=result.valid, reason=result.reason)
-
-    return grade
-
-
-def medal_reporter_for(comp: Competition, lower_is_better: bool) -> Any:
-    """MLE-bench's report (thresholds, medals, above median) for a test score, given a leaderboard."""
-    if comp.leaderboard is None or comp.answers is None:
-        return None
-    thresholds = medal_thresholds(read_leaderboard(comp.leaderboard), lower_is_better)
-
-    def report(score: float | None) -> dict[str, Any]:
-        return report_for(comp.id, score, thresholds).model_dump()
-
-    return report
-
-
-def _prepare_prompts(
-    settings: RunSettings, comp: Competition, store: NodeStore, llm: Any, use_system: bool, say: Any
-) -> tuple[RunSettings, str]:
-    """The run's stable prompt prefix (stored, so a resume reuses it byte for byte)."""
-    system_text = store.get_meta("system_text")
-    lower = settings.lower_is_better if settings.lower_is_better is not None else comp.lower_is_better
-    metric = settings.metric_name or comp.grader
-    if lower is None:
-        probe = build_task_context(comp.description, comp.public_dir, time_limit_s=settings.exec_timeout,
-                                   metric_name=metric, lower_is_better=None,
-                                   sample_submission=comp.sample_submission)
-        answer, _ = ask_metric_direction(llm, probe.system_prompt(), system_prompt=use_system)
-        if answer is None:
-            lower = False
-            say("could not tell the metric direction from the description; assuming higher is better")
-        else:
-            lower, metric = answer.lower_is_better, metric or answer.metric
-            say(f"metric: {metric}, {'lower' if lower else 'higher'} is better (asked the model)")
-    settings = settings.model_copy(update={"lower_is_better": lower, "metric_name": metric})
-    if not isinstance(system_text, str):
-        ctx = build_task_context(comp.description, comp.public_dir, time_limit_s=settings.exec_timeout,
-                                 metric_name=metric, lower_is_better=lower,
-                                 sample_submission=comp.sample_submission)
-        system_text = ctx.system_prompt()
-        store.set_meta("system_text", system_text)
-    return settings, system_text
 
 
 def _search(services: RunServices, resumed: bool) -> None:

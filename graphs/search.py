@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
+from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from graphs.settings import RunServices, SearchContext
+from graphs.settings import RunServices, RunSettings, SearchContext
 from nodes.candidate import Candidate, ask_for_script
 from nodes.debug import debug_prompt
 from nodes.draft import draft_prompt
@@ -28,8 +31,10 @@ from nodes.execute import Execution, execute_script
 from nodes.improve import improve_prompt
 from nodes.policy import choose_action, step_rng
 from nodes.review import llm_verdict
-from nodes.tree import Node, Tree, node_id_for
+from nodes.tree import Node, NodeStore, Tree, node_id_for
 from nodes.usage import Usage
+from serving.llm import list_endpoint_models
+from tasks.competition import load_competition
 
 
 class SearchState(TypedDict, total=False):
@@ -47,7 +52,39 @@ class SearchState(TypedDict, total=False):
 
 
 def _services(runtime: Runtime[SearchContext]) -> RunServices:
-    return runtime.context.services
+    ctx = runtime.context
+    if ctx.services is not None:
+        return ctx.services
+    thread = str((get_config().get("configurable") or {}).get("thread_id") or "studio")
+    key = (thread, *(getattr(ctx, f.name) for f in fields(ctx) if f.name != "services"))
+    with _BUILD_LOCK:
+        if key not in _BUILT:
+            _BUILT[key] = _services_from_plain_context(ctx, thread)
+        return _BUILT[key]
+
+
+_BUILT: dict[tuple, RunServices] = {}
+_BUILD_LOCK = threading.Lock()
+
+
+def _services_from_plain_context(ctx: SearchContext, thread: str) -> RunServices:
+    """Studio / notebook path: a run named after the thread, on the context's endpoint."""
+    from graphs.services import build_run_services  # the CLI's own builder
+
+    base_url = ctx.base_url or os.environ.get("ITS_MLE_BASE_URL", "")
+    if not ctx.task_dir or not base_url:
+        raise ValueError("the run context needs task_dir and base_url (or set ITS_MLE_BASE_URL)")
+    model = ctx.model or (list_endpoint_models(base_url) or [""])[0]
+    comp = load_competition(ctx.task_dir)
+    run_id = "".join(c if c.isalnum() or c in "._-" else "_" for c in thread)[:120]
+    settings = RunSettings(run_id=run_id, task_dir=str(comp.root), strategy=ctx.strategy, steps=ctx.steps,
+                           seed=ctx.seed, base_url=base_url, model=model, exec_timeout=ctx.exec_timeout,
+                           sandbox=ctx.sandbox, samples=ctx.samples, rounds=ctx.rounds,
+                           llm_review=ctx.llm_review)
+    run_path = Path(ctx.run_dir).expanduser().resolve() / run_id
+    run_path.mkdir(parents=True, exist_ok=True)
+    store = NodeStore(run_path / "nodes.sqlite")
+    return build_run_services(settings, comp, run_path, store, base_url, model, lambda _msg: None)
 
 
 def _emit(runtime: Runtime[SearchContext], **event: Any) -> None:

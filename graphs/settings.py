@@ -94,6 +94,22 @@ class RunServices:
 
 @dataclass
 class SearchContext:
-    """LangGraph runtime context of the tree-search graph."""
+    """LangGraph runtime context of the tree-search graph.
 
-    services: RunServices
+    The CLI attaches live `services`. Studio and notebooks send plain values instead; the run
+    is then kept under `run_dir/<thread id>/` and its services are built on first use.
+    """
+
+    services: RunServices | None = None
+    task_dir: str = ""
+    base_url: str = ""  # default: the ITS_MLE_BASE_URL environment variable
+    model: str = ""
+    strategy: str = "aide"
+    steps: int = 5
+    seed: int = 0
+    run_dir: str = "runs/studio"
+    exec_timeout: float = 600.0
+    sandbox: str = "auto"
+    samples: int = 4
+    rounds: int = 3
+    llm_review: bool = True

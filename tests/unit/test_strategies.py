@@ -292,3 +292,38 @@ def test_strategy_expands_tree_nodes_through_the_cli(tmp_path, toy_task, strateg
             assert (runs / "r" / "submissions" / f"{node['id']}.csv").is_file()
     assert summary["strategy"] == strategy
     assert sum(r["calls"] for r in summary["cost_by_role"].values()) == summary["llm_calls"]
+
+
+# ----------------------------------------------------------------------------- the selection rule
+
+
+def _attempt(tmp_path, index, metric, labels, *, failure=None):
+    import pandas as pd
+
+    from nodes.candidate import Candidate
+    from nodes.execute import Execution
+    from nodes.select import Attempt
+
+    path = tmp_path / f"sub{index}.csv"
+    pd.DataFrame({"id": range(len(labels)), "label": labels}).to_csv(path, index=False)
+    if failure is None and metric is None:
+        failure = "the script printed no 'METRIC: <float>' line"
+    return Attempt(index=index, candidate=Candidate(code="print(1)\n"),
+                   execution=Execution(exit_code=0, metric=metric, failure=failure, submission_file=str(path)))
+
+
+def test_select_breaks_metric_ties_by_agreement_and_handles_metric_less(tmp_path):
+    from nodes.select import select_best
+
+    tied = [_attempt(tmp_path, 0, 0.9, [0, 0, 0, 1]), _attempt(tmp_path, 1, 0.8, [1, 1, 0, 1]),
+            _attempt(tmp_path, 2, 0.9, [1, 1, 0, 0]), _attempt(tmp_path, 3, 0.9, [1, 1, 1, 0])]
+    chosen = select_best(tied, lower_is_better=False)
+    # agreement with the others: #2 (1/4 + 3/4 + 3/4) / 3 beats #3 (0 + 2/4 + 3/4) / 3 and #0
+    assert chosen.index == 2 and chosen.rule.startswith("tie on the best metric; majority agreement")
+    metric_less = [_attempt(tmp_path, 0, None, [0, 1, 0, 1]), _attempt(tmp_path, 1, None, [0, 1, 0, 0]),
+                   _attempt(tmp_path, 2, None, [1, 0, 1, 0])]
+    chosen = select_best(metric_less, lower_is_better=False)
+    assert chosen.index == 1 and chosen.rule.startswith("no valid metric")
+    same = [_attempt(tmp_path, 5, 0.5, [1, 1]), _attempt(tmp_path, 4, 0.5, [1, 1])]
+    chosen = select_best(same, lower_is_better=True)  # full agreement and no judge: lowest index
+    assert chosen.index == 4 and chosen.rule.endswith("lowest index")
