@@ -10,18 +10,21 @@ only the step in flight (constant size); the tree itself lives in the run's Node
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import threading
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
+from langchain_core.runnables import RunnableLambda
 from langgraph.config import get_config
 from langgraph.graph import END, START, StateGraph
-from langgraph.runtime import Runtime
+from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Command
+from typing_extensions import TypedDict
 
 from graphs.settings import RunServices, RunSettings, SearchContext
 from nodes.candidate import Candidate, ask_for_script
@@ -127,25 +130,43 @@ def stage_request(svc: RunServices, action: dict) -> str:
     return debug_prompt(parent, earlier)
 
 
-def generate(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
+def generate(state: SearchState) -> dict:
     """Expand the chosen node: one script from the operator (AIDE), or one executed candidate
     from the strategy graph (self-consistency, self-reflection, planner -> coder)."""
+    runtime = get_runtime(SearchContext)
     svc = _services(runtime)
-    step = state.get("step", 0)
     request = stage_request(svc, state["action"] or {})
     if svc.expander is None:
         cand = ask_for_script(svc.llm, svc.system_text, request, system_prompt=svc.use_system_prompt)
-        update: dict[str, Any] = {"candidate": cand.model_dump()}
-    else:
-        out = svc.expander.invoke(
-            {"request": request, "label": node_id_for(step), "seed": svc.settings.seed * 1_000_003 + step},
-            context=svc.strategy_context,
-        )["result"]
-        cand = Candidate.model_validate(out["candidate"])
-        update = {"candidate": out["candidate"], "execution": out["execution"], "details": out["details"]}
-    _emit(runtime, kind="generated", step=step, tokens=cand.usage.completion_tokens,
+        return _generated(runtime, state, {"candidate": cand.model_dump()})
+    out = svc.expander.invoke(_expansion_input(svc, state, request), context=svc.strategy_context)
+    return _generated(runtime, state, out["result"])
+
+
+async def agenerate(state: SearchState) -> dict:
+    """`generate` for async runs (the LangGraph API server): the strategy graph then runs on the
+    server's async checkpointer, which has no synchronous methods."""
+    runtime = get_runtime(SearchContext)
+    svc = await asyncio.to_thread(_services, runtime)
+    request = await asyncio.to_thread(stage_request, svc, state["action"] or {})
+    if svc.expander is None:
+        cand = await asyncio.to_thread(ask_for_script, svc.llm, svc.system_text, request,
+                                       system_prompt=svc.use_system_prompt)
+        return _generated(runtime, state, {"candidate": cand.model_dump()})
+    out = await svc.expander.ainvoke(_expansion_input(svc, state, request), context=svc.strategy_context)
+    return _generated(runtime, state, out["result"])
+
+
+def _expansion_input(svc: RunServices, state: SearchState, request: str) -> dict:
+    step = state.get("step", 0)
+    return {"request": request, "label": node_id_for(step), "seed": svc.settings.seed * 1_000_003 + step}
+
+
+def _generated(runtime: Runtime[SearchContext], state: SearchState, out: dict) -> dict:
+    cand = Candidate.model_validate(out["candidate"])
+    _emit(runtime, kind="generated", step=state.get("step", 0), tokens=cand.usage.completion_tokens,
           seconds=cand.usage.llm_seconds, error=cand.llm_error)
-    return update
+    return {k: out[k] for k in ("candidate", "execution", "details") if k in out}
 
 
 def execute(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
@@ -277,7 +298,8 @@ def build_search_graph() -> StateGraph:
     """The uncompiled tree-search graph (compile it with a checkpointer)."""
     graph = StateGraph(SearchState, context_schema=SearchContext)
     graph.add_node("choose", choose)
-    graph.add_node("generate", generate)
+    # both flavours: the CLI streams synchronously, the LangGraph API server asynchronously
+    graph.add_node("generate", RunnableLambda(generate, afunc=agenerate, name="generate"))
     graph.add_node("execute", execute)
     graph.add_node("review", review)
     graph.add_node("record", record)

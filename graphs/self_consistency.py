@@ -11,11 +11,12 @@ unfinished branches run again. `select` applies the rule in `nodes.select`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
+from typing_extensions import TypedDict
 
 from graphs.strategy import (
     StrategyContext,

@@ -100,7 +100,7 @@ class SearchContext:
     is then kept under `run_dir/<thread id>/` and its services are built on first use.
     """
 
-    services: RunServices | None = None
+    services: Any = None  # RunServices (typed Any so Studio can derive a schema)
     task_dir: str = ""
     base_url: str = ""  # default: the ITS_MLE_BASE_URL environment variable
     model: str = ""

@@ -16,11 +16,12 @@ import os
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
+from typing_extensions import TypedDict
 
 from nodes.candidate import Candidate
 from nodes.direction import ask_metric_direction
@@ -95,7 +96,7 @@ class StrategyContext:
     exec_timeout: float = 600.0
     sandbox: str = "auto"
     work_dir: str = "runs/studio"
-    services: StrategyServices | None = None
+    services: Any = None  # StrategyServices (typed Any so Studio can derive a schema)
 
 
 class StrategyInput(TypedDict, total=False):

@@ -6,7 +6,8 @@ own); persistence comes from langgraph.json's `"checkpointer": {"path": ...}`, w
 dev server's in-memory checkpointer with `make_checkpointer`'s SQLite file.
 
 The strategy graphs take plain settings in the run's context (`StrategyContext`: task_dir,
-base_url, sandbox, ...). The tree search still needs live services in its context.
+base_url, sandbox, ...); the tree search takes `SearchContext`'s plain fields (task_dir, base_url,
+strategy, steps, run_dir, ...) and keeps each thread's run under run_dir/<thread id>/.
 """
 
 from __future__ import annotations
