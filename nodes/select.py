@@ -6,9 +6,10 @@ The rule, in order:
 2. Candidates tied on the best metric, or -- when none has a metric -- the candidates that
    still wrote a well-formed submission, are ranked by majority agreement: the mean share of
    test rows on which their predictions equal those of the other candidates' submissions.
-3. When that leaves more than one (or no candidate wrote a submission at all) and an LLM
-   judge is available, the judge picks among them from plans, facts and output; otherwise
-   the lowest index wins.
+3. When no candidate wrote a submission, those whose runs got furthest (clean exit, then a
+   metric line, before crashes, before scripts that never ran) stay in the running.
+4. When that leaves more than one and an LLM judge is available, the judge picks among them
+   from plans, facts and output; otherwise the lowest index wins.
 Every decision names the rule that made it.
 """
 
@@ -107,8 +108,18 @@ def select_best(
     with_submission = [a for a in ordered if a.execution.submission_file]
     if with_submission:
         return _by_agreement(with_submission, ordered, "no valid metric", judge)
-    runnable = [a for a in ordered if a.candidate.code]
-    return _by_judge(runnable or ordered, "no candidate wrote a submission", judge)
+    furthest = max(_progress(a) for a in ordered)
+    pool = [a for a in ordered if _progress(a) == furthest]
+    return _by_judge(pool, "no candidate wrote a submission; the furthest runs", judge)
+
+
+def _progress(a: Attempt) -> int:
+    """How far a run got: not run < crashed < crashed after a metric < clean < clean with a metric."""
+    ex = a.execution
+    if ex.skipped is not None:
+        return 0
+    ran_clean = ex.exit_code == 0 and not ex.timed_out
+    return (3 if ran_clean else 1) + (ex.metric is not None)
 
 
 def _by_agreement(

@@ -327,3 +327,19 @@ def test_select_breaks_metric_ties_by_agreement_and_handles_metric_less(tmp_path
     same = [_attempt(tmp_path, 5, 0.5, [1, 1]), _attempt(tmp_path, 4, 0.5, [1, 1])]
     chosen = select_best(same, lower_is_better=True)  # full agreement and no judge: lowest index
     assert chosen.index == 4 and chosen.rule.endswith("lowest index")
+
+
+def test_select_without_submissions_prefers_the_run_that_got_furthest(tmp_path):
+    from nodes.candidate import Candidate
+    from nodes.execute import Execution
+    from nodes.select import Attempt, select_best
+
+    def att(i, **ex):
+        return Attempt(index=i, candidate=Candidate(code="x = 1\n"), execution=Execution(**ex))
+
+    attempts = [att(0, skipped="static check: undefined name", failure="static check"),
+                att(1, exit_code=1, failure="crashed"),
+                att(2, exit_code=0, metric=0.7, failure="no submission/submission.csv was written"),
+                att(3, exit_code=0, failure="the script printed no 'METRIC: <float>' line")]
+    chosen = select_best(attempts, lower_is_better=False)
+    assert chosen.index == 2 and "furthest" in chosen.rule
