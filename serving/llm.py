@@ -78,7 +78,19 @@ def model_profile(model: str) -> dict[str, Any]:
 
 
 class ReasoningChatOpenAI(ChatOpenAI):
-    """ChatOpenAI that keeps the separate reasoning field vLLM's reasoning parser returns."""
+    """ChatOpenAI for self-hosted servers: keeps the separate reasoning field vLLM's reasoning
+    parser returns, and sends the generation cap as `max_tokens`.
+
+    ChatOpenAI sends `max_completion_tokens`, which llama-cpp-python's server ignores (measured:
+    an "n=2, max 900 tokens" request ran to 5,920 tokens); vLLM and llama.cpp both honour
+    `max_tokens`.
+    """
+
+    def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict:
+        payload = super()._get_request_payload(input_, stop=stop, **kwargs)
+        if "max_completion_tokens" in payload:
+            payload["max_tokens"] = payload.pop("max_completion_tokens")
+        return payload
 
     def _create_chat_result(
         self, response: Any, generation_info: dict | None = None

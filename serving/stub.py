@@ -16,6 +16,7 @@ import json
 import re
 import threading
 import time
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -89,6 +90,7 @@ class StubServer:
         self.exec_sleep = exec_sleep
         self.model = model
         self.requests = 0
+        self.bodies: deque[dict[str, Any]] = deque(maxlen=200)  # the latest request bodies
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.httpd.daemon_threads = True
@@ -132,6 +134,7 @@ class StubServer:
                     return
                 with server._lock:
                     server.requests += 1
+                    server.bodies.append(body)
                 if server.delay_s:
                     time.sleep(server.delay_s)
                 messages = body.get("messages") or []

@@ -132,3 +132,21 @@ def test_list_models_and_unreachable_endpoint():
         server.close()
     with pytest.raises(EndpointError, match="cannot reach"):
         list_endpoint_models("http://127.0.0.1:9/v1", timeout_s=2)
+
+
+def test_generation_cap_is_sent_as_max_tokens():
+    """llama-cpp-python's server ignores `max_completion_tokens` (what ChatOpenAI sends)."""
+    from serving.llm import complete_choices
+    from serving.stub import StubServer
+
+    with StubServer() as server:
+        llm = make_chat_model(LLMSettings(base_url=server.base_url, model="scripted-model", max_tokens=321))
+        complete(llm, [HumanMessage(content="hi")])
+        complete(llm, [HumanMessage(content="hi")], max_tokens=77)
+        replies = complete_choices(llm, [HumanMessage(content="write a script " * 10)], 3, seed=5)
+    first, second, third = list(server.bodies)
+    assert first["max_tokens"] == 321 and "max_completion_tokens" not in first
+    assert second["max_tokens"] == 77
+    assert third["n"] == 3 and third["seed"] == 5 and third["max_tokens"] == 321
+    assert len(replies) == 3 and len({r.text for r in replies}) == 3
+    assert replies[0].prompt_tokens > 0 and replies[1].prompt_tokens == replies[1].completion_tokens == 0
