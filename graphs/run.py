@@ -61,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-debug-depth", type=int, default=None)
     g2 = p.add_argument_group("model")
     g2.add_argument("--max-tokens", type=positive_int, default=None)
-    g2.add_argument("--temperature", type=float, default=None)
+    g2.add_argument("--temperature", type=float, default=None,
+                    help="default by model family (R1 distills: 0.6, others 0.7)")
+    g2.add_argument("--top-p", type=float, default=None, help="default 0.95")
+    g2.add_argument("--system-prompt", choices=["auto", "on", "off"], default=None,
+                    help="send the task as a system message (auto: not for R1 distills)")
     g2.add_argument("--llm-timeout", type=positive_float, default=None, metavar="SECONDS")
     g2.add_argument("--no-llm-review", action="store_true", help="skip the LLM verdict (facts only)")
     p.add_argument("--sandbox", choices=["auto", "bwrap", "plain"], default=None)
@@ -89,7 +93,7 @@ _OVERRIDABLE = {
     "max_tokens": "max_tokens", "temperature": "temperature", "llm_timeout": "llm_timeout",
     "sandbox": "sandbox", "samples": "samples", "rounds": "rounds", "workers": "workers",
     "sampling": "sampling", "planner_base_url": "planner_base_url", "planner_model": "planner_model",
-    "planner_temperature": "planner_temperature",
+    "planner_temperature": "planner_temperature", "top_p": "top_p",
 }
 
 
@@ -128,8 +132,9 @@ def resolve_settings(args: argparse.Namespace) -> tuple[RunSettings, Path, bool]
         raise UsageError(f"--run-id '{run_id}' may only hold letters, digits, '.', '_' and '-'")
     if (root / run_id / "run.json").exists():
         raise UsageError(f"run '{run_id}' already exists under {root}; continue it with --resume {run_id}")
+    system_prompt = {"on": True, "off": False}.get(args.system_prompt or "auto")
     settings = RunSettings(run_id=run_id, task_dir=str(comp.root), llm_review=not args.no_llm_review,
-                           judge=not args.no_judge, **values)
+                           judge=not args.no_judge, system_prompt=system_prompt, **values)
     return settings, root / run_id, False
 
 

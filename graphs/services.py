@@ -16,12 +16,12 @@ from benchmark.medals import medal_thresholds, read_leaderboard, report_for
 from graphs.registry import strategy_builder
 from graphs.settings import HiddenGrade, HiddenGrader, RunServices, RunSettings
 from graphs.strategy import StrategyContext, StrategyServices
-from nodes.direction import ask_metric_direction
+from nodes.direction import decide_direction
 from nodes.sample import SamplingSupport
 from nodes.structured import StructuredOutputSupport
 from nodes.task_context import build_task_context
 from nodes.tree import NodeStore
-from serving.llm import EndpointError, LLMSettings, list_endpoint_models, make_chat_model, model_profile
+from serving.llm import EndpointError, LLMSettings, list_endpoint_models, make_chat_model
 from tasks.competition import Competition
 
 
@@ -32,11 +32,12 @@ def build_run_services(
     """Everything the search graph's nodes use; `services.settings` has the model and metric filled in."""
     if settings.model != model:
         settings = settings.model_copy(update={"model": model})
-    llm = make_chat_model(LLMSettings(
-        base_url=base_url, model=model, temperature=settings.temperature,
+    llm_settings = LLMSettings(
+        base_url=base_url, model=model, temperature=settings.temperature, top_p=settings.top_p,
         max_tokens=settings.max_tokens, timeout_s=settings.llm_timeout,
-        max_retries=settings.llm_retries))
-    use_system = bool(model_profile(model)["system_prompt"])
+        max_retries=settings.llm_retries, system_prompt=settings.system_prompt).resolved()
+    llm = make_chat_model(llm_settings)
+    use_system = bool(llm_settings.system_prompt)
     settings, system_text = _prepare_prompts(settings, comp, store, llm, use_system, say)
     lower = bool(settings.lower_is_better)
     services = RunServices(
@@ -66,20 +67,31 @@ def strategy_context(settings: RunSettings, svc: RunServices, base_url: str, mod
     if settings.planner_base_url or settings.planner_model or settings.planner_temperature is not None:
         p_url = settings.planner_base_url or base_url
         p_model = settings.planner_model or (model if p_url == base_url else check_model(p_url, None)[0])
-        planner = make_chat_model(LLMSettings(
-            base_url=p_url, model=p_model, temperature=settings.planner_temperature,
-            max_tokens=settings.max_tokens, timeout_s=settings.llm_timeout, max_retries=settings.llm_retries))
-        planner_system = bool(model_profile(p_model)["system_prompt"])
+        p_settings = LLMSettings(
+            base_url=p_url, model=p_model, temperature=settings.planner_temperature, top_p=settings.top_p,
+            max_tokens=settings.max_tokens, timeout_s=settings.llm_timeout, max_retries=settings.llm_retries,
+            system_prompt=settings.system_prompt if p_model == model else None).resolved()
+        planner = make_chat_model(p_settings)
+        planner_system = bool(p_settings.system_prompt)
     services = StrategyServices(
         coder=svc.llm, planner=planner, system_text=svc.system_text,
         coder_system_prompt=svc.use_system_prompt, planner_system_prompt=planner_system,
         public_dir=svc.competition.public_dir, sample_submission=svc.competition.sample_submission,
         work_dir=svc.run_dir / "workspaces", exec_timeout=settings.exec_timeout, sandbox=settings.sandbox,
-        lower_is_better=svc.lower_is_better, sampling=SamplingSupport(settings.sampling),
+        lower_is_better=svc.lower_is_better, sampling=sampling_support(settings),
         exec_slots=threading.BoundedSemaphore(settings.workers), structured=svc.structured,
     )
     return StrategyContext(samples=settings.samples, rounds=settings.rounds, workers=settings.workers,
                            sampling=settings.sampling, judge=settings.judge, services=services)
+
+
+def sampling_support(settings: RunSettings) -> SamplingSupport:
+    """How self-consistency samples on this run's endpoint; the embedded server is known to
+    ignore `n` (one choice comes back), so it is not probed."""
+    support = SamplingSupport(settings.sampling)
+    if not settings.base_url:
+        support.learn(False, "the embedded llama-cpp-python server ignores n")
+    return support
 
 
 def hidden_grader_for(comp: Competition) -> HiddenGrader | None:
@@ -115,15 +127,13 @@ def _prepare_prompts(
     lower = settings.lower_is_better if settings.lower_is_better is not None else comp.lower_is_better
     metric = settings.metric_name or comp.grader
     if lower is None:
-        probe = build_task_context(comp.description, comp.public_dir, time_limit_s=settings.exec_timeout,
-                                   metric_name=metric, lower_is_better=None,
-                                   sample_submission=comp.sample_submission)
-        answer, _ = ask_metric_direction(llm, probe.system_prompt(), system_prompt=use_system)
-        if answer is None:
+        lower, metric = decide_direction(llm, comp.description, comp.public_dir,
+                                         time_limit_s=settings.exec_timeout, metric_name=metric,
+                                         sample_submission=comp.sample_submission, system_prompt=use_system)
+        if lower is None:
             lower = False
             say("could not tell the metric direction from the description; assuming higher is better")
         else:
-            lower, metric = answer.lower_is_better, metric or answer.metric
             say(f"metric: {metric}, {'lower' if lower else 'higher'} is better (asked the model)")
     settings = settings.model_copy(update={"lower_is_better": lower, "metric_name": metric})
     if not isinstance(system_text, str):

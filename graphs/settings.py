@@ -35,6 +35,8 @@ class RunSettings(BaseModel):
     max_debug_depth: int = 3
     max_tokens: int = 4096
     temperature: float | None = None
+    top_p: float | None = None
+    system_prompt: bool | None = None  # None: by model family (R1 distills: no system prompt)
     llm_timeout: float = 900.0
     llm_retries: int = 2
     sandbox: str = "auto"

@@ -24,7 +24,7 @@ from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
 from nodes.candidate import Candidate
-from nodes.direction import ask_metric_direction
+from nodes.direction import decide_direction
 from nodes.draft import draft_prompt
 from nodes.execute import Execution, execute_script
 from nodes.sample import SamplingSupport
@@ -159,16 +159,9 @@ def build_services(ctx: StrategyContext) -> StrategyServices:
     comp = load_competition(ctx.task_dir)
     lower = comp.lower_is_better
     if lower is None:
-        probe = build_task_context(
-            comp.description,
-            comp.public_dir,
-            time_limit_s=ctx.exec_timeout,
-            metric_name=comp.grader,
-            lower_is_better=None,
-            sample_submission=comp.sample_submission,
-        )
-        answer, _ = ask_metric_direction(coder, probe.system_prompt(), system_prompt=coder_sys)
-        lower = answer.lower_is_better if answer else False
+        lower, _ = decide_direction(coder, comp.description, comp.public_dir, time_limit_s=ctx.exec_timeout,
+                                    metric_name=comp.grader, sample_submission=comp.sample_submission,
+                                    system_prompt=coder_sys)
     text = build_task_context(
         comp.description,
         comp.public_dir,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ValidationError
 
 import prompts
 from nodes.structured import JSON_OBJECT_RE
+from nodes.task_context import build_task_context
 from nodes.usage import Usage
 from serving.llm import LLMCallError, build_messages, complete
 
@@ -47,3 +50,16 @@ def ask_metric_direction(
             except ValidationError:
                 continue
     return None, usage
+
+
+def decide_direction(
+    llm: BaseChatModel, description: str, public_dir: Path, *, time_limit_s: float, metric_name: str | None,
+    sample_submission: Path | None, system_prompt: bool,
+) -> tuple[bool | None, str | None]:
+    """Ask from the task's own prompt which way its metric goes: (lower_is_better or None, metric)."""
+    probe = build_task_context(description, public_dir, time_limit_s=time_limit_s, metric_name=metric_name,
+                               lower_is_better=None, sample_submission=sample_submission)
+    answer, _ = ask_metric_direction(llm, probe.system_prompt(), system_prompt=system_prompt)
+    if answer is None:
+        return None, metric_name
+    return answer.lower_is_better, metric_name or answer.metric

@@ -166,3 +166,22 @@ def test_named_run_id_and_collision(tmp_path, stub):
     assert (runs / "cell-a.1" / "summary.json").is_file()
     assert_one_line_error(cli(*args), "already exists")
     assert_one_line_error(cli(*args[:-1], "bad/id"), "may only hold")
+
+
+def test_r1_defaults_apply_and_can_be_overridden(tmp_path, toy_task):
+    """An R1 distill gets temperature 0.6, top-p 0.95 and no system message unless told otherwise."""
+    from graphs.run import main
+    from serving.stub import StubServer
+
+    with StubServer(model="deepseek-r1-distill-qwen-7b") as server:
+        assert main(["--task", str(toy_task), "--base-url", server.base_url, "--steps", "1", "--run-dir",
+                     str(tmp_path / "a"), "--exec-timeout", "30", "--sandbox", "plain"]) == 0
+        default = [b for b in server.bodies if "Your job: write" in json.dumps(b)][-1]
+        assert default["temperature"] == 0.6 and default["top_p"] == 0.95
+        assert [m["role"] for m in default["messages"]] == ["user"]
+        assert main(["--task", str(toy_task), "--base-url", server.base_url, "--steps", "1", "--run-dir",
+                     str(tmp_path / "b"), "--exec-timeout", "30", "--sandbox", "plain", "--temperature", "0.2",
+                     "--top-p", "0.5", "--system-prompt", "on"]) == 0
+        chosen = [b for b in server.bodies if "Your job: write" in json.dumps(b)][-1]
+        assert chosen["temperature"] == 0.2 and chosen["top_p"] == 0.5
+        assert [m["role"] for m in chosen["messages"]] == ["system", "user"]
