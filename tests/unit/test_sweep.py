@@ -247,3 +247,28 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(sweep, tmp_path, monkeyp
     assert per_run.loc["toy-a__aide__m-a__s0", "valid_submission"] == 0
     assert per_run.loc["toy-a__aide__m-b__s0", "status"] == "ok"
     assert "RuntimeError: boom" in (tmp_path / "out" / "logs" / "toy-a__aide__m-a__s0.log").read_text()
+
+
+def test_sweep_compares_strategies_at_their_compute(tmp_path):
+    """Two strategies in one grid: one results row each, with self-consistency's extra samples
+    showing up as extra tokens and calls (the table compares strategies at equal compute)."""
+    task = _task(tmp_path / "t", "toy-s", 1, [0.6 * i / 29 for i in range(30)])
+    out = tmp_path / "out"
+    with StubServer(model="m") as server:
+        assert main(["--tasks", str(task), "--strategies", "aide", "self_consistency", "--models",
+                     f"m@{server.base_url}", "--seeds", "1", "--steps", "2", "--exec-timeout", "30",
+                     "--out", str(out)]) == 0
+    results = pd.read_csv(out / "results.csv").set_index("strategy")
+    assert sorted(results.index) == ["aide", "self_consistency"]
+    summaries = {p.parent.name.split("__")[1]: json.loads(p.read_text())
+                 for p in (out / "runs").glob("*/summary.json")}
+    # the stub honours `n`: each step's four samples come from one request with four choices
+    assert summaries["self_consistency"]["cost_by_role"]["sampler"]["calls"] == 2
+    (sc_tree,) = (out / "runs").glob("*__self_consistency__*/tree.json")
+    calls = [c for n in json.loads(sc_tree.read_text())["nodes"] for c in n["calls"] if c["role"] == "sampler"]
+    assert sum(c["choices"] for c in calls) == 2 * 4
+    assert "sampler" not in summaries["aide"]["cost_by_role"]
+    # more tokens than aide, though the prompt of each n-request is counted once
+    assert results.loc["self_consistency", "mean_tokens"] > results.loc["aide", "mean_tokens"]
+    sc, aide = summaries["self_consistency"], summaries["aide"]
+    assert sc["completion_tokens"] > 2 * aide["completion_tokens"]
