@@ -95,7 +95,12 @@ def sampling_support(settings: RunSettings) -> SamplingSupport:
 
 
 def hidden_grader_for(comp: Competition) -> HiddenGrader | None:
-    """Grades submissions on the task's private answers, when it has answers and a known grader."""
+    """Grades submissions on the task's private answers: with MLE-bench's own grader when the
+    `mlebench` package is installed and knows the competition, else with ours when the task has
+    answers and a grader we know."""
+    official = mlebench_grader_for(comp)
+    if official is not None:
+        return official
     if comp.answers is None or comp.grader not in GRADERS:
         return None
     answers = pd.read_csv(comp.answers)
@@ -103,6 +108,28 @@ def hidden_grader_for(comp: Competition) -> HiddenGrader | None:
     def grade(path: Path) -> HiddenGrade:
         result = grade_submission(comp.grader, path, answers)  # type: ignore[arg-type]
         return HiddenGrade(score=result.score, valid=result.valid, reason=result.reason)
+
+    return grade
+
+
+def mlebench_grader_for(comp: Competition) -> HiddenGrader | None:
+    """MLE-bench's `grade_csv` for a competition in its data dir (`<data dir>/<id>/prepared/`);
+    None when the package is not installed or does not know the competition."""
+    try:
+        from mlebench.grade import grade_csv
+        from mlebench.registry import registry
+    except ImportError:
+        return None
+    try:
+        competition = registry.set_data_dir(comp.root.parent).get_competition(comp.id)
+    except Exception:  # noqa: BLE001 - an unknown id is simply not an MLE-bench competition
+        return None
+
+    def grade(path: Path) -> HiddenGrade:
+        report = grade_csv(Path(path), competition)
+        valid = bool(report.valid_submission)
+        return HiddenGrade(score=report.score if valid else None, valid=valid,
+                           reason=None if valid else "mlebench: the submission could not be graded")
 
     return grade
 

@@ -185,3 +185,46 @@ def test_r1_defaults_apply_and_can_be_overridden(tmp_path, toy_task):
         chosen = [b for b in server.bodies if "Your job: write" in json.dumps(b)][-1]
         assert chosen["temperature"] == 0.2 and chosen["top_p"] == 0.5
         assert [m["role"] for m in chosen["messages"]] == ["system", "user"]
+
+
+def test_mlebench_grader_is_used_when_installed(tmp_path, toy_task, monkeypatch):
+    """With the `mlebench` package importable, its registry and grade_csv grade the submissions."""
+    import sys
+    import types
+
+    from graphs.services import hidden_grader_for
+    from tasks.competition import load_competition
+
+    seen = {}
+
+    class Registry:
+        def set_data_dir(self, data_dir):
+            seen["data_dir"] = data_dir
+            return self
+
+        def get_competition(self, competition_id):
+            if competition_id != "toy":
+                raise ValueError(f"unknown competition {competition_id}")
+            return "COMPETITION"
+
+    def grade_csv(path, competition):
+        seen["graded"] = (path, competition)
+        return types.SimpleNamespace(score=0.42, valid_submission=True)
+
+    grade_mod = types.ModuleType("mlebench.grade")
+    grade_mod.grade_csv = grade_csv
+    registry_mod = types.ModuleType("mlebench.registry")
+    registry_mod.registry = Registry()
+    monkeypatch.setitem(sys.modules, "mlebench", types.ModuleType("mlebench"))
+    monkeypatch.setitem(sys.modules, "mlebench.grade", grade_mod)
+    monkeypatch.setitem(sys.modules, "mlebench.registry", registry_mod)
+    comp = load_competition(toy_task)
+    grade = hidden_grader_for(comp)
+    result = grade(tmp_path / "sub.csv")
+    assert (result.score, result.valid) == (0.42, True)
+    assert seen == {"data_dir": comp.root.parent, "graded": (tmp_path / "sub.csv", "COMPETITION")}
+    # a competition MLE-bench does not know falls back to our own grader
+    other = comp.model_copy(update={"id": "not-in-mlebench"})
+    ours = hidden_grader_for(other)
+    graded_by_ours = ours(comp.sample_submission)  # all-zero labels: our accuracy grader scores it
+    assert graded_by_ours.valid and graded_by_ours.score != 0.42
