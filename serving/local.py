@@ -16,22 +16,15 @@ Imports nothing from the rest of the project.
 from __future__ import annotations
 
 import argparse
-import atexit
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
-from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
+from .process import ServerProcess, default_threads
 from .weights import (
     LOCAL_MODELS,
     LocalModelError,
@@ -135,29 +128,6 @@ sys.argv[0] = "llama_cpp.server"
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
 
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _default_threads() -> int:
-    """Half the CPUs this process may use (as llama.cpp: ~physical cores), at least one.
-
-    llama.cpp's threads synchronise at every layer, so they collapse when another busy process
-    (a training script in the sandbox, a second server) takes one of their cores: measured on
-    2 cores, two servers at 2 threads each decoded at 0.5 tokens/s instead of ~20.
-    """
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        n = os.cpu_count() or 1
-    return max(1, n // 2)
-
-
 def _llama_cpp_importable(python: str) -> bool:
     if os.path.realpath(python) == os.path.realpath(sys.executable):
         import importlib.util
@@ -170,16 +140,7 @@ def _llama_cpp_importable(python: str) -> bool:
         return False
 
 
-def _tail(path: Path, n: int = 5) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            lines = deque((ln.rstrip() for ln in f if ln.strip()), maxlen=n)
-    except OSError:
-        return "(no log)"
-    return " | ".join(lines) if lines else "(empty log)"
-
-
-class LocalServer:
+class LocalServer(ServerProcess):
     """llama-cpp-python's OpenAI-compatible server on loopback, as a context manager.
 
     ``n_parallel``: llama-cpp-python 0.3.36's server has no parallel slots -- it holds one
@@ -220,17 +181,10 @@ class LocalServer:
         self.model_alias = model_alias
         self.n_ctx = int(n_ctx)
         self.n_parallel = n_parallel
-        self.n_threads = int(n_threads) if n_threads else _default_threads()
-        self.startup_timeout_s = float(startup_timeout_s)
+        self.n_threads = int(n_threads) if n_threads else default_threads()
         self.python = python or sys.executable
         self.extra_args = tuple(str(a) for a in extra_args)
-        self.log_path: Path | None = Path(log_path) if log_path else None
-        self._own_log = log_path is None
-        self.port: int | None = None
-        self.base_url: str = ""
-        self.startup_s: float | None = None
-        self._proc: subprocess.Popen | None = None
-        self._lock = threading.Lock()
+        self._init_process(log_path, startup_timeout_s)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -251,45 +205,16 @@ class LocalServer:
             *self.extra_args,  # last: argparse lets them override the above
         ]  # fmt: skip
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+    kind = "llama.cpp server"
+    log_prefix = "its-mle-llama-"
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def start(self) -> LocalServer:
-        with self._lock:
-            if self.running:
-                return self
-            if not self.model_path.is_file():
-                raise LocalModelError(f"model file not found: {self.model_path}")
-            if not _llama_cpp_importable(self.python):
-                raise LocalModelError(
-                    "llama_cpp is not installed: run `make setup` (installs llama-cpp-python[server]==0.3.36)"
-                )
-            if self.log_path is None:
-                fd, name = tempfile.mkstemp(prefix="its-mle-llama-", suffix=".log")
-                os.close(fd)
-                self.log_path = Path(name)
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            t0 = time.monotonic()
-            for attempt in range(3):  # the free port can be taken between probe and bind
-                port = _free_port()
-                try:
-                    self._spawn(port)
-                    self._wait_ready(t0)
-                except LocalModelError:
-                    in_use = "address already in use" in _tail(self.log_path, 20).lower()
-                    self._terminate()
-                    if in_use and attempt < 2:
-                        continue
-                    raise
-                break
-            self.startup_s = time.monotonic() - t0
-            atexit.register(self.stop)
-            return self
+    def _check_startable(self) -> None:
+        if not self.model_path.is_file():
+            raise LocalModelError(f"model file not found: {self.model_path}")
+        if not _llama_cpp_importable(self.python):
+            raise LocalModelError(
+                "llama_cpp is not installed: run `make setup` (installs llama-cpp-python[server]==0.3.36)"
+            )
 
     def _spawn(self, port: int) -> None:
         self.port = port
@@ -305,62 +230,6 @@ class LocalServer:
                 start_new_session=True,  # own process group: killpg reaches all of it
                 close_fds=True,
             )
-
-    def _wait_ready(self, t0: float) -> None:
-        url = f"{self.base_url}/models"
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise LocalModelError(
-                    f"llama.cpp server exited during startup (code {code}); "
-                    f"log {self.log_path}: {_tail(self.log_path)}"
-                )
-            try:
-                with _NO_PROXY.open(url, timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() - t0 > self.startup_timeout_s:
-                raise LocalModelError(
-                    f"llama.cpp server not ready after {self.startup_timeout_s:.0f} s; "
-                    f"log {self.log_path}: {_tail(self.log_path)}"
-                )
-            time.sleep(0.2)
-
-    def _terminate(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        # Anything left in the group (it should have gone with its leader).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, up to 10 s, then SIGKILL). Idempotent."""
-        with self._lock:
-            was_started = self._proc is not None
-            self._terminate()
-            with contextlib.suppress(Exception):
-                atexit.unregister(self.stop)
-            if was_started and self._own_log and self.log_path is not None:
-                self.log_path.unlink(missing_ok=True)
-                self.log_path = None
-
-    def __enter__(self) -> LocalServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"running at {self.base_url}" if self.running else "stopped"

@@ -22,32 +22,26 @@ Imports nothing from the rest of the project.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import ctypes
 import hashlib
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .process import ServerProcess, default_threads
 from .weights import LOCAL_MODELS, LocalModelError, cache_dir, ensure_local_model
 
 __all__ = ["LlamaServerNotFound", "NativeServer", "find_llama_server"]
 
 ENV_BINARY = "ITS_MLE_LLAMA_SERVER"
 BUILD_SCRIPT = "scripts/build_llama_server.sh"
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _PR_SET_PDEATHSIG = 1
 
 
@@ -186,34 +180,10 @@ def _child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_")}
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _default_threads() -> int:
-    """Half the CPUs this process may use (~physical cores), at least one (see serving.local)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        n = os.cpu_count() or 1
-    return max(1, n // 2)
-
-
-def _tail(path: Path, n: int = 5) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            lines = deque((ln.rstrip() for ln in f if ln.strip()), maxlen=n)
-    except OSError:
-        return "(no log)"
-    return " | ".join(lines) if lines else "(empty log)"
-
-
 # --------------------------------------------------------------------------- the server
 
 
-class NativeServer:
+class NativeServer(ServerProcess):
     """llama.cpp's ``llama-server`` on loopback with ``n_parallel`` slots, as a context manager.
 
     ``n_ctx`` is the context of *one* request (slot): llama-server splits its ``--ctx-size``
@@ -252,17 +222,10 @@ class NativeServer:
         self.model_alias = model_alias
         self.n_ctx = int(n_ctx)
         self.n_parallel = int(n_parallel)
-        self.n_threads = int(n_threads) if n_threads else _default_threads()
-        self.startup_timeout_s = float(startup_timeout_s)
+        self.n_threads = int(n_threads) if n_threads else default_threads()
         self.binary: Path | None = Path(binary) if binary is not None else find_llama_server()
         self.extra_args = tuple(str(a) for a in extra_args)
-        self.log_path: Path | None = Path(log_path) if log_path else None
-        self._own_log = log_path is None
-        self.port: int | None = None
-        self.base_url: str = ""
-        self.startup_s: float | None = None
-        self._proc: subprocess.Popen | None = None
-        self._lock = threading.Lock()
+        self._init_process(log_path, startup_timeout_s)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -285,51 +248,21 @@ class NativeServer:
             *self.extra_args,  # last: later flags override earlier ones
         ]  # fmt: skip
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+    kind = "llama-server"
+    ready_path = "/health"  # 503 while the model loads, 200 once requests can be served
+    poll_s = 0.1
+    log_prefix = "its-mle-llama-server-"
+    bind_errors = ("address already in use", "couldn't bind")
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    def start(self) -> NativeServer:
-        with self._lock:
-            if self.running:
-                return self
-            if self.binary is None or not _executable(self.binary):
-                raise LlamaServerNotFound(
-                    _not_found_message()
-                    if self.binary is None
-                    else f"llama-server binary is not executable: {self.binary} (run {BUILD_SCRIPT})"
-                )
-            if not self.model_path.is_file():
-                raise LocalModelError(f"model file not found: {self.model_path}")
-            if self.log_path is None:
-                fd, name = tempfile.mkstemp(prefix="its-mle-llama-server-", suffix=".log")
-                os.close(fd)
-                self.log_path = Path(name)
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            t0 = time.monotonic()
-            for attempt in range(3):  # the free port can be taken between probe and bind
-                port = _free_port()
-                try:
-                    self._spawn(port)
-                    self._wait_ready(t0)
-                except LocalModelError:
-                    log = _tail(self.log_path, 20).lower()
-                    in_use = "address already in use" in log or "couldn't bind" in log
-                    self._terminate()
-                    if in_use and attempt < 2:
-                        continue
-                    raise
-                except BaseException:  # KeyboardInterrupt during startup: leave nothing behind
-                    self._terminate()
-                    raise
-                break
-            self.startup_s = time.monotonic() - t0
-            atexit.register(self.stop)
-            return self
+    def _check_startable(self) -> None:
+        if self.binary is None or not _executable(self.binary):
+            raise LlamaServerNotFound(
+                _not_found_message()
+                if self.binary is None
+                else f"llama-server binary is not executable: {self.binary} (run {BUILD_SCRIPT})"
+            )
+        if not self.model_path.is_file():
+            raise LocalModelError(f"model file not found: {self.model_path}")
 
     def _spawn(self, port: int) -> None:
         cmd = self.command(port)
@@ -348,62 +281,6 @@ class NativeServer:
                 close_fds=True,
                 preexec_fn=_die_with_parent(os.getpid()),
             )
-
-    def _wait_ready(self, t0: float) -> None:
-        # /health: 503 while the model loads, 200 once requests can be served.
-        url = f"{self.base_url.removesuffix('/v1')}/health"
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise LocalModelError(
-                    f"llama-server exited during startup (code {code}); "
-                    f"log {self.log_path}: {_tail(self.log_path)}"
-                )
-            try:
-                with _NO_PROXY.open(url, timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() - t0 > self.startup_timeout_s:
-                raise LocalModelError(
-                    f"llama-server not ready after {self.startup_timeout_s:.0f} s; "
-                    f"log {self.log_path}: {_tail(self.log_path)}"
-                )
-            time.sleep(0.1)
-
-    def _terminate(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, up to 10 s, then SIGKILL). Idempotent."""
-        with self._lock:
-            was_started = self._proc is not None
-            self._terminate()
-            with contextlib.suppress(Exception):
-                atexit.unregister(self.stop)
-            if was_started and self._own_log and self.log_path is not None:
-                self.log_path.unlink(missing_ok=True)
-                self.log_path = None
-
-    def __enter__(self) -> NativeServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"running at {self.base_url}" if self.running else "stopped"
