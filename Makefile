@@ -18,7 +18,8 @@ prepare: setup
 model: setup
 	$(PY) -m serving.local fetch 0.5b
 
-demo: setup prepare
+demo: setup
+	$(PY) -m tasks.prepare $(notdir $(DEMO_TASK))
 	$(PY) -m graphs.run --task $(DEMO_TASK) --steps $(DEMO_STEPS) --exec-timeout 300 $(DEMO_ARGS)
 
 test: setup prepare model

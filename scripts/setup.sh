@@ -45,12 +45,19 @@ if ! "$PY" -c 'import llama_cpp, llama_cpp.server' >/dev/null 2>&1; then
   quiet_pip install -q --disable-pip-version-check "llama-cpp-python[server] @ file://$whl"
 fi
 
-if ! command -v bwrap >/dev/null 2>&1; then
+# OS packages: bubblewrap (the sandbox), and the data sources of two bundled tasks
+# (fortunes-min: fortune-topics; espeak-ng: spoken-digits)
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+[ -d /usr/share/games/fortunes ] || missing+=(fortunes-min)
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1 \
-      || echo "warning: could not install bubblewrap; scripts will run without isolation"
+    (apt-get update -qq && apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 \
+      || echo "warning: could not install ${missing[*]} (no sandbox isolation / some bundled tasks)"
   else
-    echo "warning: bubblewrap (bwrap) is not installed; scripts will run without isolation"
+    echo "warning: missing OS packages ${missing[*]}: install them (apt-get install -y ${missing[*]})"
+    echo "         without bubblewrap scripts run without isolation; two bundled tasks need the others"
   fi
 fi
 touch "$VENV/.setup-done"

@@ -40,6 +40,13 @@ def test_leaderboard_reproduces_from_its_reference_population(name):
     assert comp.leaderboard == task_dir / "leaderboard.csv"
 
 
-def test_bundled_tasks_cover_classification_and_regression():
-    kinds = {load_competition(prepare_task(n)).grader for n in bundled_tasks()}
-    assert {"accuracy", "rmse"} <= kinds
+def test_bundled_tasks_cover_the_thesis_categories():
+    """Tabular classification and regression, image, text, sequence-to-sequence and audio."""
+    names = set(bundled_tasks())
+    assert {"tumor-diagnosis", "diabetes-progression", "digit-images", "fortune-topics",
+            "word-pronunciation", "spoken-digits"} <= names
+    graders = {n: load_competition(prepare_task(n)).grader for n in names}
+    assert graders["diabetes-progression"] == "rmse" and graders["word-pronunciation"] == "cer"
+    public = {n: load_competition(prepare_task(n)).public_dir for n in names}
+    assert list((public["digit-images"] / "train").glob("*.png"))
+    assert list((public["spoken-digits"] / "train").glob("*.wav"))
