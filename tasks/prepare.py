@@ -54,6 +54,18 @@ def write_competition_files(
     shutil.copyfile(task_dir / "description.md", public / "description.md")
 
 
+def ranked_board(rows: list[dict], *, lower_is_better: bool) -> pd.DataFrame:
+    """Reference scores as a leaderboard (`team`, `score`): best first, ties by team name."""
+    board = pd.DataFrame(rows).sort_values(["score", "team"], ascending=[lower_is_better, True])
+    return board.reset_index(drop=True)
+
+
+def save_board(board: pd.DataFrame, task_dir: Path) -> None:
+    """Write `leaderboard.csv` and print the board (each leaderboard.py's command line)."""
+    board.to_csv(task_dir / "leaderboard.csv", index=False)
+    print(board.to_string())
+
+
 def bundled_tasks() -> list[str]:
     """Names of the bundled tasks."""
     return sorted(p.parent.name for p in TASKS_DIR.glob("*/prepare.py"))

@@ -21,6 +21,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeRegressor
 
+from tasks.prepare import ranked_board, save_board
+
 TASK_DIR = Path(__file__).resolve().parent
 TARGET = "progression"
 
@@ -64,11 +66,8 @@ def build_leaderboard(task_dir: Path = TASK_DIR) -> pd.DataFrame:
         model.fit(train[cols], train[TARGET])  # type: ignore[attr-defined]
         pred = model.predict(test[cols])  # type: ignore[attr-defined]
         rows.append({"team": name, "score": round(float(np.sqrt(np.mean((pred - truth) ** 2))), 6)})
-    board = pd.DataFrame(rows).sort_values(["score", "team"], ascending=[True, True])
-    return board.reset_index(drop=True)
+    return ranked_board(rows, lower_is_better=True)
 
 
 if __name__ == "__main__":
-    board = build_leaderboard()
-    board.to_csv(TASK_DIR / "leaderboard.csv", index=False)
-    print(board.to_string())
+    save_board(build_leaderboard(), TASK_DIR)

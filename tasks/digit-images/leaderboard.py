@@ -28,6 +28,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
+from tasks.prepare import ranked_board, save_board
+
 TASK_DIR = Path(__file__).resolve().parent
 ALL = None  # all 64 pixels / all training images
 
@@ -95,11 +97,8 @@ def build_leaderboard(task_dir: Path = TASK_DIR) -> pd.DataFrame:
             model.fit(x_train[:n][:, cols], y_train[:n])  # type: ignore[attr-defined]
         pred = model.predict(x_test[:, cols])  # type: ignore[attr-defined]
         rows.append({"team": name, "score": round(float(np.mean(pred == truth)), 6)})
-    board = pd.DataFrame(rows).sort_values(["score", "team"], ascending=[False, True])
-    return board.reset_index(drop=True)
+    return ranked_board(rows, lower_is_better=False)
 
 
 if __name__ == "__main__":
-    board = build_leaderboard()
-    board.to_csv(TASK_DIR / "leaderboard.csv", index=False)
-    print(board.to_string())
+    save_board(build_leaderboard(), TASK_DIR)

@@ -25,6 +25,8 @@ from sklearn.naive_bayes import ComplementNB, MultinomialNB
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
 
+from tasks.prepare import ranked_board, save_board
+
 TASK_DIR = Path(__file__).resolve().parent
 TARGET = "category"
 
@@ -112,11 +114,8 @@ def build_leaderboard(task_dir: Path = TASK_DIR) -> pd.DataFrame:
             pred = model.predict(test["text"])  # type: ignore[attr-defined]
         score = f1_score(truth, pred, labels=np.unique(truth), average="macro", zero_division=0.0)
         rows.append({"team": name, "score": round(float(score), 6)})
-    board = pd.DataFrame(rows).sort_values(["score", "team"], ascending=[False, True])
-    return board.reset_index(drop=True)
+    return ranked_board(rows, lower_is_better=False)
 
 
 if __name__ == "__main__":
-    board = build_leaderboard()
-    board.to_csv(TASK_DIR / "leaderboard.csv", index=False)
-    print(board.to_string())
+    save_board(build_leaderboard(), TASK_DIR)

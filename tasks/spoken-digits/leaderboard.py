@@ -27,6 +27,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
+from tasks.prepare import ranked_board, save_board
+
 TASK_DIR = Path(__file__).resolve().parent
 TARGET = "label"
 RATE, WIN, HOP, N_MELS, N_MFCC, SEGMENTS = 16000, 400, 160, 40, 13, 10
@@ -135,11 +137,8 @@ def build_leaderboard(task_dir: Path = TASK_DIR) -> pd.DataFrame:
         model.fit(x_train, train[TARGET].iloc[:n])  # type: ignore[attr-defined]
         pred = model.predict(x_test)  # type: ignore[attr-defined]
         rows.append({"team": name, "score": round(float(np.mean(pred == truth)), 6)})
-    board = pd.DataFrame(rows).sort_values(["score", "team"], ascending=[False, True])
-    return board.reset_index(drop=True)
+    return ranked_board(rows, lower_is_better=False)
 
 
 if __name__ == "__main__":
-    board = build_leaderboard()
-    board.to_csv(TASK_DIR / "leaderboard.csv", index=False)
-    print(board.to_string())
+    save_board(build_leaderboard(), TASK_DIR)

@@ -23,6 +23,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
+from tasks.prepare import ranked_board, save_board
+
 TASK_DIR = Path(__file__).resolve().parent
 
 
@@ -73,11 +75,8 @@ def build_leaderboard(task_dir: Path = TASK_DIR) -> pd.DataFrame:
     for name, model in reference_models():
         pred = _predict(model, x_train, y_train, x_test)
         rows.append({"team": name, "score": round(float(np.mean(pred == truth)), 6)})
-    board = pd.DataFrame(rows).sort_values(["score", "team"], ascending=[False, True])
-    return board.reset_index(drop=True)
+    return ranked_board(rows, lower_is_better=False)
 
 
 if __name__ == "__main__":
-    board = build_leaderboard()
-    board.to_csv(TASK_DIR / "leaderboard.csv", index=False)
-    print(board.to_string())
+    save_board(build_leaderboard(), TASK_DIR)

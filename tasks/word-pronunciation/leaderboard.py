@@ -26,6 +26,7 @@ from sklearn.preprocessing import OneHotEncoder
 from sklearn.tree import DecisionTreeClassifier
 
 from benchmark.graders import grade_submission
+from tasks.prepare import ranked_board, save_board
 
 TASK_DIR = Path(__file__).resolve().parent
 Emission = tuple[str, ...]  # the phonemes one letter stands for: none, one or two
@@ -242,11 +243,8 @@ def build_leaderboard(task_dir: Path = TASK_DIR) -> pd.DataFrame:
         result = grade_submission("cer", pd.DataFrame({"id": test["id"], "pronunciation": pred}), answers)
         assert result.valid and result.score is not None, (name, result.reason)
         rows.append({"team": name, "score": round(result.score, 6)})
-    board = pd.DataFrame(rows).sort_values(["score", "team"], ascending=[True, True])
-    return board.reset_index(drop=True)
+    return ranked_board(rows, lower_is_better=True)
 
 
 if __name__ == "__main__":
-    board = build_leaderboard()
-    board.to_csv(TASK_DIR / "leaderboard.csv", index=False)
-    print(board.to_string())
+    save_board(build_leaderboard(), TASK_DIR)
