@@ -27,6 +27,7 @@ from langgraph.types import Command
 from typing_extensions import TypedDict
 
 from graphs.settings import RunServices, RunSettings, SearchContext
+from graphs.strategy import safe_name
 from nodes.candidate import Candidate, ask_for_script
 from nodes.debug import debug_prompt
 from nodes.draft import draft_prompt
@@ -79,7 +80,7 @@ def _services_from_plain_context(ctx: SearchContext, thread: str) -> RunServices
         raise ValueError("the run context needs task_dir and base_url (or set ITS_MLE_BASE_URL)")
     model = ctx.model or (list_endpoint_models(base_url) or [""])[0]
     comp = load_competition(ctx.task_dir)
-    run_id = "".join(c if c.isalnum() or c in "._-" else "_" for c in thread)[:120]
+    run_id = safe_name(thread)
     settings = RunSettings(run_id=run_id, task_dir=str(comp.root), strategy=ctx.strategy, steps=ctx.steps,
                            seed=ctx.seed, base_url=base_url, model=model, exec_timeout=ctx.exec_timeout,
                            sandbox=ctx.sandbox, samples=ctx.samples, rounds=ctx.rounds,

@@ -197,7 +197,12 @@ def label_of(state: dict) -> str:
     if state.get("label"):
         return str(state["label"])
     thread = (get_config().get("configurable") or {}).get("thread_id") or "solve"
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(thread))[:120]
+    return safe_name(str(thread))
+
+
+def safe_name(text: str) -> str:
+    """`text` as a file name: letters, digits, '.', '_' and '-' only, at most 120 characters."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:120]
 
 
 def seed_of(state: dict, *parts: object) -> int:

@@ -59,7 +59,3 @@ class Usage(BaseModel):
         if not other.calls:  # a tally without a call list (older nodes): add the totals
             for k in (*_TOTALS, "llm_seconds", "llm_calls"):
                 setattr(self, k, getattr(self, k) + getattr(other, k))
-
-    def totals(self) -> Usage:
-        """The same totals without the call list."""
-        return self.model_copy(update={"calls": []})
