@@ -46,11 +46,14 @@ if ! "$PY" -c 'import llama_cpp, llama_cpp.server' >/dev/null 2>&1; then
 fi
 
 # OS packages: bubblewrap (the sandbox), and the data sources of two bundled tasks
-# (fortunes-min: fortune-topics; espeak-ng: spoken-digits)
+# (fortunes-min: fortune-topics; espeak-ng: spoken-digits), and chromium + chromium-driver for
+# the browser test of tree.html
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 [ -d /usr/share/games/fortunes ] || missing+=(fortunes-min)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 \
