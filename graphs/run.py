@@ -68,7 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="send the task as a system message (auto: not for R1 distills)")
     g2.add_argument("--llm-timeout", type=positive_float, default=None, metavar="SECONDS")
     g2.add_argument("--no-llm-review", action="store_true", help="skip the LLM verdict (facts only)")
-    p.add_argument("--sandbox", choices=["auto", "bwrap", "plain"], default=None)
+    gs = p.add_argument_group("sandbox (limits per script run)")
+    gs.add_argument("--sandbox", choices=["auto", "bwrap", "plain"], default=None,
+                    help="auto: bubblewrap when it works here, else plain with a warning")
+    gs.add_argument("--mem-limit-mb", type=positive_int, default=None,
+                    help="memory per script (default: half the RAM)")
+    gs.add_argument("--max-procs", type=positive_int, default=None,
+                    help="processes + threads per script (default 512)")
+    gs.add_argument("--max-file-mb", type=positive_int, default=None,
+                    help="largest file a script may write (default 1024)")
+    gs.add_argument("--cpu-limit", type=positive_float, default=None, metavar="SECONDS",
+                    help="CPU seconds per process (default: exec timeout x CPUs)")
+    gs.add_argument("--gpus", action="store_true", default=None,
+                    help="pass /dev/nvidia* into the sandbox (memory then capped by cgroup only)")
     g3 = p.add_argument_group("inference-time-scaling strategies")
     g3.add_argument("--samples", type=positive_int, default=None,
                     help="self_consistency: scripts sampled per expansion (default 4)")
@@ -93,7 +105,8 @@ _OVERRIDABLE = {
     "max_tokens": "max_tokens", "temperature": "temperature", "llm_timeout": "llm_timeout",
     "sandbox": "sandbox", "samples": "samples", "rounds": "rounds", "workers": "workers",
     "sampling": "sampling", "planner_base_url": "planner_base_url", "planner_model": "planner_model",
-    "planner_temperature": "planner_temperature", "top_p": "top_p",
+    "planner_temperature": "planner_temperature", "top_p": "top_p", "mem_limit_mb": "mem_limit_mb",
+    "max_procs": "max_procs", "max_file_mb": "max_file_mb", "cpu_limit": "cpu_limit_s", "gpus": "gpus",
 }
 
 

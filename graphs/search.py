@@ -185,7 +185,7 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
                             public_dir=svc.competition.public_dir,
                             sample_submission=svc.competition.sample_submission,
                             timeout_s=svc.settings.exec_timeout, backend=svc.settings.sandbox,
-                            llm_error=cand.llm_error)
+                            llm_error=cand.llm_error, limits=svc.settings.limits())
     if ex.submission_file and Path(ex.submission_file).is_file():
         _save_atomically(Path(ex.submission_file), svc.run_dir / "submissions" / f"{node_id}.csv")
     return {"execution": ex.model_dump()}

@@ -80,6 +80,7 @@ def strategy_context(settings: RunSettings, svc: RunServices, base_url: str, mod
         work_dir=svc.run_dir / "workspaces", exec_timeout=settings.exec_timeout, sandbox=settings.sandbox,
         lower_is_better=svc.lower_is_better, sampling=sampling_support(settings),
         exec_slots=threading.BoundedSemaphore(settings.workers), structured=svc.structured,
+        limits=settings.limits(),
     )
     return StrategyContext(samples=settings.samples, rounds=settings.rounds, workers=settings.workers,
                            sampling=settings.sampling, judge=settings.judge, services=services)

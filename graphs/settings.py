@@ -15,6 +15,7 @@ from graphs.strategy import StrategyContext
 from nodes.policy import PolicySettings
 from nodes.structured import StructuredOutputSupport
 from nodes.tree import NodeStore, Tree
+from sandbox.limits import Limits, MiB
 from tasks.competition import Competition
 
 
@@ -40,6 +41,11 @@ class RunSettings(BaseModel):
     llm_timeout: float = 900.0
     llm_retries: int = 2
     sandbox: str = "auto"
+    mem_limit_mb: int | None = None  # per script run; None: half the RAM
+    max_procs: int = 512
+    max_file_mb: int = 1024
+    cpu_limit_s: float | None = None  # per process; None: exec timeout x CPUs
+    gpus: bool = False
     llm_review: bool = True
     memory_size: int = 6
     metric_name: str | None = None
@@ -53,6 +59,13 @@ class RunSettings(BaseModel):
     planner_base_url: str | None = None
     planner_model: str | None = None
     planner_temperature: float | None = None
+
+    def limits(self) -> Limits:
+        """What each script run may use (see sandbox.limits)."""
+        return Limits(
+            memory_bytes=None if self.mem_limit_mb is None else self.mem_limit_mb * MiB,
+            processes=self.max_procs, cpu_seconds=self.cpu_limit_s, file_bytes=self.max_file_mb * MiB,
+            gpus=self.gpus)
 
     def policy(self) -> PolicySettings:
         """The search-policy parameters."""

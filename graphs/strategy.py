@@ -31,6 +31,7 @@ from nodes.sample import SamplingSupport
 from nodes.structured import StructuredOutputSupport
 from nodes.task_context import build_task_context
 from nodes.usage import Usage
+from sandbox.limits import Limits
 from serving.llm import LLMSettings, list_endpoint_models, make_chat_model, model_profile
 from tasks.competition import load_competition
 
@@ -54,6 +55,7 @@ class StrategyServices:
     exec_slots: threading.Semaphore
     structured: StructuredOutputSupport = field(default_factory=StructuredOutputSupport)
     planner_structured: StructuredOutputSupport = field(default_factory=StructuredOutputSupport)
+    limits: Limits | None = None  # None: sandbox defaults
 
     def execute(self, cand: Candidate, workspace: Path) -> Execution:
         """Check and run a candidate in `workspace` (bounded by the run's worker slots)."""
@@ -66,6 +68,7 @@ class StrategyServices:
             backend=self.sandbox,
             llm_error=cand.llm_error,
             slots=self.exec_slots,
+            limits=self.limits,
         )
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 
-_FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+# An opening fence of 3+ backticks; the block ends at a line holding a fence at least as long
+# (CommonMark's rule), so backticks inside the code (`print("```")`) do not cut it short.
+_FENCE_RE = re.compile(
+    r"(`{3,})[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:^[ \t]*\1`*[ \t]*$|\Z)", re.DOTALL | re.MULTILINE
+)
 
 
 def extract_plan_and_code(answer: str) -> tuple[str, str]:
@@ -16,9 +20,9 @@ def extract_plan_and_code(answer: str) -> tuple[str, str]:
     """
     blocks = []
     for m in _FENCE_RE.finditer(answer):
-        lang = m.group(1).lower()
+        lang = m.group(2).lower()
         if lang in {"", "python", "py", "python3"}:
-            blocks.append((m.start(), m.group(2)))
+            blocks.append((m.start(), m.group(3)))
     if blocks:
         start, code = max(blocks, key=lambda b: len(b[1]))
         return answer[:start].strip(), code.strip("\n") + "\n"

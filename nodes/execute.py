@@ -15,7 +15,8 @@ from pydantic import BaseModel
 
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
 from nodes.static_check import static_problems
-from sandbox import create_workspace, run_script
+from prompts import fenced
+from sandbox import Limits, create_workspace, run_script
 
 
 class Execution(BaseModel):
@@ -58,7 +59,7 @@ class Execution(BaseModel):
         verdict = (
             f"It failed: {self.failure}" if self.failure else f"It ran cleanly; METRIC {self.metric:.6g}"
         )
-        return f"{verdict}\n\nOutput (end):\n```\n{out or '(no output)'}\n```"
+        return f"{verdict}\n\nOutput (end):\n{fenced(out or '(no output)')}"
 
 
 def skipped_reason(code: str, llm_error: str | None) -> str | None:
@@ -81,6 +82,7 @@ def execute_script(
     backend: str = "auto",
     llm_error: str | None = None,
     slots: threading.Semaphore | None = None,
+    limits: Limits | None = None,
 ) -> Execution:
     """Check and run one script; `slots` bounds how many run at the same time."""
     reason = skipped_reason(code, llm_error)
@@ -88,7 +90,7 @@ def execute_script(
         return Execution(skipped=reason, failure=reason)
     with slots if slots is not None else contextlib.nullcontext():
         workspace = create_workspace(workspace_dir, public_dir)
-        result = run_script(code, workspace, timeout_s=timeout_s, backend=backend)
+        result = run_script(code, workspace, timeout_s=timeout_s, backend=backend, limits=limits)
     sub_path = workspace.submission_dir / "submission.csv"
     problem = check_submission(sub_path, sample_submission)
     # host paths out of the log: shorter prompts, identical across runs and resumes

@@ -6,7 +6,7 @@ bwrap layout
     ``--unshare-all --die-with-parent --new-session --cap-drop ALL --clearenv`` (the
     cap drop matters when the agent runs as root: no remounting the read-only binds);
     system dirs ro (/usr, /etc, /bin, /sbin, /lib* -- replicated as symlinks where they
-    are symlinks); new /proc, minimal /dev (+ /dev/nvidia* if present), private /tmp;
+    are symlinks); new /proc, minimal /dev (+ /dev/nvidia* with gpus=True), private /tmp;
     the interpreter's prefixes ro; the workspace root rw; the public dir ro at its own
     real path (``root/input`` is a symlink to it, see sandbox.workspace); extra_ro_binds
     ro; then ``/`` is remounted read-only.  Nothing else of the host (project dir,
@@ -27,17 +27,23 @@ Process-tree hygiene
 Output
     stdout and stderr of the child (and of anything it starts) share one file descriptor
     on ``root/output.log``.  The parent polls its size every POLL_S seconds and kills the
-    tree beyond ``max_output_bytes``.  RLIMIT_FSIZE (via util-linux ``prlimit``, which
-    execs the command; no preexec_fn, as that is unsafe with threads) is a backstop that
-    also caps every other file the script writes, so it is set generously:
-    max(4 GiB, 2 * max_output_bytes).  It only matters if the parent cannot poll (e.g. it
-    is stopped); legit model/feature files up to 4 GiB still work, and a bigger write
-    fails with a clear ``OSError: [Errno 27] File too large`` (Python ignores SIGXFSZ).
+    tree beyond ``max_output_bytes``; the captured text is read back head + tail from the
+    file, so nothing a script prints can end or spoof the capture.
+
+Limits (sandbox.limits)
+    A per-run cgroup caps memory and processes where one can be made (else RLIMIT_AS and
+    RLIMIT_NPROC); RLIMIT_FSIZE caps every file the script writes (a bigger write fails with
+    ``OSError: [Errno 27] File too large``; Python ignores SIGXFSZ), RLIMIT_CPU each process's
+    CPU time, and the private /tmp is a tmpfs of the same size as the file cap.  The rlimits
+    are set by util-linux ``prlimit``, which execs the command (no preexec_fn: unsafe with
+    threads).  GPUs (/dev/nvidia*) are bound in only with ``Limits(gpus=True)``.
 
 Exit codes
-    ``None`` when run_script killed the run.  A script killed by a signal it did not get
-    from us is reported shell-style as 128 + signal number for both backends (bwrap
-    reports it that way, so plain's negative return codes are converted).
+    ``None`` when run_script killed the run (timeout, output limit).  A script killed by a
+    signal it did not get from us is reported shell-style as 128 + signal number for both
+    backends (bwrap reports it that way, so plain's negative return codes are converted); a
+    kill by the memory cgroup or by RLIMIT_CPU keeps that code and names the limit in
+    ``killed_reason``.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -60,10 +67,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from sandbox.errors import SandboxError
+from sandbox.limits import Limits, RunCgroup, describe_bytes, rlimit_args
 from sandbox.workspace import Workspace, ensure_input_link
 
 POLL_S = 0.05  # parent-side poll interval for output size / deadline
-FSIZE_FLOOR = 4 * 2**30
 KILL_WAIT_S = 2.0  # how long to wait for a killed bwrap namespace to disappear
 MARKER_VAR = "ITS_MLE_SANDBOX_RUN"  # plain backend: tags every process of one run
 SOLUTION = "solution.py"
@@ -78,7 +85,7 @@ _PASSTHROUGH_ENV = ("CUDA_VISIBLE_DEVICES",)  # not secret, and needed to respec
 class ExecutionResult:
     exit_code: int | None  # None when killed by run_script
     timed_out: bool
-    killed_reason: str | None  # "timeout", "output limit", or None
+    killed_reason: str | None  # "timeout", "output limit (..)", "memory limit (..)", "CPU time limit (..)"
     seconds: float  # wall time
     output: str  # combined stdout+stderr, head+tail truncated
     output_bytes: int  # total bytes the script wrote to output.log
@@ -106,6 +113,20 @@ def truncate_middle(text: str, head_chars: int, tail_chars: int) -> str:
     omitted = len(text) - head_chars - tail_chars
     tail = text[len(text) - tail_chars :]
     return text[:head_chars] + _omitted_line(omitted, "characters") + tail
+
+
+_ESCAPES = re.compile(
+    r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC ... BEL/ST (window titles, hyperlinks)
+    r"|\x1b\[[0-?]*[ -/]*[@-~]"  # CSI (colours, cursor moves, screen clears)
+    r"|\x1b[@-Z\\-_]"  # other two-byte escapes
+    r"|[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x9b]"  # remaining control characters
+)
+
+
+def printable(text: str) -> str:
+    """Captured output made safe to show and to quote in prompts: terminal escape sequences and
+    control characters removed, carriage returns (progress bars) turned into line breaks."""
+    return _ESCAPES.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 def _read_output(fd: int, size: int, head_chars: int, tail_chars: int) -> str:
@@ -145,9 +166,15 @@ def _system_args_cached() -> tuple[str, ...]:
             args += ["--symlink", os.readlink(p), p]
         elif os.path.isdir(p):
             args += ["--ro-bind", p, p]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    # GPUs: CUDA needs the nvidia device nodes (no address-space limit is set anywhere:
-    # one under ~32 GiB breaks CUDA init).
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    return tuple(args)
+
+
+@lru_cache(maxsize=1)
+def _gpu_args() -> tuple[str, ...]:
+    """Device binds that CUDA needs (only with ``Limits.gpus``; memory is then capped by the
+    cgroup alone: an address-space limit under ~32 GiB breaks CUDA init)."""
+    args: list[str] = []
     for dev in sorted(glob.glob("/dev/nvidia*")):
         if not os.path.isdir(dev):
             args += ["--dev-bind", dev, dev]
@@ -186,7 +213,7 @@ def _probe_bwrap() -> bool:
     true = shutil.which("true", path=_DEFAULT_PATH)
     if exe is None or true is None:
         return False
-    cmd = [exe, *_BWRAP_BASE, *_system_args(), "--remount-ro", "/", true]
+    cmd = [exe, *_BWRAP_BASE, *_system_args(), "--tmpfs", "/tmp", "--remount-ro", "/", true]
     try:
         r = subprocess.run(
             cmd,
@@ -244,11 +271,15 @@ def _bwrap_argv(
     extra_ro_binds: Sequence[str],
     env: Mapping[str, str],
     info_fd: int,
+    limits: Limits,
 ) -> list[str]:
     argv = [_bwrap_exe() or "bwrap", *_BWRAP_BASE]
     for k, v in env.items():
         argv += ["--setenv", k, v]
     argv += _system_args()
+    argv += ["--size", str(limits.file_bytes), "--tmpfs", "/tmp"]  # private, and capped
+    if limits.gpus:
+        argv += _gpu_args()
     for d in _python_binds(python):  # after --tmpfs /tmp: a venv may live under /tmp
         argv += ["--ro-bind", d, d]
     argv += ["--bind", ws_root, ws_root]
@@ -443,8 +474,10 @@ def run_script(
     output_tail_chars: int = 8000,
     extra_ro_binds: Sequence[Path] = (),
     env: Mapping[str, str] | None = None,
+    limits: Limits | None = None,
 ) -> ExecutionResult:
     """Write ``code`` to ``workspace.root/solution.py`` and run it (see module docstring)."""
+    limits = limits or Limits()
     if timeout_s <= 0:
         raise ValueError("timeout_s must be positive")
     chosen = _resolve_backend(backend)
@@ -471,23 +504,28 @@ def run_script(
     Path(root, SOLUTION).write_text(code, encoding="utf-8")
     child_env = _child_env(python, root, env)
     py_cmd = [python, SOLUTION]
-    fsize = max(FSIZE_FLOOR, 2 * max_output_bytes)
+    cgroup = RunCgroup.create(limits)
     prlimit = shutil.which("prlimit", path=_DEFAULT_PATH)
-    wrapper = [prlimit, f"--fsize={fsize}:{fsize}"] if prlimit else []
+    wrapper = [prlimit, *rlimit_args(limits, timeout_s, cgroup=cgroup is not None)] if prlimit else []
+    if cgroup is not None:
+        wrapper = cgroup.entry() + wrapper
 
     info_r = info_w = -1
     marker = b""
     if chosen == "bwrap":
         info_r, info_w = os.pipe()
         os.set_blocking(info_r, False)
-        argv = wrapper + _bwrap_argv(py_cmd, root, public, python, ro_binds, child_env, info_w)
+        argv = wrapper + _bwrap_argv(py_cmd, root, public, python, ro_binds, child_env, info_w, limits)
         popen_env: dict[str, str] | None = {"PATH": _DEFAULT_PATH}
         pass_fds: tuple[int, ...] = (info_w,)
     else:
         token = uuid.uuid4().hex
         child_env[MARKER_VAR] = token
         marker = f"{MARKER_VAR}={token}".encode()
-        argv = wrapper + py_cmd
+        # the script dies with the agent (the pdeathsig survives exec; its grandchildren are
+        # caught by the cgroup or the marker scan only while the agent lives: use bwrap)
+        setpriv = shutil.which("setpriv", path=_DEFAULT_PATH)
+        argv = wrapper + ([setpriv, "--pdeathsig", "KILL"] if setpriv else []) + py_cmd
         popen_env = child_env
         pass_fds = ()
 
@@ -536,24 +574,30 @@ def run_script(
             if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): never leak
                 _kill_group(proc.pid)
                 proc.wait()
+            if cgroup is not None:
+                if reason is None and cgroup.oom_killed():
+                    reason = f"memory limit ({describe_bytes(limits.memory())})"
+                cgroup.kill_all()
+                cgroup.remove()
             if marker:
                 _kill_marked(marker)
         seconds = time.monotonic() - start
         size = os.fstat(log_fd).st_size
         with open(log_path, "rb") as f:  # our log_fd is write-only
-            output = _read_output(f.fileno(), size, output_head_chars, output_tail_chars)
+            output = printable(_read_output(f.fileno(), size, output_head_chars, output_tail_chars))
     finally:
         os.close(log_fd)
         if info_r >= 0:
             os.close(info_r)
 
     rc = proc.returncode
-    if reason is not None:
-        exit_code = None
-    elif rc < 0:
-        exit_code = 128 - rc
-    else:
-        exit_code = rc
+    exit_code = 128 - rc if rc < 0 else rc
+    if reason == "output limit":
+        reason = f"output limit ({describe_bytes(max_output_bytes)})"
+    elif reason is None and exit_code == 128 + signal.SIGXCPU:
+        reason = f"CPU time limit ({limits.cpu(timeout_s)} s per process)"
+    if reason is not None and not reason.startswith(("memory", "CPU")):
+        exit_code = None  # we killed it
     return ExecutionResult(
         exit_code=exit_code,
         timed_out=reason == "timeout",

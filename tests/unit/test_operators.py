@@ -172,3 +172,17 @@ def test_data_preview_and_task_context(toy_task: Path):
     assert "10 minutes" in text and "`./input/sample_submission.csv`" in text
     assert "pandas" in text and "METRIC: <float>" in text
     assert ctx.system_prompt() == text  # byte-identical: the server's prefix cache relies on it
+
+
+def test_backticks_inside_code_do_not_cut_the_block():
+    from nodes.code_extract import extract_plan_and_code
+    answer = 'Plan: quote fences.\n\n```python\nprint("```")\nx = 1\n```\nThat is all.'
+    assert extract_plan_and_code(answer) == ("Plan: quote fences.", 'print("```")\nx = 1\n')
+    longer = 'P\n````python\ns = """\n```\n"""\n````\n'
+    assert extract_plan_and_code(longer) == ("P", 's = """\n```\n"""\n')
+
+
+def test_quoted_output_gets_a_fence_longer_than_its_backticks():
+    from prompts import fenced
+    assert fenced("plain") == "```\nplain\n```"
+    assert fenced("a ``` b ````` c", "python") == "``````python\na ``` b ````` c\n``````"

@@ -274,7 +274,7 @@ def test_output_flood_is_killed(ws: Workspace, backend: str, source: str):
         output_head_chars=100,
         output_tail_chars=200,
     )
-    assert r.killed_reason == "output limit"
+    assert r.killed_reason.startswith("output limit")
     assert r.exit_code is None and not r.timed_out and not r.succeeded
     assert r.output_bytes > cap
     assert (ws.root / "output.log").stat().st_size == r.output_bytes
