@@ -11,8 +11,9 @@ skipped, one with only ``run.json`` is resumed, others are started. A failing ce
 the sweep goes on. Each cell's output is also kept in ``<out>/logs/<run id>.log``.
 
 Outputs in ``<out>`` (see `benchmark.results` for the definitions): ``results.md``,
-``results.csv`` (one row per model and strategy), ``per_run.csv`` (one row per cell) and
-``grade.jsonl`` (input for ``mlebench grade``).
+``results.csv`` (one row per model and strategy), ``per_run.csv`` (one row per cell),
+``grade.jsonl`` (input for ``mlebench grade``) and ``report.md`` with figures
+(`benchmark.sweep_report`).
 
 Errors a user can cause (bad spec, missing task, unknown strategy, unreachable endpoint) print one
 line on stderr and exit with code 2 before anything is written.
@@ -35,6 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchmark.graders import GRADERS
 from benchmark.results import Cell, write_results
+from benchmark.sweep_report import write_sweep_report_safely
 from graphs import run as graph_run
 from graphs.cli_args import EXIT_USAGE, OneLineParser, positive_float, positive_int
 from graphs.registry import UnknownStrategyError, strategy_builder
@@ -258,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; run the same command again to continue", file=sys.stderr)
         return 130
     write_results(plan.out, plan.cells, failures, plan.seeds)
+    write_sweep_report_safely(plan.out)  # report.md + figures; a failure is one warning line
     done = len(plan.cells) - len(failures)
     print(f"sweep: {done}/{len(plan.cells)} runs finished"
           + (f", {len(failures)} failed" if failures else "")

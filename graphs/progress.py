@@ -6,12 +6,19 @@ import sys
 import time
 from typing import Any, TextIO
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 
 class RunProgress:
-    """Consumes the graph's custom stream events and shows them."""
+    """Consumes the graph's custom stream events and shows them.
+
+    On a terminal: a live panel of three lines -- step i/N with a bar, ETA and what is being
+    worked on (stage, parent, candidate or round); the best validation metric, tokens and LLM
+    seconds so far; the last execution's outcome. Elsewhere (CI, pipes): plain log lines.
+    """
 
     def __init__(self, total: int, done: int, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
@@ -22,6 +29,9 @@ class RunProgress:
         self.llm_seconds = 0.0
         self.live = self.stream.isatty()
         self._progress: Progress | None = None
+        self._live: Live | None = None
+        self._totals = Text()
+        self._last = Text("last: -")
         self._task: Any = None
         self._start = time.monotonic()
         self._step = done
@@ -30,30 +40,34 @@ class RunProgress:
         if self.live:
             self._progress = Progress(
                 TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(),
-                TimeRemainingColumn(), TextColumn("{task.description}"),
-                console=Console(file=self.stream),
+                TimeRemainingColumn(), TextColumn("{task.description}", markup=False),
             )
-            self._progress.start()
             self._task = self._progress.add_task("starting", total=self.total, completed=self.done)
+            self._update_totals()
+            self._live = Live(Group(self._progress, self._totals, self._last),
+                              console=Console(file=self.stream), refresh_per_second=4)
+            self._live.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        if self._live is not None:
+            self._live.stop()
 
     def _line(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(text)
+        if self._live is not None:
+            self._live.console.print(text, markup=False, highlight=False)
         else:
             print(text, file=self.stream, flush=True)
 
+    def _update_totals(self) -> None:
+        best = "-" if self.best is None else f"{self.best:.6g}"
+        self._totals.plain = (f"best validation metric {best} | {self.tokens} tokens"
+                              f" | {self.llm_seconds:.1f} s LLM")
+
     def _status(self, text: str) -> None:
         if self._progress is not None:
-            best = "-" if self.best is None else f"{self.best:.5g}"
-            self._progress.update(
-                self._task, completed=self.done,
-                description=f"{text} | best {best} | {self.tokens} tok, {self.llm_seconds:.0f} s LLM",
-            )
+            self._progress.update(self._task, completed=self.done, description=text)
+            self._update_totals()
 
     def handle(self, event: dict[str, Any]) -> None:
         """Show one event from the graph's custom stream."""
@@ -76,10 +90,10 @@ class RunProgress:
             self.tokens += int(event.get("tokens") or 0)
             self.llm_seconds += float(event.get("llm_seconds") or 0.0)
             self.best = event.get("best_metric")
-            self._line(
-                f"  node {event['node_id']} ({event['stage']}): {event['outcome']}"
-                f" [LLM {event.get('llm_seconds', 0):.1f} s, exec {event.get('exec_seconds', 0):.1f} s]"
-            )
+            line = (f"  node {event['node_id']} ({event['stage']}): {event['outcome']}"
+                    f" [LLM {event.get('llm_seconds', 0):.1f} s, exec {event.get('exec_seconds', 0):.1f} s]")
+            self._last.plain = "last:" + line[1:][:300]
+            self._line(line)
             self._status(f"{self.done}/{self.total} done")
         elif kind == "strategy":
             self._strategy(event)
