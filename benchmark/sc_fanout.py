@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from graphs.export import write_atomically
 from graphs.self_consistency import build_self_consistency_graph
 from graphs.strategy import StrategyContext, StrategyServices, seed_of
 from nodes.draft import draft_prompt
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
           f"ratio {llm_seq_s / llm_con_s:.2f}; tokens/s {llm_seq.completion_tokens / llm_seq_s:.1f} vs "
           f"{llm_con.completion_tokens / llm_con_s:.1f}")
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        write_atomically(Path(args.out), json.dumps(result, indent=2))
     return 0
 
 

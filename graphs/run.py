@@ -23,12 +23,20 @@ from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from graphs.cli_args import EXIT_USAGE, OneLineParser, positive_float, positive_int, probability
+from graphs.cli_args import (
+    EXIT_USAGE,
+    OneLineParser,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 from graphs.export import export_run, write_atomically
 from graphs.progress import RunProgress
 from graphs.registry import STRATEGIES, UnknownStrategyError, strategy_builder
+from graphs.report import write_report_safely
 from graphs.search import build_search_graph
-from graphs.services import build_run_services, check_model, medal_reporter_for
+from graphs.services import build_run_services, check_model, check_task_files, medal_reporter_for
 from graphs.settings import RunServices, RunSettings, SearchContext
 from nodes.tree import NodeStore
 from sandbox import SandboxError
@@ -66,7 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     g2.add_argument("--top-p", type=float, default=None, help="default 0.95")
     g2.add_argument("--system-prompt", choices=["auto", "on", "off"], default=None,
                     help="send the task as a system message (auto: not for R1 distills)")
-    g2.add_argument("--llm-timeout", type=positive_float, default=None, metavar="SECONDS")
+    g2.add_argument("--llm-timeout", type=positive_float, default=None, metavar="SECONDS",
+                    help="per attempt of an LLM call (default 900)")
+    g2.add_argument("--llm-retries", type=non_negative_int, default=None, metavar="N",
+                    help="retries of an LLM call after a timeout, dropped connection, 429 or 5xx (default 2)")
     g2.add_argument("--no-llm-review", action="store_true", help="skip the LLM verdict (facts only)")
     gs = p.add_argument_group("sandbox (limits per script run)")
     gs.add_argument("--sandbox", choices=["auto", "bwrap", "plain"], default=None,
@@ -103,6 +114,7 @@ _OVERRIDABLE = {
     "seed": "seed", "exec_timeout": "exec_timeout", "local_model": "local_model",
     "num_drafts": "num_drafts", "debug_prob": "debug_prob", "max_debug_depth": "max_debug_depth",
     "max_tokens": "max_tokens", "temperature": "temperature", "llm_timeout": "llm_timeout",
+    "llm_retries": "llm_retries",
     "sandbox": "sandbox", "samples": "samples", "rounds": "rounds", "workers": "workers",
     "sampling": "sampling", "planner_base_url": "planner_base_url", "planner_model": "planner_model",
     "planner_temperature": "planner_temperature", "top_p": "top_p", "mem_limit_mb": "mem_limit_mb",
@@ -126,7 +138,7 @@ def resolve_settings(args: argparse.Namespace) -> tuple[RunSettings, Path, bool]
             settings = RunSettings.model_validate_json(cfg.read_text())
         except ValueError as exc:
             raise UsageError(f"{cfg} is corrupt: {str(exc).splitlines()[0]}") from exc
-        changes = {k: getattr(args, k) for k in ("steps", "exec_timeout", "llm_timeout")
+        changes = {k: getattr(args, k) for k in ("steps", "exec_timeout", "llm_timeout", "llm_retries")
                    if getattr(args, k) is not None}
         if args.base_url:  # the endpoint may have moved; the model must stay the same
             changes["base_url"] = args.base_url
@@ -191,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
     """Run or resume one tree search; returns the exit code."""
     settings, run_path, resumed = resolve_settings(args)
     comp: Competition = load_competition(settings.task_dir)
+    check_task_files(comp)
     strategy_builder(settings.strategy)
     if settings.base_url:  # fail before writing anything when the endpoint is unusable
         list_endpoint_models(settings.base_url)
@@ -198,7 +211,10 @@ def run(args: argparse.Namespace) -> int:
         check_model(settings.planner_base_url, settings.planner_model)
     else:  # assemble/verify the embedded weights first: a bad model must not leave a run behind
         ensure_local_model(settings.local_model, progress=lambda m: print(m, flush=True))
-    run_path.mkdir(parents=True, exist_ok=True)
+    try:
+        run_path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the run directory {run_path}: {exc.strerror}") from exc
     say = lambda msg: print(msg, flush=True)  # noqa: E731
     say(f"run id: {settings.run_id}  ({'resuming' if resumed else 'new run'}; "
         f"resume with --resume {settings.run_id} --run-dir {args.run_dir})")
@@ -223,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
                              run_id=settings.run_id, wall_seconds=wall,
                              settings=settings.model_dump(),
                              medal_report=medal_reporter_for(comp, lower))
+        write_report_safely(run_path, say)  # tree.html and report/: a failure is one warning line
     finally:
         store.close()
     _print_summary(summary, run_path)

@@ -22,7 +22,7 @@ from nodes.structured import StructuredOutputSupport
 from nodes.task_context import build_task_context
 from nodes.tree import NodeStore
 from serving.llm import EndpointError, LLMSettings, list_endpoint_models, make_chat_model
-from tasks.competition import Competition
+from tasks.competition import Competition, CompetitionError
 
 
 def build_run_services(
@@ -93,6 +93,23 @@ def sampling_support(settings: RunSettings) -> SamplingSupport:
     if not settings.base_url:
         support.learn(False, "the embedded llama-cpp-python server ignores n")
     return support
+
+
+def check_task_files(comp: Competition) -> None:
+    """Refuse a task the run could not use or grade: unreadable CSVs, a grader nobody knows.
+    Raises CompetitionError (one line)."""
+    for role, path in (("sample submission", comp.sample_submission), ("answers", comp.answers)):
+        if path is None:
+            continue
+        try:
+            pd.read_csv(path, nrows=5)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CompetitionError(f"{role} file {path} cannot be read as CSV: {reason}") from exc
+    if comp.grader and comp.grader not in GRADERS and mlebench_grader_for(comp) is None:
+        raise CompetitionError(
+            f"task {comp.root}: unknown grader '{comp.grader}' (known: {', '.join(sorted(GRADERS))}; "
+            "MLE-bench's own graders need the mlebench package)")
 
 
 def hidden_grader_for(comp: Competition) -> HiddenGrader | None:

@@ -64,8 +64,10 @@ class Execution(BaseModel):
 
 def skipped_reason(code: str, llm_error: str | None) -> str | None:
     """Why a candidate cannot be run at all, or None when it can."""
+    if llm_error:  # the generation failed; its reason says how (call failed, no code, answer cut)
+        return llm_error
     if not code:
-        return f"LLM call failed: {llm_error}" if llm_error else "no Python code block in the answer"
+        return "no Python code block in the answer"
     problems = static_problems(code)
     if problems:
         return "static check: " + "; ".join(problems[:5])

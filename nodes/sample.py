@@ -57,10 +57,11 @@ def sample_in_one_call(
     try:
         replies = complete_choices(llm, messages, n, seed=seed)
     except LLMCallError as exc:
-        usage.add_failure("sampler", str(exc))
-        support.learn(False, f"the endpoint refused n={n}: {exc}"[:200])
+        usage.add_error("sampler", exc)
+        if not exc.transient:  # a timeout or an overloaded server says nothing about `n`
+            support.learn(False, f"the endpoint refused n={n}: {exc}"[:200])
         if support.mode == "n":
-            return [Candidate(llm_error=f"n={n} request failed: {exc}")] * n, usage
+            return [Candidate(llm_error=f"LLM call failed: n={n} request: {exc}")] * n, usage
         return [], usage
     usage.add_reply(replies[0], "sampler", choices=len(replies))
     if len(replies) >= n:

@@ -75,18 +75,23 @@ def ask_json(
             support.supported = True
         except LLMCallError as exc:
             error = str(exc)
-            if support.supported is None:
-                support.supported = False  # the first structured call failed: fall back for good
+            usage.add_error(role, exc)
+            # a refusal of the first structured call: plain JSON from now on; a timeout, a dropped
+            # connection or an overloaded server says nothing about support (asked again next time)
+            if support.supported is None and not exc.transient:
+                support.supported = False
     if reply is None and support.supported is False:
         try:
             reply = complete(llm, messages, max_tokens=max_tokens)
             error = None
         except LLMCallError as exc:
             error = str(exc)
-    if reply is None:
-        usage.add_failure(role, error or "no answer")
+            usage.add_error(role, exc)
+    if reply is None:  # every call made is on `usage` with its reason
         return None, usage, error
     usage.add_reply(reply, role)
+    if reply.oversized_chars:
+        return None, usage, f"the {name} answer was oversized ({reply.oversized_chars:,} characters)"
     obj = parse_json_answer(reply.text, model)
     if obj is None:
         return None, usage, f"the {name} answer was not the requested JSON"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from serving.llm import LLMReply
+from serving.llm import LLMCallError, LLMReply
 
 
 class LLMCall(BaseModel):
@@ -17,7 +17,8 @@ class LLMCall(BaseModel):
     cached_tokens: int = 0
     seconds: float = 0.0
     choices: int = 1
-    error: str | None = None
+    attempts: int = 1  # requests sent (more than 1: the client retried after a fault)
+    error: str | None = None  # why the call failed for good (no answer came back)
 
 
 _TOTALS = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens")
@@ -36,13 +37,17 @@ class Usage(BaseModel):
 
     def add_reply(self, reply: LLMReply, role: str = "coder", *, choices: int = 1) -> None:
         """Count one answered call (a call with `choices` > 1 is counted once, as its usage is)."""
-        call = LLMCall(role=role, seconds=reply.seconds, choices=choices,
+        call = LLMCall(role=role, seconds=reply.seconds, choices=choices, attempts=max(1, reply.attempts),
                        **{k: getattr(reply, k) for k in _TOTALS})
         self.add_call(call)
 
-    def add_failure(self, role: str, error: str, seconds: float = 0.0) -> None:
+    def add_failure(self, role: str, error: str, seconds: float = 0.0, attempts: int = 1) -> None:
         """Record a call that failed for good (no tokens known)."""
-        self.add_call(LLMCall(role=role, seconds=seconds, error=error[:300]))
+        self.add_call(LLMCall(role=role, seconds=seconds, attempts=max(1, attempts), error=error[:300]))
+
+    def add_error(self, role: str, exc: LLMCallError) -> None:
+        """Record a call that raised `exc` (its reason, time and attempts)."""
+        self.add_failure(role, str(exc), seconds=exc.seconds, attempts=exc.attempts)
 
     def add_call(self, call: LLMCall) -> None:
         """Add one call to the totals and the list."""

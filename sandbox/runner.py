@@ -501,7 +501,9 @@ def run_script(
         ro_binds.append(os.path.realpath(b))
 
     ensure_input_link(workspace)
-    Path(root, SOLUTION).write_text(code, encoding="utf-8")
+    tmp = Path(root, f".{SOLUTION}.tmp")
+    tmp.write_text(code, encoding="utf-8")
+    os.replace(tmp, Path(root, SOLUTION))  # never a half-written script, even if we are killed
     child_env = _child_env(python, root, env)
     py_cmd = [python, SOLUTION]
     cgroup = RunCgroup.create(limits)

@@ -4,22 +4,38 @@ One factory builds every client the agent uses, with timeouts and bounded retrie
 back as `LLMReply`: the answer text with any chain of thought split off (vLLM's `reasoning` /
 `reasoning_content` field or inline `<think>` blocks), plus usage and latency, so callers can
 record exact cost on the tree node and never feed reasoning into code extraction.
+
+Faults: the openai SDK under ChatOpenAI retries timeouts, dropped connections, 408/409/429 and
+5xx answers `max_retries` times, sleeping 0.5 s, 1 s, 2 s ... (up to 8 s, minus up to 25 % jitter)
+or the server's `Retry-After` when it is 120 s or less (a longer one is not retried). Each attempt
+is cut after `timeout_s` without an answer. Our HTTP client counts the attempts of every call and
+refuses a response body over `max_response_bytes`; a call that fails for good raises
+`LLMCallError` with a one-line reason ("HTTP 503 after 3 attempts: ...", "timeout (no answer
+within 1 s) after 3 attempts", "malformed JSON response: ...", "no choices in the response").
+Answers longer than `MAX_ANSWER_CHARS` are cut and flagged (`LLMReply.oversized_chars`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
+import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatResult
 from langchain_openai import ChatOpenAI
+
+# The httpx flavour the installed openai SDK is built on (httpx2 for openai>=3); langchain-openai
+# exports it for exactly this use: objects handed to the SDK's client.
+from langchain_openai._compat import httpx as sdk_httpx
 
 _THINK_RE = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
 _R1_NAME_RE = re.compile(r"(deepseek[-_]?r1|r1[-_]distill|distill)", re.IGNORECASE)
@@ -29,8 +45,48 @@ class EndpointError(Exception):
     """The endpoint cannot be used at all (unreachable, no models): a user-facing one-liner."""
 
 
+# An answer longer than this (about 50k tokens, beyond any generation cap we ask for) is cut to
+# it and flagged: nothing downstream (node store, tree.json, later prompts) gets more.
+MAX_ANSWER_CHARS = 200_000
+# HTTP statuses of an overloaded or restarting server: worth asking again later. Not 500, which
+# llama.cpp also answers to a request it cannot serve (e.g. a JSON schema it cannot compile).
+TRANSIENT_STATUSES = frozenset({408, 409, 429, 502, 503, 504})
+
+
 class LLMCallError(Exception):
-    """One LLM call failed after its bounded retries; recorded on the node, the run goes on."""
+    """One LLM call failed after its bounded retries; recorded on the node, the run goes on.
+
+    `kind`: http, timeout, connection, malformed, no_choices, too_large or other; `status` the
+    HTTP status of an http failure; `attempts` the requests sent (0: not counted, e.g. a fake
+    model); `seconds` the time the call took, retries and backoff included.
+    """
+
+    def __init__(self, message: str, *, kind: str = "other", status: int | None = None,
+                 attempts: int = 0, seconds: float = 0.0) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.attempts = attempts
+        self.seconds = seconds
+
+    @property
+    def transient(self) -> bool:
+        """A fault of the transport or an overloaded server, not the server refusing the request."""
+        if self.kind == "http":
+            return self.status in TRANSIENT_STATUSES
+        return self.kind in ("timeout", "connection")
+
+
+class ResponseTooLarge(Exception):
+    """The response body is larger than the client accepts (raised while reading it)."""
+
+
+class MalformedResponse(Exception):
+    """A 200 answer that is not a chat completion."""
+
+
+class NoChoices(Exception):
+    """A chat completion with an empty or null `choices` list."""
 
 
 @dataclass(frozen=True)
@@ -43,22 +99,18 @@ class LLMSettings:
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int = 4096
-    timeout_s: float = 600.0
-    max_retries: int = 2
+    timeout_s: float = 600.0  # per attempt: no answer within it -> the attempt is cut
+    max_retries: int = 2  # attempts = max_retries + 1 for timeouts, dropped connections, 429, 5xx
     system_prompt: bool | None = None  # None: decided by the model family
+    max_response_bytes: int = 16 * 2**20  # a larger response body is refused, not read
 
     def resolved(self) -> LLMSettings:
         """Fill unset sampling settings from the model family's recommended defaults."""
         profile = model_profile(self.model)
-        return LLMSettings(
-            base_url=self.base_url,
-            model=self.model,
-            api_key=self.api_key,
+        return replace(
+            self,
             temperature=profile["temperature"] if self.temperature is None else self.temperature,
             top_p=profile["top_p"] if self.top_p is None else self.top_p,
-            max_tokens=self.max_tokens,
-            timeout_s=self.timeout_s,
-            max_retries=self.max_retries,
             system_prompt=(
                 profile["system_prompt"] if self.system_prompt is None else self.system_prompt
             ),
@@ -95,8 +147,15 @@ class ReasoningChatOpenAI(ChatOpenAI):
     def _create_chat_result(
         self, response: Any, generation_info: dict | None = None
     ) -> ChatResult:
+        if not isinstance(response, dict | openai.BaseModel):  # the SDK hands back a non-JSON body as text
+            raise MalformedResponse(f"malformed response: not JSON ({_preview(str(response))})")
+        raw = response if isinstance(response, dict) else response.model_dump(warnings=False)
+        if not raw.get("error"):  # an error object is reported by ChatOpenAI itself
+            if "choices" not in raw:
+                raise MalformedResponse(f"malformed response: no 'choices' field (keys: {sorted(raw)[:8]})")
+            if not raw["choices"]:
+                raise NoChoices("no choices in the response")
         result = super()._create_chat_result(response, generation_info)
-        raw = response if isinstance(response, dict) else response.model_dump()
         for gen, choice in zip(result.generations, raw.get("choices") or [], strict=False):
             message = choice.get("message") or {}
             reasoning = message.get("reasoning_content") or message.get("reasoning")
@@ -105,6 +164,62 @@ class ReasoningChatOpenAI(ChatOpenAI):
             usage = raw.get("usage") or {}
             gen.message.response_metadata.setdefault("raw_usage", usage)
         return result
+
+
+class _Attempts:
+    """Requests sent for the call in flight (one per SDK attempt)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+_CALL: ContextVar[_Attempts | None] = ContextVar("its_mle_llm_call", default=None)
+
+
+class _CappedStream(sdk_httpx.SyncByteStream):
+    """A response body that raises `ResponseTooLarge` once it passes `limit` bytes."""
+
+    def __init__(self, inner: Any, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    def __iter__(self) -> Any:
+        seen = 0
+        for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise ResponseTooLarge(f"response too large: over {_size(self._limit)}, not read further")
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _GuardedHttpClient(openai.DefaultHttpxClient):
+    """The SDK's default HTTP client (env proxies kept), counting each call's attempts and
+    refusing response bodies over `limit` bytes before they fill memory."""
+
+    def __init__(self, limit: int) -> None:
+        def on_request(_request: Any) -> None:
+            attempts = _CALL.get()
+            if attempts is not None:
+                attempts.count += 1
+
+        def on_response(response: Any) -> None:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                response.close()
+                raise ResponseTooLarge(f"response too large: {_size(int(declared))} announced, "
+                                       f"the limit is {_size(limit)}")
+            response.stream = _CappedStream(response.stream, limit)
+
+        super().__init__(event_hooks={"request": [on_request], "response": [on_response]})
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+            pass
 
 
 def make_chat_model(settings: LLMSettings) -> BaseChatModel:
@@ -119,6 +234,7 @@ def make_chat_model(settings: LLMSettings) -> BaseChatModel:
         max_tokens=s.max_tokens,
         timeout=s.timeout_s,
         max_retries=s.max_retries,
+        http_client=_GuardedHttpClient(s.max_response_bytes),
     )
 
 
@@ -134,6 +250,8 @@ class LLMReply:
     cached_tokens: int = 0
     seconds: float = 0.0
     finish_reason: str | None = None
+    attempts: int = 1  # requests sent for it (more than 1: retried after a fault)
+    oversized_chars: int = 0  # the answer's length when it was cut to MAX_ANSWER_CHARS, else 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -182,7 +300,11 @@ def _usage_numbers(message: AIMessage) -> dict[str, int]:
 
 
 def reply_from_message(message: AIMessage, seconds: float) -> LLMReply:
-    """Turn a chat answer into an `LLMReply`, separating reasoning from the answer."""
+    """Turn a chat answer into an `LLMReply`, separating reasoning from the answer.
+
+    An answer or reasoning longer than `MAX_ANSWER_CHARS` is cut to it; a cut answer is flagged
+    with its full length in `oversized_chars`.
+    """
     content = message.content if isinstance(message.content, str) else str(message.content)
     answer, inline_reasoning = split_reasoning(content)
     reasoning = message.additional_kwargs.get("reasoning_content") or inline_reasoning
@@ -192,9 +314,16 @@ def reply_from_message(message: AIMessage, seconds: float) -> LLMReply:
         # Servers rarely report reasoning tokens: apportion completion tokens by characters.
         share = len(reasoning) / max(1, len(reasoning) + len(answer))
         reasoning_tokens = round(nums["completion_tokens"] * share)
+    oversized = len(answer) if len(answer) > MAX_ANSWER_CHARS else 0
+    if oversized:
+        answer = answer[:MAX_ANSWER_CHARS]
+    if len(reasoning) > MAX_ANSWER_CHARS:
+        cut = f"\n[... reasoning cut: {len(reasoning):,} characters in all]"
+        reasoning = reasoning[:MAX_ANSWER_CHARS] + cut
     return LLMReply(
         text=answer,
         reasoning=reasoning,
+        oversized_chars=oversized,
         prompt_tokens=nums["prompt_tokens"],
         completion_tokens=nums["completion_tokens"],
         reasoning_tokens=reasoning_tokens,
@@ -212,15 +341,21 @@ def complete(
     Raises LLMCallError with a one-line reason when the call fails for good.
     """
     runnable = model.bind(**bind_kwargs) if bind_kwargs else model
+    attempts = _Attempts()
+    token = _CALL.set(attempts)
     start = time.monotonic()
     try:
         message = runnable.invoke(list(messages))
     except Exception as exc:  # noqa: BLE001 - any client failure is recorded, not raised
-        raise LLMCallError(_one_line(exc)) from exc
+        raise call_error(exc, attempts.count, _timeout_of(model), time.monotonic() - start) from exc
+    finally:
+        _CALL.reset(token)
     seconds = time.monotonic() - start
     if not isinstance(message, AIMessage):
         raise LLMCallError(f"unexpected reply type {type(message).__name__}")
-    return reply_from_message(message, seconds)
+    reply = reply_from_message(message, seconds)
+    reply.attempts = max(1, attempts.count)
+    return reply
 
 
 def complete_choices(
@@ -232,11 +367,15 @@ def complete_choices(
     response's usage covers all choices, so it is put on the first reply only (never counted
     n times); the others carry their text with zero tokens. Raises LLMCallError on failure.
     """
+    attempts = _Attempts()
+    token = _CALL.set(attempts)
     start = time.monotonic()
     try:
         result = model.generate([list(messages)], n=n, **call_kwargs)
     except Exception as exc:  # noqa: BLE001 - any client failure is recorded, not raised
-        raise LLMCallError(_one_line(exc)) from exc
+        raise call_error(exc, attempts.count, _timeout_of(model), time.monotonic() - start) from exc
+    finally:
+        _CALL.reset(token)
     seconds = time.monotonic() - start
     replies = []
     for i, gen in enumerate(result.generations[0] if result.generations else []):
@@ -244,13 +383,64 @@ def complete_choices(
         if not isinstance(message, AIMessage):
             raise LLMCallError(f"unexpected reply type {type(message).__name__}")
         reply = reply_from_message(message, seconds if i == 0 else 0.0)
+        reply.attempts = max(1, attempts.count)
         if i > 0:
             reply.prompt_tokens = reply.completion_tokens = reply.cached_tokens = 0
             reply.reasoning_tokens = 0
         replies.append(reply)
     if not replies:
-        raise LLMCallError("the server returned no choices")
+        raise LLMCallError("no choices in the response", kind="no_choices", attempts=attempts.count,
+                           seconds=seconds)
     return replies
+
+
+def call_error(exc: BaseException, attempts: int, timeout_s: float | None, seconds: float) -> LLMCallError:
+    """The `LLMCallError` for a call that raised `exc` after `attempts` requests, with a clear reason."""
+    after = f" after {attempts} attempt{'' if attempts == 1 else 's'}" if attempts else ""
+    common: dict[str, Any] = {"attempts": attempts, "seconds": seconds}
+    if isinstance(exc, openai.APIStatusError):
+        retry_after = exc.response.headers.get("retry-after")
+        wait = f" (Retry-After {retry_after} s)" if retry_after else ""
+        return LLMCallError(f"HTTP {exc.status_code}{after}{wait}: {_server_message(exc)}",
+                            kind="http", status=exc.status_code, **common)
+    if isinstance(exc, openai.APITimeoutError):
+        within = f"{timeout_s:g} s" if timeout_s else "the client timeout"
+        return LLMCallError(f"timeout (no answer within {within}){after}", kind="timeout", **common)
+    if isinstance(exc, openai.APIConnectionError):
+        cause: BaseException = exc
+        while isinstance(cause, openai.APIConnectionError) and cause.__cause__ is not None:
+            cause = cause.__cause__  # ChatOpenAI's and the SDK's wrappers around the httpx error
+        return LLMCallError(f"connection error{after}: {_one_line(cause)}", kind="connection", **common)
+    if isinstance(exc, json.JSONDecodeError):
+        return LLMCallError(f"malformed JSON response: {exc}", kind="malformed", **common)
+    if isinstance(exc, MalformedResponse):
+        return LLMCallError(str(exc), kind="malformed", **common)
+    if isinstance(exc, NoChoices):
+        return LLMCallError(str(exc), kind="no_choices", **common)
+    if isinstance(exc, ResponseTooLarge):
+        return LLMCallError(str(exc), kind="too_large", **common)
+    return LLMCallError(_one_line(exc), **common)
+
+
+def _server_message(exc: Any) -> str:
+    body = exc.body if isinstance(getattr(exc, "body", None), dict) else {}
+    error = body.get("error", body)
+    message = error.get("message") if isinstance(error, dict) else None
+    return _preview(str(message or exc.message or "no message"))
+
+
+def _timeout_of(model: BaseChatModel) -> float | None:
+    timeout = getattr(model, "request_timeout", None)
+    return float(timeout) if isinstance(timeout, int | float) else None
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
+
+
+def _preview(text: str, limit: int = 160) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _one_line(exc: BaseException) -> str:

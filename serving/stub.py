@@ -40,6 +40,9 @@ _NO_METRIC = '''import os
 '''
 
 
+_FORCED_OUTCOME = re.compile(r"stub-outcome: (working|crash|no-metric)")
+
+
 def _digest(messages: list[dict[str, Any]], *salt: object) -> bytes:
     payload = [messages, *salt] if salt else messages
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).digest()
@@ -69,7 +72,10 @@ def scripted_answer(messages: list[dict[str, Any]], *, exec_sleep: float = 0.0, 
         return json.dumps({"metric": "accuracy", "lower_is_better": False})
     sleep = f"import time; time.sleep({exec_sleep})\n" if exec_sleep else ""
     tag = digest.hex()[:8]
-    kind = digest[0] % 4
+    # a task can pin the outcome of every script (tests that need a known outcome, whatever the
+    # prompt's other content): "stub-outcome: working|crash|no-metric" anywhere in the prompt
+    forced = _FORCED_OUTCOME.search(text)
+    kind = {"working": 0, "crash": 2, "no-metric": 3}[forced.group(1)] if forced else digest[0] % 4
     if kind in (0, 1):
         metric = round(0.5 + digest[1] / 512, 6)
         code = _GOOD.format(sleep=sleep, metric=metric)
@@ -78,6 +84,33 @@ def scripted_answer(messages: list[dict[str, Any]], *, exec_sleep: float = 0.0, 
     else:
         code = _NO_METRIC.format(sleep=sleep, tag=tag)
     return f"Plan {tag}: a scripted solution.\n\n```python\n{code}```\n"
+
+
+def completion_body(contents: list[str], messages: list[dict[str, Any]], *, model: str,
+                    finish_reason: str = "stop") -> dict[str, Any]:
+    """An OpenAI chat-completion response with one choice per content, and usage by characters."""
+    prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
+    usage = {"prompt_tokens": prompt_chars // 4, "completion_tokens": sum(len(c) for c in contents) // 4}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    choices = [{"index": i, "finish_reason": finish_reason, "message": {"role": "assistant", "content": c}}
+               for i, c in enumerate(contents)]
+    return {"id": "stub-" + _digest(messages).hex()[:12], "object": "chat.completion", "created": 0,
+            "model": model, "choices": choices, "usage": usage}
+
+
+def chat_completion(body: dict[str, Any], *, model: str, exec_sleep: float = 0.0,
+                    supports_n: bool = True) -> dict[str, Any]:
+    """The stub's deterministic response to one chat request body (`n` choices unless not supported)."""
+    messages = body.get("messages") or []
+    n = int(body.get("n") or 1) if supports_n else 1
+    contents = [scripted_answer(messages, exec_sleep=exec_sleep, seed=body.get("seed"), choice=i)
+                for i in range(max(1, n))]
+    return completion_body(contents, messages, model=model)
+
+
+def model_list(model: str) -> dict[str, Any]:
+    """The `GET /v1/models` answer for one served model."""
+    return {"object": "list", "data": [{"id": model, "object": "model"}]}
 
 
 class StubServer:
@@ -118,7 +151,7 @@ class StubServer:
 
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
+                    self._send(200, model_list(server.model))
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
@@ -137,23 +170,8 @@ class StubServer:
                     server.bodies.append(body)
                 if server.delay_s:
                     time.sleep(server.delay_s)
-                messages = body.get("messages") or []
-                n = int(body.get("n") or 1) if server.supports_n else 1
-                seed = body.get("seed")
-                contents = [scripted_answer(messages, exec_sleep=server.exec_sleep, seed=seed, choice=i)
-                            for i in range(max(1, n))]
-                prompt_chars = sum(len(str(m.get("content", ""))) for m in messages)
-                usage = {"prompt_tokens": prompt_chars // 4,
-                         "completion_tokens": sum(len(c) for c in contents) // 4}
-                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-                self._send(200, {
-                    "id": "stub-" + _digest(messages).hex()[:12], "object": "chat.completion",
-                    "created": 0, "model": server.model,
-                    "choices": [{"index": i, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": c}}
-                                for i, c in enumerate(contents)],
-                    "usage": usage,
-                })
+                self._send(200, chat_completion(body, model=server.model, exec_sleep=server.exec_sleep,
+                                                supports_n=server.supports_n))
 
         return Handler
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from graphs.export import write_atomically
+
 TASKS_DIR = Path(__file__).parent
 
 
@@ -62,7 +64,7 @@ def ranked_board(rows: list[dict], *, lower_is_better: bool) -> pd.DataFrame:
 
 def save_board(board: pd.DataFrame, task_dir: Path) -> None:
     """Write `leaderboard.csv` and print the board (each leaderboard.py's command line)."""
-    board.to_csv(task_dir / "leaderboard.csv", index=False)
+    write_atomically(task_dir / "leaderboard.csv", board.to_csv(index=False))
     print(board.to_string())
 
 
@@ -106,7 +108,7 @@ def prepare_task(name: str, *, force: bool = False) -> Path:
     module.prepare(task_dir)
     actual = prepared_checksums(task_dir)
     if expected is None:
-        expected_path.write_text(json.dumps(actual, indent=1) + "\n")
+        write_atomically(expected_path, json.dumps(actual, indent=1) + "\n")
     elif actual != expected:
         bad = sorted(k for k in set(actual) | set(expected) if actual.get(k) != expected.get(k))
         raise PrepareError(f"task {name}: prepared files differ from checksums.json: {', '.join(bad)}")

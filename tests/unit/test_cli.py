@@ -228,3 +228,97 @@ def test_mlebench_grader_is_used_when_installed(tmp_path, toy_task, monkeypatch)
     ours = hidden_grader_for(other)
     graded_by_ours = ours(comp.sample_submission)  # all-zero labels: our accuracy grader scores it
     assert graded_by_ours.valid and graded_by_ours.score != 0.42
+
+
+def _no_description(t):
+    (t / "description.md").unlink()
+
+
+def _no_data(t):
+    for f in (t / "prepared" / "public").iterdir():
+        f.unlink()
+
+
+def _unknown_grader(t):
+    (t / "config.yaml").write_text((t / "config.yaml").read_text().replace("accuracy", "telepathy"))
+
+
+def _undecodable_description(t):
+    (t / "description.md").write_bytes(b"\xff\xfe\x00 not text")
+
+
+def _description_is_a_directory(t):
+    (t / "description.md").unlink()
+    (t / "description.md").mkdir()
+
+
+def _binary_sample_submission(t):
+    (t / "prepared" / "public" / "sample_submission.csv").write_bytes(b"")
+
+
+def _bad_yaml(t):
+    (t / "config.yaml").write_text("id: [unclosed\n")
+
+
+def _config_not_a_mapping(t):
+    (t / "config.yaml").write_text("- just\n- a list\n")
+
+
+@pytest.mark.parametrize("damage, pattern", [
+    (_no_description, "has no description.md"),
+    (_no_data, "holds no data files"),
+    (_unknown_grader, "unknown grader 'telepathy'"),
+    (_undecodable_description, "cannot read"),
+    (_description_is_a_directory, "has no description.md"),
+    (_binary_sample_submission, "sample submission file"),
+    (_bad_yaml, "is not valid YAML"),
+    (_config_not_a_mapping, "must be a mapping"),
+])
+def test_malformed_task_is_refused_and_earlier_runs_are_kept(tmp_path, stub, damage, pattern):
+    runs = tmp_path / "runs"
+    good = cli("--task", make_toy_task(tmp_path / "good"), "--base-url", stub.base_url, "--steps", "1",
+               "--run-dir", runs, "--exec-timeout", "30", "--run-id", "earlier")
+    assert good.returncode == 0, good.stderr
+    before = {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()}
+    task = make_toy_task(tmp_path / "bad")
+    damage(task)
+    proc = cli("--task", task, "--base-url", stub.base_url, "--run-dir", runs)
+    assert_one_line_error(proc, pattern)
+    assert [p.name for p in runs.iterdir()] == ["earlier"]  # no half-made run ...
+    assert {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()} == before  # ... nothing lost
+
+
+def test_run_dir_that_cannot_be_created(tmp_path, stub):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    proc = cli("--task", make_toy_task(tmp_path / "t"), "--base-url", stub.base_url,
+               "--run-dir", blocker / "runs")
+    assert_one_line_error(proc, "cannot create the run directory")
+    assert blocker.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--mem-limit-mb", "0"], "--mem-limit-mb: must be at least 1"),
+    (["--max-procs", "-1"], "--max-procs"),
+    (["--cpu-limit", "zero"], "--cpu-limit"),
+    (["--sandbox", "docker"], "invalid choice: 'docker'"),
+    (["--samples", "0"], "--samples"),
+    (["--sampling", "telepathic"], "--sampling"),
+])
+def test_invalid_sandbox_and_strategy_flags(tmp_path, args, pattern):
+    assert_one_line_error(cli("--task", tmp_path, *args), pattern)
+
+
+def test_sandbox_limits_reach_the_run(tmp_path, stub):
+    runs = tmp_path / "runs"
+    proc = cli("--task", make_toy_task(tmp_path / "t"), "--base-url", stub.base_url, "--steps", "1",
+               "--run-dir", runs, "--exec-timeout", "30", "--run-id", "lim", "--mem-limit-mb", "300",
+               "--max-procs", "64", "--max-file-mb", "5", "--cpu-limit", "20")
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((runs / "lim" / "run.json").read_text())
+    assert (saved["mem_limit_mb"], saved["max_procs"], saved["max_file_mb"], saved["cpu_limit_s"]) == (
+        300, 64, 5, 20.0)
+    from graphs.settings import RunSettings
+    limits = RunSettings.model_validate(saved).limits()
+    assert (limits.memory_bytes, limits.processes, limits.file_bytes, limits.cpu_seconds) == (
+        300 * 2**20, 64, 5 * 2**20, 20.0)

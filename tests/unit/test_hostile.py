@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from langgraph.checkpoint.memory import InMemorySaver
 
 from graphs.search import build_search_graph
 from graphs.settings import RunServices, RunSettings, SearchContext
-from langgraph.checkpoint.memory import InMemorySaver
 from nodes.tree import NodeStore
 from sandbox import bwrap_available
 from tasks.competition import load_competition
@@ -174,11 +174,11 @@ def test_read_the_private_answers(env):
 def test_network_public_address_and_llm_port(env):
     port = env.listener.getsockname()[1]
     script = ("import socket\nresults = []\n"
-              "for addr in [('1.1.1.1', 80), ('127.0.0.1', %d)]:\n"
+              f"for addr in [('1.1.1.1', 80), ('127.0.0.1', {port})]:\n"
               "    try:\n        socket.create_connection(addr, timeout=3).close()\n"
               "        results.append('connected')\n"
               "    except OSError as exc:\n        results.append(type(exc).__name__)\n"
-              "raise RuntimeError('network: ' + ' '.join(results))\n") % port
+              "raise RuntimeError('network: ' + ' '.join(results))\n")
     hostile, _ = run_case(env, script)
     # no route to the outside, and the agent's loopback is not the sandbox's loopback
     assert hostile.bug_reason.endswith("RuntimeError: network: OSError ConnectionRefusedError")

@@ -2,6 +2,7 @@
 uninterrupted run against the same deterministic scripted endpoint."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,8 +20,8 @@ COMPARED = ("id", "step", "parent_id", "stage", "plan", "code", "metric", "is_bu
             "bug_reason", "review", "exit_code", "has_submission", "debug_depth")
 
 
-def start(args):
-    proc = subprocess.Popen([sys.executable, "-m", "graphs.run", *map(str, args)], cwd=ROOT,
+def start(args, env=None):
+    proc = subprocess.Popen([sys.executable, "-m", "graphs.run", *map(str, args)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
@@ -62,6 +63,19 @@ def reference(tmp_path_factory, stub):
     return task, tree_of(run_path)
 
 
+def scripts_running_under(run_path: Path) -> list[int]:
+    """Pids of processes whose working directory is inside the run (its scripts)."""
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cwd = os.readlink(f"/proc/{name}/cwd")
+        except OSError:
+            continue
+        if cwd.startswith(str(run_path) + "/"):
+            found.append(int(name))
+    return found
+
+
 def _between_nodes(lines, run_path, stub):
     return lambda: any("node 00002-0" in line for line in lines)
 
@@ -95,6 +109,7 @@ def test_killed_run_resumes_to_the_same_tree(tmp_path, stub, reference, kill_whe
     proc.wait(timeout=10)
     run_id = run_path().name
     assert not (run_path() / "tree.json").exists()  # it really died mid-run
+    wait_for(lambda: not scripts_running_under(run_path()), timeout=0.5)  # no script outlives the agent
     resumed = subprocess.run([sys.executable, "-m", "graphs.run", "--resume", run_id,
                               "--run-dir", str(runs)], cwd=ROOT, capture_output=True, text=True,
                              timeout=300)
@@ -186,3 +201,62 @@ def test_killed_fan_out_reruns_only_unfinished_candidates(tmp_path):
     # after the resume: review of step 0, then step 1's one sampling request and its review
     assert server.requests - requests_before == 3
     assert tree_of(runs / "sc") == tree_of(tmp_path / "ref" / "sc")
+
+
+KILL_IN_CHECKPOINT = """
+import contextlib, os, signal
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+_cursor = SqliteSaver.cursor
+_target = int(os.environ["ITS_MLE_KILL_AT_CHECKPOINT"])
+_seen = [0]
+
+
+class _Cursor:
+    def __init__(self, cur):
+        self._cur = cur
+
+    def execute(self, sql, *args):
+        result = self._cur.execute(sql, *args)
+        if sql.lstrip().startswith("INSERT OR REPLACE INTO checkpoints"):
+            _seen[0] += 1
+            if _seen[0] == _target:  # the row is written, the transaction not committed
+                open(os.environ["ITS_MLE_KILL_MARK"], "w").write(str(_seen[0]))
+                os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self._cur, name)
+
+
+@contextlib.contextmanager
+def _killing_cursor(self, transaction=True):
+    with _cursor(self, transaction) as cur:
+        yield _Cursor(cur)
+
+
+SqliteSaver.cursor = _killing_cursor
+"""
+
+
+@pytest.mark.parametrize("nth", [4, 13])
+def test_killed_mid_checkpoint_write_resumes_to_the_same_tree(tmp_path, stub, reference, nth):
+    """SIGKILL inside the SQLite transaction that writes a checkpoint (row inserted, not committed)."""
+    task, expected = reference
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_IN_CHECKPOINT)
+    mark = tmp_path / "killed-at"
+    env = {**os.environ, "PYTHONPATH": f"{hook}:{ROOT}", "ITS_MLE_KILL_AT_CHECKPOINT": str(nth),
+           "ITS_MLE_KILL_MARK": str(mark)}
+    runs = tmp_path / "runs"
+    proc, lines = start(["--task", task, "--base-url", stub.base_url, "--steps", STEPS, "--run-dir", runs,
+                         "--exec-timeout", "30", "--seed", "7", "--run-id", "cp"], env=env)
+    assert proc.wait(timeout=120) == -signal.SIGKILL, "".join(lines)
+    assert mark.read_text() == str(nth) and not (runs / "cp" / "tree.json").exists()
+    resumed = subprocess.run([sys.executable, "-m", "graphs.run", "--resume", "cp", "--run-dir", str(runs)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    got = tree_of(runs / "cp")
+    assert [n["id"] for n in got] == [f"{s:05d}-0" for s in range(STEPS)]
+    assert got == expected

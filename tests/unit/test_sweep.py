@@ -72,8 +72,9 @@ def test_model_specs_and_run_ids():
 def _task(root: Path, comp_id: str, variant: int, leaderboard: list[float]) -> Path:
     task = make_toy_task(root)
     (task / "config.yaml").write_text((task / "config.yaml").read_text().replace("id: toy", f"id: {comp_id}"))
-    # the scripted endpoint answers by the prompt: variant 1 drafts a working script, variant 0 does not
-    (task / "description.md").write_text((task / "description.md").read_text() + f"\nVariant {variant}.\n")
+    # the scripted endpoint's scripts all work on variant 1 and all crash on variant 0
+    outcome = "working" if variant else "crash"
+    (task / "description.md").write_text((task / "description.md").read_text() + f"\nstub-outcome: {outcome}\n")
     pd.DataFrame({"score": leaderboard}).to_csv(task / "leaderboard.csv", index=False)
     return task
 
