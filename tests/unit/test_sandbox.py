@@ -464,3 +464,35 @@ def test_bwrap_extra_ro_binds(ws: Workspace, tmp_path: Path):
     assert r.exit_code == 1 and "FileNotFoundError" in r.output
     with pytest.raises(SandboxError, match="does not exist"):
         run("print(1)", ws, "bwrap", extra_ro_binds=[tmp_path / "missing"])
+
+
+def test_gpus_are_bound_only_when_asked(monkeypatch):
+    from sandbox import runner
+    from sandbox.limits import Limits
+
+    runner._gpu_args.cache_clear()
+    monkeypatch.setattr(runner.glob, "glob", lambda pattern: ["/dev/nvidia0", "/dev/nvidiactl"]
+                        if pattern == "/dev/nvidia*" else [])
+    try:
+        def argv(limits):
+            return runner._bwrap_argv(["python", "solution.py"], "/ws", "/data", sys.executable, [], {}, 3, limits)
+
+        with_gpus = argv(Limits(gpus=True))
+        assert "--dev-bind" not in argv(Limits())
+        i = with_gpus.index("/dev/nvidia0")
+        assert with_gpus[i - 1] == "--dev-bind" and "/dev/nvidiactl" in with_gpus
+        j = with_gpus.index("/tmp")  # the private /tmp is capped at the file-size limit
+        assert with_gpus[j - 3: j] == ["--size", str(Limits().file_bytes), "--tmpfs"]
+    finally:
+        runner._gpu_args.cache_clear()
+
+
+def test_rlimits_without_a_cgroup():
+    from sandbox.limits import GiB, Limits, rlimit_args
+
+    args = rlimit_args(Limits(memory_bytes=GiB, cpu_seconds=7, file_bytes=5 * GiB), 10, cgroup=False)
+    assert f"--as={GiB}:{GiB}" in args and "--cpu=7:12" in args and f"--fsize={5 * GiB}:{5 * GiB}" in args
+    assert "--core=0:0" in args
+    gpu = rlimit_args(Limits(memory_bytes=GiB, gpus=True), 10, cgroup=False)
+    assert not any(a.startswith("--as=") for a in gpu)  # an address-space cap breaks CUDA init
+    assert not any(a.startswith(("--as=", "--nproc=")) for a in rlimit_args(Limits(), 10, cgroup=True))
