@@ -289,6 +289,7 @@ def _print_summary(summary: dict[str, Any], run_path: Path) -> None:
         f"{summary['llm_seconds']:.0f} s LLM, {summary['wall_seconds']:.0f} s wall\n"
         f"outputs in {run_path}: tree.json, summary.json"
         + (", best_solution.py, submission.csv" if summary["best_node_id"] else "")
+        + (", tree.html (open in a browser), report/report.md" if (run_path / "tree.html").is_file() else "")
     )
     if summary.get("best_node_test_score") is not None:
         line = f"hidden test score of the best node: {summary['best_node_test_score']:.6g}"
