@@ -204,10 +204,9 @@ class RunCgroup:
             raise
         return cls(hier, dirs)
 
-    def entry(self) -> list[str]:
-        """A command prefix that moves itself into the cgroup, then execs the rest."""
-        moves = " && ".join(f"echo $$ > {shlex.quote(str(d / 'cgroup.procs'))}" for d in self.dirs)
-        return ["/bin/sh", "-c", f'{moves} && exec "$@"', "its-mle-sandbox"]
+    def enter_commands(self) -> str:
+        """Shell commands that move the running shell into the cgroup."""
+        return " && ".join(f"echo $$ > {shlex.quote(str(d / 'cgroup.procs'))}" for d in self.dirs)
 
     def oom_killed(self) -> bool:
         """True when the kernel killed a process of this run for exceeding the memory cap."""

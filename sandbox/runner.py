@@ -420,6 +420,24 @@ class _ExitWatcher:
 # --------------------------------------------------------------------------- run_script
 
 
+def _entry(cgroup: RunCgroup | None) -> list[str]:
+    """The first commands of every run: die with the agent, enter the cgroup, exec the rest.
+
+    ``setpriv --pdeathsig KILL`` makes the run's first process get SIGKILL when the agent dies
+    (the setting survives the execs that follow: sh, prlimit, bwrap or python). The shell then
+    checks that its parent is still the agent: an agent killed between fork and that prctl
+    would otherwise leave an orphan running a script nobody times out. Grandchildren of a plain
+    run are caught by the cgroup or the marker scan only while the agent lives: use bwrap, whose
+    pid namespace dies with its init."""
+    setpriv = shutil.which("setpriv", path=_DEFAULT_PATH)
+    steps = [f'[ "$PPID" = {os.getpid()} ] || exit 125']
+    if cgroup is not None:
+        steps.append(cgroup.enter_commands())
+    steps.append('exec "$@"')
+    guard = [setpriv, "--pdeathsig", "KILL"] if setpriv else []
+    return guard + ["/bin/sh", "-c", " && ".join(steps), "its-mle-sandbox"]
+
+
 def _resolve_backend(backend: str) -> str:
     global _warned_plain
     if backend == "plain":
@@ -509,8 +527,7 @@ def run_script(
     cgroup = RunCgroup.create(limits)
     prlimit = shutil.which("prlimit", path=_DEFAULT_PATH)
     wrapper = [prlimit, *rlimit_args(limits, timeout_s, cgroup=cgroup is not None)] if prlimit else []
-    if cgroup is not None:
-        wrapper = cgroup.entry() + wrapper
+    wrapper = _entry(cgroup) + wrapper
 
     info_r = info_w = -1
     marker = b""
@@ -524,10 +541,7 @@ def run_script(
         token = uuid.uuid4().hex
         child_env[MARKER_VAR] = token
         marker = f"{MARKER_VAR}={token}".encode()
-        # the script dies with the agent (the pdeathsig survives exec; its grandchildren are
-        # caught by the cgroup or the marker scan only while the agent lives: use bwrap)
-        setpriv = shutil.which("setpriv", path=_DEFAULT_PATH)
-        argv = wrapper + ([setpriv, "--pdeathsig", "KILL"] if setpriv else []) + py_cmd
+        argv = wrapper + py_cmd
         popen_env = child_env
         pass_fds = ()
 

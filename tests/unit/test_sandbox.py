@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
 import time
@@ -496,3 +497,16 @@ def test_rlimits_without_a_cgroup():
     gpu = rlimit_args(Limits(memory_bytes=GiB, gpus=True), 10, cgroup=False)
     assert not any(a.startswith("--as=") for a in gpu)  # an address-space cap breaks CUDA init
     assert not any(a.startswith(("--as=", "--nproc=")) for a in rlimit_args(Limits(), 10, cgroup=True))
+
+
+def test_a_run_whose_agent_is_gone_does_not_start():
+    """The run's first process checks that the agent is still its parent (after setting its
+    parent-death signal), so an agent killed between fork and exec leaves no orphan script."""
+    from sandbox.runner import _entry
+
+    direct = subprocess.run([*_entry(None), "/bin/echo", "ran"], capture_output=True, text=True)
+    assert direct.stdout == "ran\n" and direct.returncode == 0
+    # started by someone else (here a shell standing in for "reparented after the agent died")
+    other = subprocess.run(["/bin/sh", "-c", '"$@"; echo "rc=$?"', "x", *_entry(None), "/bin/echo", "ran"],
+                           capture_output=True, text=True)
+    assert other.stdout == "rc=125\n"
