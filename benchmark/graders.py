@@ -47,7 +47,9 @@ from pandas.api.types import is_bool_dtype, is_numeric_dtype
 from pydantic import BaseModel
 from sklearn.metrics import (
     accuracy_score,
+    cohen_kappa_score,
     f1_score,
+    matthews_corrcoef,
     mean_absolute_error,
     roc_auc_score,
     root_mean_squared_error,
@@ -283,6 +285,29 @@ def _f1_macro(y_true: np.ndarray, y_pred: np.ndarray, params: Mapping[str, Any])
     return float(f1_score(truth, pred, labels=labels, average="macro", zero_division=0.0))
 
 
+def _f1_micro(y_true: np.ndarray, y_pred: np.ndarray, params: Mapping[str, Any]) -> float:
+    truth, pred = y_true[:, 0].astype(str), y_pred[:, 0].astype(str)
+    return float(f1_score(truth, pred, labels=np.unique(truth), average="micro", zero_division=0.0))
+
+
+def _ordinal(values: np.ndarray, what: str) -> np.ndarray:
+    numbers = pd.to_numeric(pd.Series(values.ravel()), errors="coerce").to_numpy(dtype=float)
+    if np.isnan(numbers).any():
+        raise InvalidSubmissionError(f"quadratic weighted kappa needs numeric (ordinal) {what}")
+    return numbers.astype(np.int64) if (numbers == np.round(numbers)).all() else numbers
+
+
+def _qwk(y_true: np.ndarray, y_pred: np.ndarray, params: Mapping[str, Any]) -> float:
+    truth, pred = _ordinal(y_true, "answers"), _ordinal(y_pred, "predictions")
+    if truth.dtype != np.int64 or pred.dtype != np.int64:
+        raise InvalidSubmissionError("quadratic weighted kappa needs integer labels")
+    return float(cohen_kappa_score(truth, pred, weights="quadratic"))
+
+
+def _mcc(y_true: np.ndarray, y_pred: np.ndarray, params: Mapping[str, Any]) -> float:
+    return float(matthews_corrcoef(y_true[:, 0].astype(str), y_pred[:, 0].astype(str)))
+
+
 def _log_loss(y_true: np.ndarray, y_pred: np.ndarray, params: Mapping[str, Any]) -> float:
     # Computed directly: sklearn 1.9's log_loss has no eps and clips at machine epsilon instead.
     p = np.clip(y_pred, LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
@@ -379,6 +404,17 @@ GRADERS: dict[str, GraderSpec] = {
             single_target=True,
         ),
         GraderSpec(
+            "f1_micro", _f1_micro, False, "label", "F1 pooled over the answers' classes (micro average)",
+            single_target=True,
+        ),
+        GraderSpec(
+            "quadratic_weighted_kappa", _qwk, False, "label",
+            "Cohen's kappa with quadratic weights on integer (ordinal) labels", single_target=True,
+        ),
+        GraderSpec(
+            "mcc", _mcc, False, "label", "Matthews correlation coefficient of the labels", single_target=True,
+        ),
+        GraderSpec(
             "log_loss", _log_loss, True, "probability",
             "log loss, probabilities clipped to [1e-15, 1-1e-15]; one column per class or one P(1) column",
             rows_sum_to_one=True, check_answers=_check_log_loss,
@@ -400,6 +436,94 @@ GRADERS: dict[str, GraderSpec] = {
         ),
     )
 }
+
+
+# MLE-bench names its graders freely (about 45 names over its 82 competitions). Each known name
+# maps to (our grader with the same semantics, or None where ours would score differently, and
+# whether lower is better). Names are compared after `grader_key` (case, '-', ' ', '_' folded).
+# A name mapped to None still gives the metric direction; grading then needs the task's grade.py.
+MLEBENCH_GRADERS: dict[str, tuple[str | None, bool]] = {
+    "accuracy": ("accuracy", False),
+    "multi_class_classification_accuracy": ("accuracy", False),
+    "auc_roc": ("roc_auc", False),
+    "roc_auc": ("roc_auc", False),
+    "auroc": ("roc_auc", False),
+    "mean_column_wise_roc_auc": ("roc_auc", False),
+    "column_wise_roc_auc": ("roc_auc", False),
+    "auroc_multi_label": ("roc_auc", False),
+    "weighted_auroc": (None, False),
+    "multi_class_log_loss": ("log_loss", True),
+    "log_loss": ("log_loss", True),
+    "logloss": ("log_loss", True),
+    "weighted_multi_label_log_loss": (None, True),
+    "micro_f1_score": ("f1_micro", False),
+    "f1_micro": ("f1_micro", False),
+    "macro_f1_score": ("f1_macro", False),
+    "f1_macro": ("f1_macro", False),
+    "f1_score": ("f1", False),
+    "f1": ("f1", False),
+    "f0.5_score": (None, False),
+    "probabilistic_f1_score": (None, False),
+    "root_mean_squared_error": ("rmse", True),
+    "rmse": ("rmse", True),
+    "root_mean_squared_log_error": ("rmsle", True),
+    "rmsle": ("rmsle", True),
+    "mean_column_wise_rmsle": (None, True),
+    "mean_absolute_error": ("mae", True),
+    "mae": ("mae", True),
+    "log_mean_absolute_error": (None, True),
+    "quadratic_weighted_kappa": ("quadratic_weighted_kappa", False),
+    "qwk": ("quadratic_weighted_kappa", False),
+    "matthews_correlation_coefficient": ("mcc", False),
+    "mcc": ("mcc", False),
+    "exact_match": ("exact_match", False),
+    "cer": ("cer", True),
+    "character_error_rate": ("cer", True),
+    "levenshtein_distance": (None, True),
+    "levenhstein_distance": (None, True),
+    "top_1_classification_error": (None, True),
+    "mean_average_precision": (None, False),
+    "map@5": (None, False),
+    "map_at_5": (None, False),
+    "map@12": (None, False),
+    "label_ranking_average_precision": (None, False),
+    "kendall_tau": (None, False),
+    "pearson_correlation_coefficient": (None, False),
+    "column_wise_spearman": (None, False),
+    "jaccard_similarity": (None, False),
+    "word_level_jaccard_score": (None, False),
+    "dice_coefficient": (None, False),
+    "global_dice": (None, False),
+    "dice_hausdorff_combo": (None, False),
+    "mean_precision_intersection_over_union_at_different_thresholds": (None, False),
+    "map_at_iou>0.4": (None, False),
+    "kl_divergence": (None, True),
+    "mean_angular_error": (None, True),
+    "average_haversine_distance": (None, True),
+    "modified_laplace_log_likelihood": (None, False),
+}
+
+
+def grader_key(name: str) -> str:
+    """A grader name with case and separators folded: 'Multi-Class Log-Loss' -> 'multi_class_log_loss'."""
+    return "_".join(name.strip().lower().replace("-", " ").replace("_", " ").split())
+
+
+def resolve_grader(name: str | None) -> tuple[str | None, bool | None]:
+    """(our grader for a task's grader name, lower-is-better) — (None, None) for a name nobody knows.
+
+    Our own names come first, then MLE-bench's names; a known name without a grader of the same
+    semantics here gives (None, its direction)."""
+    if not name:
+        return None, None
+    key = grader_key(name)
+    if name in GRADERS:
+        return name, GRADERS[name].lower_is_better
+    if key in GRADERS:
+        return key, GRADERS[key].lower_is_better
+    if key in MLEBENCH_GRADERS:
+        return MLEBENCH_GRADERS[key]
+    return None, None
 
 
 def _spec(grader: str) -> GraderSpec:

@@ -97,6 +97,10 @@ def summarize(
         "reasoning_tokens": sum(n.reasoning_tokens for n in nodes),
         "cached_tokens": sum(n.cached_tokens for n in nodes),
         "llm_calls": sum(n.llm_calls for n in nodes),
+        # answers lost to the generation cap (cut, not recovered by a retry) and answers cut once
+        # then asked again with a larger cap
+        "answers_cut": sum(c.answers_cut for n in nodes for c in n.calls),
+        "answers_cut_retried": sum(c.retried for n in nodes for c in n.calls),
         "llm_seconds": round(sum(n.llm_seconds for n in nodes), 3),
         "exec_seconds": round(sum(n.exec_seconds for n in nodes), 3),
         "wall_seconds": round(wall_seconds, 3),
@@ -105,14 +109,19 @@ def summarize(
 
 
 def cost_by_role(nodes: list[Node]) -> dict[str, dict[str, float]]:
-    """Calls, tokens and LLM seconds per role (coder, sampler, planner, reflector, judge, ...)."""
+    """Calls, tokens, LLM seconds, failures and answers cut at the cap (`cut`: lost, `retried`:
+    asked again with a larger cap) per role (coder, sampler, planner, reflector, judge, ...)."""
     out: dict[str, dict[str, float]] = {}
     for call in (c for n in nodes for c in n.calls):
         row = out.setdefault(call.role, {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                                         "llm_seconds": 0.0, "failed": 0})
+                                         "reasoning_tokens": 0, "llm_seconds": 0.0, "failed": 0,
+                                         "cut": 0, "retried": 0})
         row["calls"] += 1
         row["prompt_tokens"] += call.prompt_tokens
         row["completion_tokens"] += call.completion_tokens
+        row["reasoning_tokens"] += call.reasoning_tokens
+        row["cut"] += call.answers_cut
+        row["retried"] += call.retried
         row["llm_seconds"] = round(row["llm_seconds"] + call.seconds, 3)
         row["failed"] += call.error is not None
     return out

@@ -37,11 +37,12 @@ class PlannerCoderState(RefineState, total=False):
     plan: dict | None
     plan_text: str
     plans_made: int
+    plan_fallbacks: list[str]  # why a plan was unusable (the coder then chose the approach)
 
 
 def start(state: PlannerCoderState) -> dict:
     """Begin a new loop."""
-    return {**refine.start_state(state), "plan": None, "plan_text": "", "plans_made": 0}
+    return {**refine.start_state(state), "plan": None, "plan_text": "", "plans_made": 0, "plan_fallbacks": []}
 
 
 def plan(state: PlannerCoderState, runtime: Runtime[StrategyContext]) -> dict:
@@ -56,7 +57,7 @@ def plan(state: PlannerCoderState, runtime: Runtime[StrategyContext]) -> dict:
         round=state.get("round", 0) + 1,
         rounds=runtime.context.rounds,
     )
-    new, usage, _err = make_plan(
+    new, usage, err = make_plan(
         svc.planner,
         svc.system_text,
         state["resolved_request"],
@@ -66,7 +67,12 @@ def plan(state: PlannerCoderState, runtime: Runtime[StrategyContext]) -> dict:
         system_prompt=svc.planner_system_prompt,
     )
     text = new.render() if new is not None else NO_PLAN
+    fallbacks = list(state.get("plan_fallbacks") or [])
+    if new is None:
+        why = err or "no answer"
+        fallbacks.append(f"planner fallback (no plan: the coder chooses the approach): {why}"[:300])
     return {
+        "plan_fallbacks": fallbacks,
         "plan": new.model_dump() if new else None,
         "plan_text": text,
         "plans_made": state.get("plans_made", 0) + 1,
@@ -119,6 +125,7 @@ def finish(state: PlannerCoderState, runtime: Runtime[StrategyContext]) -> dict:
     """The loop's answer."""
     out = refine.finish(state, runtime, "planner_coder")
     out["result"]["details"]["plans_made"] = state.get("plans_made", 0)
+    out["result"]["details"]["plan_fallbacks"] = state.get("plan_fallbacks") or []
     return out
 
 

@@ -83,6 +83,13 @@ class RunProgress:
             self._status(f"{step + 1}/{self.total}: got {event.get('tokens', 0)} tokens")
         elif kind == "executing":
             self._status(f"{step + 1}/{self.total}: running the script")
+        elif kind == "repairing":
+            text = (f"{step + 1}/{self.total}: repair {event.get('attempt')}/{event.get('total')} "
+                    f"({event.get('stage')}): {event.get('error', '')}")
+            self._status(text[:200])
+            if not self.live:
+                self._line(f"    repair {event.get('attempt')}/{event.get('total')} ({event.get('stage')}): "
+                           f"{event.get('error', '')}"[:200])
         elif kind == "reviewing":
             self._status(f"{step + 1}/{self.total}: reviewing")
         elif kind == "recorded":

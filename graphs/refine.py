@@ -2,6 +2,10 @@
 it, then stop or send the critique on. Stops when the reflector accepts a valid result, when
 the metric stops improving, or after `rounds` executions (the context's bound; LangGraph's
 recursion limit is not relied on). The best valid script seen is what the loop returns.
+
+`execute` repairs a script that fails the static check or crashes early (up to the context's
+`repairs` calls, inside the node: a resumed node redoes them as a unit), so the reflector sees
+the repaired script and its run; the round's record lists the repairs.
 """
 
 from __future__ import annotations
@@ -10,7 +14,16 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graphs.strategy import StrategyContext, StrategyInput, emit, label_of, request_of, result, services_of
+from graphs.strategy import (
+    StrategyContext,
+    StrategyInput,
+    emit,
+    execute_with_repairs,
+    label_of,
+    request_of,
+    result,
+    services_of,
+)
 from nodes.candidate import Candidate
 from nodes.execute import Execution
 from nodes.reflect import reflect
@@ -25,6 +38,7 @@ class RefineState(StrategyInput, total=False):
     round: int  # executions done
     candidate: dict | None
     execution: dict | None
+    repairs: list[dict] | None  # the repair attempts of this round's execution
     reflection: dict | None
     best: dict | None  # {"round", "candidate", "execution"} of the best valid execution
     history: list[dict]  # one short record per round
@@ -40,6 +54,7 @@ def start_state(state: RefineState) -> dict[str, Any]:
         "round": 0,
         "candidate": None,
         "execution": None,
+        "repairs": None,
         "reflection": None,
         "best": None,
         "history": [],
@@ -56,13 +71,24 @@ def add_usage(state: RefineState, *more: Usage) -> dict:
 
 
 def execute(state: RefineState, runtime: Runtime[StrategyContext]) -> dict:
-    """Run the current script in this round's workspace."""
+    """Run the current script in this round's workspace, repairing it when it fails early; the
+    repaired script replaces the round's candidate and its calls join the loop's cost."""
     svc = services_of(runtime)
     r = state.get("round", 0)
     emit(runtime, kind="strategy", stage="executing", round=r + 1, rounds=runtime.context.rounds)
     cand = Candidate.model_validate(state["candidate"])
-    ex = svc.execute(cand, svc.work_dir / state["resolved_label"] / f"r{r}")
-    return {"execution": ex.model_dump()}
+    # repaired with an empty tally, so that only the repair calls are added to the loop's cost
+    # (the coder's call is in it already)
+    last, ex, repairs = execute_with_repairs(runtime, cand.model_copy(update={"usage": Usage()}),
+                                             svc.work_dir / state["resolved_label"] / f"r{r}",
+                                             round=r + 1, rounds=runtime.context.rounds)
+    update: dict[str, Any] = {"execution": ex.model_dump(), "repairs": repairs}
+    if repairs:
+        usage = cand.usage.model_copy(deep=True)
+        usage.add(last.usage)
+        update["candidate"] = last.model_copy(update={"usage": usage}).model_dump()
+        update["usage"] = add_usage(state, last.usage)
+    return update
 
 
 def judge_round(
@@ -87,6 +113,8 @@ def judge_round(
         {"round": r, "candidate": cand.model_dump(), "execution": ex.model_dump()} if improved else best
     )
     record: dict[str, Any] = {"round": r + 1, "metric": ex.metric, "failure": ex.failure}
+    if state.get("repairs"):
+        record["repairs"] = state["repairs"]
     update: dict[str, Any] = {"round": r + 1, "best": new_best}
     usage = Usage()
     if best is not None and not improved:
@@ -106,7 +134,9 @@ def judge_round(
             system_prompt=svc.coder_system_prompt,
         )
         update["reflection"] = ref.model_dump()
-        record.update(accept=ref.accept, target=ref.target, critique=ref.critique[:300], error=err)
+        # err is set exactly when the reflector gave no usable answer and its fallback decided
+        record.update(accept=ref.accept, target=ref.target, critique=ref.critique[:300], error=err,
+                      fallback=err is not None)
         stop, why = (True, "the reflector accepted it") if ref.accept else (False, "")
     record["stop"] = why or None
     update["history"] = [*(state.get("history") or []), record]

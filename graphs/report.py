@@ -461,6 +461,8 @@ def _node_view(node: dict[str, Any], status: str) -> dict[str, Any]:
             ("execution time", _seconds(node.get("exec_seconds"))),
         ],
         "calls": node.get("calls") or [],
+        "repairs": (node.get("extra") or {}).get("repairs") or [],
+        "notes": (node.get("extra") or {}).get("notes") or [],
         "strategy_view": _strategy_view(node),
     }
 
@@ -494,6 +496,10 @@ def _headline(tree: dict[str, Any], summary: dict[str, Any], nodes: list[dict[st
                      f"execution {_seconds(summary.get('exec_seconds'))}, "
                      f"wall {_seconds(summary.get('wall_seconds'))}"),
         ]
+        if "answers_cut" in summary:
+            facts.append(("answers cut at the token cap",
+                          f"{summary['answers_cut']} lost, {summary.get('answers_cut_retried', 0)} "
+                          "recovered by a retry with a larger cap"))
     return facts
 
 

@@ -2,7 +2,12 @@
 
     python -m graphs.run --task DIR [--strategy aide] [--steps N] [--base-url URL] [--model NAME]
         [--run-dir DIR] [--resume RUN_ID] [--seed S] [--exec-timeout SECONDS]
-        [--local-model 0.5b|1.5b|PATH.gguf]
+        [--local-model 0.5b|1.5b|PATH.gguf] [--vllm-model HF_MODEL [--tensor-parallel-size N]
+        [--max-model-len L]] [--python PATH]
+
+Without --base-url the run starts its own server: vLLM for --vllm-model (serving.vllm), else the
+embedded llama.cpp model. --python PATH runs the solution scripts with that interpreter (its
+packages are the ones the prompt lists).
 
 Errors a user can cause print one line on stderr and exit with code 2.
 """
@@ -14,7 +19,9 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -42,6 +49,7 @@ from nodes.tree import NodeStore
 from sandbox import SandboxError
 from serving.llm import EndpointError, list_endpoint_models
 from serving.local import LocalModelError, LocalServer, ensure_local_model
+from serving.vllm import VLLMServer
 from tasks.competition import Competition, CompetitionError, load_competition
 
 
@@ -63,12 +71,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--exec-timeout", type=positive_float, default=None, metavar="SECONDS")
     p.add_argument("--local-model", default=None, help="embedded model: 0.5b, 1.5b (default) or a .gguf path")
+    gv = p.add_argument_group("a vLLM server started for the run (serving.vllm; pip install '.[vllm]')")
+    gv.add_argument("--vllm-model", default=None, metavar="NAME",
+                    help="Hugging Face model (or directory) to serve with vLLM instead of the embedded "
+                    "model; --model names it there (default: its basename); restarted on --resume")
+    gv.add_argument("--tensor-parallel-size", type=positive_int, default=None, metavar="N", help="default 1")
+    gv.add_argument("--max-model-len", type=positive_int, default=None, metavar="L",
+                    help="context length (default: the model's)")
+    p.add_argument("--python", default=None, metavar="PATH",
+                   help="interpreter that runs the solution scripts (default: this one); the prompt lists "
+                   "its packages")
     g = p.add_argument_group("search policy (AIDE defaults)")
-    g.add_argument("--num-drafts", type=positive_int, default=None)
+    g.add_argument("--num-drafts", type=positive_int, default=None,
+                   help="initial drafts (default: steps // 4, between 1 and 5)")
     g.add_argument("--debug-prob", type=probability, default=None)
     g.add_argument("--max-debug-depth", type=int, default=None)
     g2 = p.add_argument_group("model")
-    g2.add_argument("--max-tokens", type=positive_int, default=None)
+    g2.add_argument("--max-tokens", type=positive_int, default=None,
+                    help="the coder's answer cap (default 4096; thinking gets --reasoning-budget on top)")
+    g2.add_argument("--reasoning-budget", type=non_negative_int, default=None, metavar="N",
+                    help="thinking tokens on top of every answer cap (default: 8192 for a model that "
+                    "thinks, known by name or from its first answer; 0 otherwise)")
+    g2.add_argument("--context-length", type=positive_int, default=None, metavar="N",
+                    help="the server's context length, bounding every cap (default: as /v1/models "
+                    "reports it, e.g. vLLM's max_model_len)")
     g2.add_argument("--temperature", type=float, default=None,
                     help="default by model family (R1 distills: 0.6, others 0.7)")
     g2.add_argument("--top-p", type=float, default=None, help="default 0.95")
@@ -79,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     g2.add_argument("--llm-retries", type=non_negative_int, default=None, metavar="N",
                     help="retries of an LLM call after a timeout, dropped connection, 429 or 5xx (default 2)")
     g2.add_argument("--no-llm-review", action="store_true", help="skip the LLM verdict (facts only)")
+    g2.add_argument("--review-failed-runs", action="store_true",
+                    help="also ask the LLM to review runs the facts call failed (default: skipped)")
     gs = p.add_argument_group("sandbox (limits per script run)")
     gs.add_argument("--sandbox", choices=["auto", "bwrap", "plain"], default=None,
                     help="auto: bubblewrap when it works here, else plain with a warning")
@@ -106,6 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     g3.add_argument("--planner-base-url", default=None, help="planner_coder: the planner's endpoint")
     g3.add_argument("--planner-model", default=None, help="planner_coder: the planner's model")
     g3.add_argument("--planner-temperature", type=float, default=None)
+    gr = p.add_argument_group("repairs inside a step")
+    gr.add_argument("--repairs", type=non_negative_int, default=None, metavar="K",
+                    help="quick repair calls per step for a script that fails the static check or "
+                    "crashes early (default 2; 0: none)")
+    gr.add_argument("--repair-window", type=positive_float, default=None, metavar="SECONDS",
+                    help="a crash within this many seconds of the start is repaired (default 10)")
+    gr.add_argument("--no-known-errors", dest="known_errors", action="store_false", default=None,
+                    help="leave the known remedy of a known error out of debug and repair prompts")
+    gp = p.add_argument_group("prompts")
+    gp.add_argument("--no-data-facts", dest="data_facts", action="store_false", default=None,
+                    help="leave out the facts checked from the data files (targets, classes, "
+                    "string columns, submission layout, file mapping)")
+    gp.add_argument("--no-branch-memory", dest="branch_memory", action="store_false", default=None,
+                    help="memory of the last nodes of the run instead of the parent's lineage and "
+                    "the best nodes")
     return p
 
 
@@ -114,12 +157,46 @@ _OVERRIDABLE = {
     "seed": "seed", "exec_timeout": "exec_timeout", "local_model": "local_model",
     "num_drafts": "num_drafts", "debug_prob": "debug_prob", "max_debug_depth": "max_debug_depth",
     "max_tokens": "max_tokens", "temperature": "temperature", "llm_timeout": "llm_timeout",
+    "reasoning_budget": "reasoning_budget", "context_length": "context_length",
     "llm_retries": "llm_retries",
     "sandbox": "sandbox", "samples": "samples", "rounds": "rounds", "workers": "workers",
     "sampling": "sampling", "planner_base_url": "planner_base_url", "planner_model": "planner_model",
     "planner_temperature": "planner_temperature", "top_p": "top_p", "mem_limit_mb": "mem_limit_mb",
     "max_procs": "max_procs", "max_file_mb": "max_file_mb", "cpu_limit": "cpu_limit_s", "gpus": "gpus",
+    "data_facts": "data_facts", "branch_memory": "branch_memory",
+    "repairs": "repairs", "repair_window": "repair_window_s", "known_errors": "known_errors",
 }
+
+
+_OVERRIDABLE.update({"vllm_model": "vllm_model", "tensor_parallel_size": "tensor_parallel_size",
+                     "max_model_len": "max_model_len", "python": "python"})
+
+
+def check_interpreter(python: str) -> str:
+    """The absolute path of an interpreter that runs; UsageError (one line) otherwise."""
+    path = shutil.which(python) if os.sep not in python else os.path.abspath(os.path.expanduser(python))
+    if not path or not os.path.isfile(path):
+        raise UsageError(f"--python {python}: no such file")
+    if not os.access(path, os.X_OK):
+        raise UsageError(f"--python {python}: not executable")
+    try:
+        proc = subprocess.run([path, "-c", "import sys; sys.exit(0)"], capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise UsageError(f"--python {python}: cannot run it ({exc})") from exc
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UsageError(f"--python {python}: it does not run Python (exit {proc.returncode}): {tail}")
+    return path
+
+
+def _checked(settings: RunSettings) -> RunSettings:
+    """Refuse settings that cannot work together, and an interpreter that does not run."""
+    if settings.vllm_model and settings.base_url:
+        raise UsageError("--vllm-model starts its own server for the run: drop --base-url")
+    if settings.python:
+        settings = settings.model_copy(update={"python": check_interpreter(settings.python)})
+    return settings
 
 
 def _new_run_id(task_id: str, strategy: str) -> str:
@@ -144,7 +221,9 @@ def resolve_settings(args: argparse.Namespace) -> tuple[RunSettings, Path, bool]
             changes["base_url"] = args.base_url
         if args.no_llm_review:
             changes["llm_review"] = False
-        return settings.model_copy(update=changes), run_path, True
+        if args.python:  # the interpreter may have moved, like the endpoint
+            changes["python"] = args.python
+        return _checked(settings.model_copy(update=changes)), run_path, True
     if not args.task:
         raise UsageError("--task DIR is required (or --resume RUN_ID)")
     values: dict[str, Any] = {k: getattr(args, a) for a, k in _OVERRIDABLE.items()
@@ -159,13 +238,14 @@ def resolve_settings(args: argparse.Namespace) -> tuple[RunSettings, Path, bool]
         raise UsageError(f"run '{run_id}' already exists under {root}; continue it with --resume {run_id}")
     system_prompt = {"on": True, "off": False}.get(args.system_prompt or "auto")
     settings = RunSettings(run_id=run_id, task_dir=str(comp.root), llm_review=not args.no_llm_review,
+                           skip_failed_review=not args.review_failed_runs,
                            judge=not args.no_judge, system_prompt=system_prompt, **values)
-    return settings, root / run_id, False
+    return _checked(settings), root / run_id, False
 
 
 @contextlib.contextmanager
 def endpoint(settings: RunSettings, run_path: Path, say: Any) -> Iterator[tuple[str, str]]:
-    """Yield (base_url, model): the given endpoint, or the embedded server started for the run."""
+    """Yield (base_url, model): the given endpoint, or the vLLM / embedded server started for the run."""
     if settings.base_url:
         served = list_endpoint_models(settings.base_url)
         model = settings.model or (served[0] if served else None)
@@ -177,6 +257,15 @@ def endpoint(settings: RunSettings, run_path: Path, say: Any) -> Iterator[tuple[
                 f" (it serves: {', '.join(served[:5])})"
             )
         yield settings.base_url, model
+        return
+    if settings.vllm_model:
+        vllm = VLLMServer(settings.vllm_model, served_model_name=settings.model,
+                          tensor_parallel_size=settings.tensor_parallel_size,
+                          max_model_len=settings.max_model_len, log_path=run_path / "vllm-server.log")
+        say(f"starting vLLM for {settings.vllm_model} (log {vllm.log_path}) ...")
+        with vllm:
+            say(f"vLLM server ready at {vllm.base_url} in {vllm.startup_s:.0f} s, serving {vllm.served_name}")
+            yield vllm.base_url, vllm.served_name
         return
     path = ensure_local_model(settings.local_model, progress=say)
     alias = settings.model or Path(path).stem
@@ -204,13 +293,17 @@ def run(args: argparse.Namespace) -> int:
     settings, run_path, resumed = resolve_settings(args)
     comp: Competition = load_competition(settings.task_dir)
     check_task_files(comp)
+    for note in comp.notes:
+        print(f"note: {note}", flush=True)
     strategy_builder(settings.strategy)
     if settings.base_url:  # fail before writing anything when the endpoint is unusable
         list_endpoint_models(settings.base_url)
-    if settings.planner_base_url:
-        check_model(settings.planner_base_url, settings.planner_model)
+    elif settings.vllm_model:  # the vllm executable must be there before a run is written
+        VLLMServer(settings.vllm_model).check()
     else:  # assemble/verify the embedded weights first: a bad model must not leave a run behind
         ensure_local_model(settings.local_model, progress=lambda m: print(m, flush=True))
+    if settings.planner_base_url:
+        check_model(settings.planner_base_url, settings.planner_model)
     try:
         run_path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -255,7 +348,9 @@ def _search(services: RunServices, resumed: bool) -> None:
             "recursion_limit": settings.steps * 8 + 20,
         }
         snapshot = graph.get_state(config)
-        pending = bool(snapshot.next)
+        # a superstep whose tasks all finished (their writes saved) before the kill has no `next`
+        # but still has `tasks`: it is interrupted, not finished
+        pending = bool(snapshot.next or snapshot.tasks)
         # The checkpoint is the source of truth: nodes stored after its step (a crash between
         # the node write and the checkpoint write) are dropped and produced again.
         if snapshot.values and services.store.discard_from_step(snapshot.values.get("step", 0)):
@@ -286,10 +381,7 @@ def _print_summary(summary: dict[str, Any], run_path: Path) -> None:
         f"best validation metric {best if best is not None else '-'} ({direction} is better), "
         f"valid submission: {'yes' if summary['valid_submission'] else 'no'}; "
         f"{summary['prompt_tokens'] + summary['completion_tokens']} tokens, "
-        f"{summary['llm_seconds']:.0f} s LLM, {summary['wall_seconds']:.0f} s wall\n"
-        f"outputs in {run_path}: tree.json, summary.json"
-        + (", best_solution.py, submission.csv" if summary["best_node_id"] else "")
-        + (", tree.html (open in a browser), report/report.md" if (run_path / "tree.html").is_file() else "")
+        f"{summary['llm_seconds']:.0f} s LLM, {summary['wall_seconds']:.0f} s wall"
     )
     if summary.get("best_node_test_score") is not None:
         line = f"hidden test score of the best node: {summary['best_node_test_score']:.6g}"
@@ -299,6 +391,12 @@ def _print_summary(summary: dict[str, Any], run_path: Path) -> None:
             line += (f" ({won[0]} medal" if won else " (no medal") + (
                 ", above median)" if medals.get("above_median") else ", not above median)")
         print(line)
+    # the last lines say where to look
+    print(f"outputs in {run_path}: tree.json, summary.json"
+          + (", best_solution.py, submission.csv" if summary["best_node_id"] else ""))
+    if (run_path / "tree.html").is_file():
+        print(f"see the search: {run_path / 'tree.html'} (open in a browser); report: "
+              f"{run_path / 'report' / 'report.md'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,9 @@
 """The AIDE-style tree search as a LangGraph StateGraph.
 
-One step = choose -> generate -> execute -> review -> record, each a superstep with its own
-checkpoint, so a crash mid-execution resumes without asking the model again. With a strategy
+One step = choose -> generate -> execute [-> repair -> execute]* -> review -> record, each a
+superstep with its own checkpoint, so a crash mid-execution resumes without asking the model
+again. A script that fails the static check or crashes early gets up to `repairs` quick repair
+calls inside the step (nodes.repair); the node records the last script and every attempt. With a strategy
 other than `aide`, `generate` runs that strategy's graph as the expansion operator (a subgraph
 sharing this graph's checkpointer, so a killed fan-out or loop resumes inside itself) and
 `execute` only keeps the submission of the candidate it returned. The state holds
@@ -34,6 +36,7 @@ from nodes.draft import draft_prompt
 from nodes.execute import Execution, execute_script
 from nodes.improve import improve_prompt
 from nodes.policy import choose_action, step_rng
+from nodes.repair import apply_repair, ask_for_repair, close_record, repair_need
 from nodes.review import llm_verdict
 from nodes.tree import Node, NodeStore, Tree, node_id_for
 from nodes.usage import Usage
@@ -49,6 +52,7 @@ class SearchState(TypedDict, total=False):
     candidate: dict | None
     execution: dict | None
     details: dict | None  # what a strategy graph reports about its expansion
+    repairs: list[dict] | None  # the repair attempts of this step (nodes.repair)
     verdict: dict | None
     best_id: str | None
     best_metric: float | None
@@ -97,8 +101,12 @@ def _emit(runtime: Runtime[SearchContext], **event: Any) -> None:
         writer(event)
 
 
-def memory_lines(tree: Tree, k: int) -> list[str]:
-    """One line per recent node: bounded memory for draft and improve prompts."""
+def memory_lines(tree: Tree, k: int, parent_id: str | None = None, *, branch: bool = True) -> list[str]:
+    """Bounded memory for draft and improve prompts: the attempts on the parent's lineage and the
+    run's best nodes (`Tree.branch_memory`, O(depth)), or with `branch=False`
+    (`--no-branch-memory`) one line per node for the last `k` nodes of the whole run."""
+    if branch:
+        return tree.branch_memory(parent_id, max_entries=k)
     lines = []
     for n in tree.recent(k):
         outcome = "failed" if n.is_buggy else f"metric {n.metric:.6g}"
@@ -121,14 +129,15 @@ def choose(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
 def stage_request(svc: RunServices, action: dict) -> str:
     """The prompt of the action's operator (draft, improve or debug), without the stable prefix."""
     stage = action["stage"]
-    memory = memory_lines(svc.tree, svc.settings.memory_size)
+    memory = memory_lines(svc.tree, svc.settings.memory_size, action.get("parent_id"),
+                          branch=svc.settings.branch_memory)
     if stage == "draft":
         return draft_prompt(memory)
     parent = svc.store.get(action["parent_id"])
     if stage == "improve":
         return improve_prompt(parent, memory, lower_is_better=svc.lower_is_better)
     earlier = [n.note for n in list(svc.tree.ancestors(parent.id, limit=8))[1:] if n.is_buggy]
-    return debug_prompt(parent, earlier)
+    return debug_prompt(parent, earlier, known_errors=svc.settings.known_errors)
 
 
 def generate(state: SearchState) -> dict:
@@ -167,28 +176,67 @@ def _generated(runtime: Runtime[SearchContext], state: SearchState, out: dict) -
     cand = Candidate.model_validate(out["candidate"])
     _emit(runtime, kind="generated", step=state.get("step", 0), tokens=cand.usage.completion_tokens,
           seconds=cand.usage.llm_seconds, error=cand.llm_error)
-    return {k: out[k] for k in ("candidate", "execution", "details") if k in out}
+    # an expansion without an execution (AIDE) clears any earlier one: `execute` runs the script
+    return {"execution": None, "details": None,
+            **{k: out[k] for k in ("candidate", "execution", "details") if k in out}}
 
 
-def execute(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
-    """Run the script in a fresh sandboxed workspace (a strategy has already run its own), and
-    keep a well-formed submission under the node's id."""
+def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Literal["repair", "review"]]:
+    """Run the script in a fresh sandboxed workspace (a strategy has already run its own); send
+    a static failure or an early crash to `repair` while repairs are left, else keep a
+    well-formed submission under the node's id and go on to review."""
     svc = _services(runtime)
     step = state.get("step", 0)
     node_id = node_id_for(step)
+    repairs = list(state.get("repairs") or [])
     if state.get("execution") is not None:
         ex = Execution.model_validate(state["execution"])
-    else:
-        cand = Candidate.model_validate(state["candidate"])
-        _emit(runtime, kind="executing", step=step)
-        ex = execute_script(cand.code, svc.run_dir / "workspaces" / node_id,
-                            public_dir=svc.competition.public_dir,
-                            sample_submission=svc.competition.sample_submission,
-                            timeout_s=svc.settings.exec_timeout, backend=svc.settings.sandbox,
-                            llm_error=cand.llm_error, limits=svc.settings.limits())
+        _keep_submission(svc, node_id, ex)
+        return Command(goto="review", update={"execution": ex.model_dump()})
+    cand = Candidate.model_validate(state["candidate"])
+    _emit(runtime, kind="executing", step=step)
+    ex = execute_script(cand.code, svc.run_dir / "workspaces" / node_id,
+                        public_dir=svc.competition.public_dir,
+                        sample_submission=svc.competition.sample_submission,
+                        timeout_s=svc.settings.exec_timeout, backend=svc.settings.sandbox,
+                        llm_error=cand.llm_error, limits=svc.settings.limits())
+    window = svc.settings.repair_window_s
+    if repairs and repairs[-1].get("fixed") is None:  # the script a repair just wrote
+        repairs[-1] = close_record(repairs[-1], ex, early_crash_s=window)
+    update = {"execution": ex.model_dump(), "repairs": repairs}
+    if len(repairs) < svc.settings.repairs and repair_need(cand, ex, early_crash_s=window) is not None:
+        return Command(goto="repair", update=update)
+    _keep_submission(svc, node_id, ex)
+    return Command(goto="review", update=update)
+
+
+def repair(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Literal["execute", "review"]]:
+    """One quick repair call for a script that failed the static check or crashed early; the
+    repaired script goes back to `execute` (an answer without a script: on to review)."""
+    svc = _services(runtime)
+    step = state.get("step", 0)
+    cand = Candidate.model_validate(state["candidate"])
+    ex = Execution.model_validate(state["execution"])
+    repairs = list(state.get("repairs") or [])
+    need = repair_need(cand, ex, early_crash_s=svc.settings.repair_window_s)
+    if need is None:  # only reached for a static failure or an early crash; nothing to repair
+        _keep_submission(svc, node_id_for(step), ex)
+        return Command(goto="review")
+    _emit(runtime, kind="repairing", step=step, attempt=len(repairs) + 1, total=svc.settings.repairs,
+          stage=need.stage, error=need.summary)
+    answer = ask_for_repair(svc.llm, svc.system_text, cand.code, need, system_prompt=svc.use_system_prompt,
+                            known=svc.settings.known_errors)
+    cand, record, runnable = apply_repair(cand, answer, need)
+    update = {"candidate": cand.model_dump(), "repairs": [*repairs, record]}
+    if not runnable:  # the script stays as it was, with its execution
+        _keep_submission(svc, node_id_for(step), ex)
+        return Command(goto="review", update=update)
+    return Command(goto="execute", update={**update, "execution": None})
+
+
+def _keep_submission(svc: RunServices, node_id: str, ex: Execution) -> None:
     if ex.submission_file and Path(ex.submission_file).is_file():
         _save_atomically(Path(ex.submission_file), svc.run_dir / "submissions" / f"{node_id}.csv")
-    return {"execution": ex.model_dump()}
 
 
 def _save_atomically(src: Path, dest: Path) -> None:
@@ -207,7 +255,9 @@ def review(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     facts = ex.facts()
     verdict: dict[str, Any] = {"failure": facts.failure, "metric": facts.metric, "summary": "",
                                "says_bug": None, "usage": Usage().model_dump(), "error": None}
-    if svc.settings.llm_review:
+    # A run the facts already call failed gets no LLM review (it would re-read script and output
+    # for a verdict that changes nothing); its failure is the node's review.
+    if svc.settings.llm_review and (facts.failure is None or not svc.settings.skip_failed_review):
         cand = Candidate.model_validate(state["candidate"])
         _emit(runtime, kind="reviewing", step=state.get("step", 0))
         v, usage, err = llm_verdict(svc.llm, svc.system_text, cand.code, ex.output, facts,
@@ -228,6 +278,7 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
     cand = Candidate.model_validate(state["candidate"])
     ex = state["execution"] or {}
     details = state.get("details") or {}
+    repairs = state.get("repairs") or []
     verdict = state["verdict"] or {}
     usage = cand.usage.model_copy()
     usage.add(Usage.model_validate(verdict.get("usage") or {}))
@@ -255,7 +306,7 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
         reasoning=cand.reasoning,
         llm_error=cand.llm_error or verdict.get("error"),
         created_at=time.time(),
-        extra={"strategy": details} if details else {},
+        extra=_extra(details, repairs, ex.get("notes") or []),
         **usage.model_dump(),
     )
     if svc.hidden_grader is not None and node.has_submission:
@@ -276,12 +327,25 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
             "candidate": None,
             "execution": None,
             "details": None,
+            "repairs": None,
             "verdict": None,
             "best_id": best.id if best else None,
             "best_metric": best.metric if best else None,
             "last": f"{node.id} {node.stage}: {outcome}"[:300],
         },
     )
+
+
+def _extra(details: dict, repairs: list[dict], notes: list[str]) -> dict[str, Any]:
+    """The node's `extra`: what a strategy reported, the step's repairs, checks not done."""
+    extra: dict[str, Any] = {}
+    if details:
+        extra["strategy"] = details
+    if repairs:
+        extra["repairs"] = repairs
+    if notes:
+        extra["notes"] = notes
+    return extra
 
 
 def _hidden_grade(svc: RunServices, node_id: str) -> dict[str, Any]:
@@ -302,10 +366,10 @@ def build_search_graph() -> StateGraph:
     # both flavours: the CLI streams synchronously, the LangGraph API server asynchronously
     graph.add_node("generate", RunnableLambda(generate, afunc=agenerate, name="generate"))
     graph.add_node("execute", execute)
+    graph.add_node("repair", repair)
     graph.add_node("review", review)
     graph.add_node("record", record)
     graph.add_edge(START, "choose")
     graph.add_edge("generate", "execute")
-    graph.add_edge("execute", "review")
     graph.add_edge("review", "record")
     return graph

@@ -6,7 +6,10 @@
 run, or forced by the context's `sampling`); otherwise each `attempt` branch makes its own
 request with its own seed, so the N requests run concurrently. Executions are bounded by the
 context's `workers`. The `Send` branches are checkpointed one by one: after a crash only the
-unfinished branches run again. `select` applies the rule in `nodes.select`.
+unfinished branches run again. A candidate that fails the static check or crashes early is
+repaired inside its branch (`graphs.strategy.execute_with_repairs`: repair calls and reruns in
+the branch's one task, so a resumed branch redoes them as a unit) before `select` applies the
+rule in `nodes.select` to the last script of each branch; the attempts list its repairs.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from graphs.strategy import (
     StrategyInput,
     StrategyOutput,
     emit,
+    execute_with_repairs,
     label_of,
     request_of,
     result,
@@ -117,7 +121,7 @@ def fan_out(state: SCState) -> list[Send]:
 
 
 def attempt(task: AttemptTask, runtime: Runtime[StrategyContext]) -> dict:
-    """Sample (if needed) and execute candidate i."""
+    """Sample (if needed) and execute candidate i, repairing it when it fails early."""
     svc = services_of(runtime)
     i, total = task["index"], task["total"]
     if task["candidate"] is None:
@@ -132,7 +136,8 @@ def attempt(task: AttemptTask, runtime: Runtime[StrategyContext]) -> dict:
     else:
         cand = Candidate.model_validate(task["candidate"])
     emit(runtime, kind="strategy", stage="executing", candidate=i + 1, total=total)
-    ex = svc.execute(cand, svc.work_dir / task["label"] / f"s{i}")
+    cand, ex, repairs = execute_with_repairs(runtime, cand, svc.work_dir / task["label"] / f"s{i}",
+                                             candidate=i + 1, total=total)
     emit(
         runtime,
         kind="strategy",
@@ -142,16 +147,17 @@ def attempt(task: AttemptTask, runtime: Runtime[StrategyContext]) -> dict:
         metric=ex.metric,
         failure=ex.failure,
     )
-    return {"attempts": [Attempt(index=i, candidate=cand, execution=ex).model_dump()]}
+    return {"attempts": [{**Attempt(index=i, candidate=cand, execution=ex).model_dump(), "repairs": repairs}]}
 
 
 def select(state: SCState, runtime: Runtime[StrategyContext]) -> dict:
     """Keep the best attempt; the kept candidate carries the cost of the whole fan-out."""
     svc = services_of(runtime)
-    by_index = {}
+    by_index, repairs = {}, {}
     for raw in state.get("attempts") or []:  # values may come back as lists after a resume
         a = Attempt.model_validate(raw)
         by_index[a.index] = a
+        repairs[a.index] = list(raw.get("repairs") or [])
     attempts = [by_index[i] for i in sorted(by_index)]
     judge = (
         llm_judge(svc.coder, svc.system_text, svc.structured, system_prompt=svc.coder_system_prompt)
@@ -186,6 +192,7 @@ def select(state: SCState, runtime: Runtime[StrategyContext]) -> dict:
                 "metric": a.execution.metric,
                 "failure": (a.execution.failure or "")[:200] or None,
                 "tokens": a.candidate.usage.prompt_tokens + a.candidate.usage.completion_tokens,
+                **({"repairs": repairs[a.index]} if repairs[a.index] else {}),
             }
             for a in attempts
         ],

@@ -11,8 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.graders import GRADERS, grade_submission
+from benchmark.graders import grade_submission, resolve_grader
 from benchmark.medals import medal_thresholds, read_leaderboard, report_for
+from benchmark.task_grader import TaskGrader
 from graphs.registry import strategy_builder
 from graphs.settings import HiddenGrade, HiddenGrader, RunServices, RunSettings
 from graphs.strategy import StrategyContext, StrategyServices
@@ -21,7 +22,14 @@ from nodes.sample import SamplingSupport
 from nodes.structured import StructuredOutputSupport
 from nodes.task_context import build_task_context
 from nodes.tree import NodeStore
-from serving.llm import EndpointError, LLMSettings, list_endpoint_models, make_chat_model
+from serving.llm import (
+    EndpointError,
+    LLMSettings,
+    endpoint_context_length,
+    list_endpoint_models,
+    make_chat_model,
+    token_budget,
+)
 from tasks.competition import Competition, CompetitionError
 
 
@@ -35,8 +43,11 @@ def build_run_services(
     llm_settings = LLMSettings(
         base_url=base_url, model=model, temperature=settings.temperature, top_p=settings.top_p,
         max_tokens=settings.max_tokens, timeout_s=settings.llm_timeout,
-        max_retries=settings.llm_retries, system_prompt=settings.system_prompt).resolved()
-    llm = make_chat_model(llm_settings)
+        max_retries=settings.llm_retries, system_prompt=settings.system_prompt,
+        reasoning_budget=settings.reasoning_budget,
+        context_len=settings.context_length or endpoint_context_length(base_url, model)).resolved()
+    llm = make_chat_model(llm_settings, on_detect=say)
+    say_caps(llm, say)
     use_system = bool(llm_settings.system_prompt)
     settings, system_text = _prepare_prompts(settings, comp, store, llm, use_system, say)
     lower = bool(settings.lower_is_better)
@@ -44,13 +55,24 @@ def build_run_services(
         settings=settings, run_dir=run_path, competition=comp, llm=llm,
         system_text=system_text, use_system_prompt=use_system, store=store,
         tree=store.load_tree(lower), lower_is_better=lower,
-        structured=StructuredOutputSupport(), hidden_grader=hidden_grader_for(comp),
+        structured=StructuredOutputSupport(), hidden_grader=hidden_grader_for(comp, say),
     )
     builder = strategy_builder(settings.strategy)
     if builder is not None:
         services.expander = builder().compile()  # inherits the search's checkpointer
         services.strategy_context = strategy_context(settings, services, base_url, model)
     return services
+
+
+def say_caps(llm: Any, say: Callable[[str], None]) -> None:
+    """One line on the generation caps when the model is known to think (by name or budget)."""
+    budget = token_budget(llm)
+    if budget is None or not budget.reasoning:
+        return
+    context = (f"bounded by the context of {budget.context_len} tokens" if budget.context_len
+               else "not bounded by a context length (the endpoint reports none; see --context-length)")
+    say(f"reasoning model ({budget.known_by}): every answer cap gets {budget.thinking_tokens()} "
+        f"thinking tokens on top, {context}")
 
 
 def check_model(base_url: str, model: str | None) -> list[str]:
@@ -67,10 +89,14 @@ def strategy_context(settings: RunSettings, svc: RunServices, base_url: str, mod
     if settings.planner_base_url or settings.planner_model or settings.planner_temperature is not None:
         p_url = settings.planner_base_url or base_url
         p_model = settings.planner_model or (model if p_url == base_url else check_model(p_url, None)[0])
+        same_server = p_url == base_url and p_model == model
         p_settings = LLMSettings(
             base_url=p_url, model=p_model, temperature=settings.planner_temperature, top_p=settings.top_p,
             max_tokens=settings.max_tokens, timeout_s=settings.llm_timeout, max_retries=settings.llm_retries,
-            system_prompt=settings.system_prompt if p_model == model else None).resolved()
+            system_prompt=settings.system_prompt if p_model == model else None,
+            reasoning_budget=settings.reasoning_budget,
+            context_len=(settings.context_length if same_server else None)
+            or endpoint_context_length(p_url, p_model)).resolved()
         planner = make_chat_model(p_settings)
         planner_system = bool(p_settings.system_prompt)
     services = StrategyServices(
@@ -83,21 +109,23 @@ def strategy_context(settings: RunSettings, svc: RunServices, base_url: str, mod
         limits=settings.limits(),
     )
     return StrategyContext(samples=settings.samples, rounds=settings.rounds, workers=settings.workers,
-                           sampling=settings.sampling, judge=settings.judge, services=services)
+                           sampling=settings.sampling, judge=settings.judge, repairs=settings.repairs,
+                           repair_window_s=settings.repair_window_s, known_errors=settings.known_errors,
+                           services=services)
 
 
 def sampling_support(settings: RunSettings) -> SamplingSupport:
     """How self-consistency samples on this run's endpoint; the embedded server is known to
     ignore `n` (one choice comes back), so it is not probed."""
     support = SamplingSupport(settings.sampling)
-    if not settings.base_url:
+    if not settings.base_url and not settings.vllm_model:  # a vLLM server is probed like any endpoint
         support.learn(False, "the embedded llama-cpp-python server ignores n")
     return support
 
 
 def check_task_files(comp: Competition) -> None:
-    """Refuse a task the run could not use or grade: unreadable CSVs, a grader nobody knows.
-    Raises CompetitionError (one line)."""
+    """Refuse a task the run could not use: unreadable CSVs. Raises CompetitionError (one line).
+    A grader name we do not know is not bad input: the run goes on (see `hidden_grader_for`)."""
     for role, path in (("sample submission", comp.sample_submission), ("answers", comp.answers)):
         if path is None:
             continue
@@ -106,28 +134,63 @@ def check_task_files(comp: Competition) -> None:
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise CompetitionError(f"{role} file {path} cannot be read as CSV: {reason}") from exc
-    if comp.grader and comp.grader not in GRADERS and mlebench_grader_for(comp) is None:
-        raise CompetitionError(
-            f"task {comp.root}: unknown grader '{comp.grader}' (known: {', '.join(sorted(GRADERS))}; "
-            "MLE-bench's own graders need the mlebench package)")
 
 
-def hidden_grader_for(comp: Competition) -> HiddenGrader | None:
-    """Grades submissions on the task's private answers: with MLE-bench's own grader when the
-    `mlebench` package is installed and knows the competition, else with ours when the task has
-    answers and a grader we know."""
+def hidden_grader_for(comp: Competition, say: Callable[[str], None] | None = None) -> HiddenGrader | None:
+    """Grades submissions on the task's private answers, out of the agent's sight. In order:
+    MLE-bench's `grade_csv` when the `mlebench` package knows the competition; the task's own
+    `grade.py` (or its config's `grade_fn`) in a separate process when it loads here; our grader
+    of the same name (MLE-bench's names mapped by `resolve_grader`). None, with one warning line
+    through `say`, when none applies: the run goes on without hidden grading."""
+    grader, how = hidden_grading_plan(comp)
+    if say is not None and comp.answers is not None:
+        say(f"hidden grading: {how}")
+    return grader
+
+
+def hidden_grading_plan(comp: Competition) -> tuple[HiddenGrader | None, str]:
+    """(the hidden grader or None, one line saying which grader it is or why there is none)."""
+    if comp.answers is None:
+        return None, "none (the task has no answers)"
     official = mlebench_grader_for(comp)
     if official is not None:
-        return official
-    if comp.answers is None or comp.grader not in GRADERS:
-        return None
-    answers = pd.read_csv(comp.answers)
+        return official, f"MLE-bench's grader for '{comp.id}'"
+    own_failure = None
+    for task_grader in _own_graders(comp):
+        own_failure = task_grader.check()
+        if own_failure is None:
+            answers = Path(comp.answers)
 
-    def grade(path: Path) -> HiddenGrade:
-        result = grade_submission(comp.grader, path, answers)  # type: ignore[arg-type]
-        return HiddenGrade(score=result.score, valid=result.valid, reason=result.reason)
+            def grade_own(path: Path, g: TaskGrader = task_grader) -> HiddenGrade:
+                result = g.grade(Path(path), answers)
+                return HiddenGrade(score=result.score, valid=result.valid, reason=result.reason)
 
-    return grade
+            return grade_own, f"the task's own grader ({task_grader.label}, in a separate process)"
+    ours, _lower = resolve_grader(comp.grader)
+    if ours is not None:
+        answers_df = pd.read_csv(comp.answers)
+
+        def grade(path: Path) -> HiddenGrade:
+            result = grade_submission(ours, path, answers_df)
+            return HiddenGrade(score=result.score, valid=result.valid, reason=result.reason)
+
+        named = f"'{comp.grader}' as our '{ours}'" if ours != comp.grader else f"'{ours}'"
+        extra = f" (the task's own grader does not load here: {own_failure})" if own_failure else ""
+        return grade, f"grader {named}{extra}"
+    why = (f"warning: grader '{comp.grader}' is unknown here" if comp.grader
+           else "warning: the task names no grader")
+    if own_failure:
+        why += f" and the task's own grader does not load here ({own_failure})"
+    return None, why + "; the run goes on without hidden grading"
+
+
+def _own_graders(comp: Competition) -> list[TaskGrader]:
+    graders = []
+    if comp.grade_py is not None:
+        graders.append(TaskGrader(grade_py=comp.grade_py))
+    if comp.grade_fn:
+        graders.append(TaskGrader(grade_fn=comp.grade_fn))
+    return graders
 
 
 def mlebench_grader_for(comp: Competition) -> HiddenGrader | None:
@@ -184,7 +247,8 @@ def _prepare_prompts(
     if not isinstance(system_text, str):
         ctx = build_task_context(comp.description, comp.public_dir, time_limit_s=settings.exec_timeout,
                                  metric_name=metric, lower_is_better=lower,
-                                 sample_submission=comp.sample_submission)
+                                 sample_submission=comp.sample_submission, python=settings.python,
+                                 gpus=settings.gpus, data_facts=settings.data_facts)
         system_text = ctx.system_prompt()
         store.set_meta("system_text", system_text)
     return settings, system_text

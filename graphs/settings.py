@@ -12,7 +12,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
 from graphs.strategy import StrategyContext
-from nodes.policy import PolicySettings
+from nodes.policy import PolicySettings, draft_budget
 from nodes.structured import StructuredOutputSupport
 from nodes.tree import NodeStore, Tree
 from sandbox.limits import Limits, MiB
@@ -29,12 +29,21 @@ class RunSettings(BaseModel):
     base_url: str | None = None
     model: str | None = None
     local_model: str = "1.5b"
+    # a vLLM server started for the run (serving.vllm; restarted on resume) instead of the embedded one
+    vllm_model: str | None = None
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    python: str | None = None  # the interpreter solution scripts run with (None: this one)
     seed: int = 0
     exec_timeout: float = 600.0
-    num_drafts: int = 5
+    num_drafts: int | None = None  # None: nodes.policy.draft_budget(steps)
     debug_prob: float = 0.5
     max_debug_depth: int = 3
-    max_tokens: int = 4096
+    max_tokens: int = 4096  # the coder's answer cap
+    # thinking tokens on top of every answer cap; None: 8192 for a model that thinks (by name or
+    # found in an answer), 0 for others (serving.llm.TokenBudget)
+    reasoning_budget: int | None = None
+    context_length: int | None = None  # the server's context; None: as /v1/models reports it
     temperature: float | None = None
     top_p: float | None = None
     system_prompt: bool | None = None  # None: by model family (R1 distills: no system prompt)
@@ -47,7 +56,13 @@ class RunSettings(BaseModel):
     cpu_limit_s: float | None = None  # per process; None: exec timeout x CPUs
     gpus: bool = False
     llm_review: bool = True
-    memory_size: int = 6
+    skip_failed_review: bool = True  # no LLM review of a run the facts call failed
+    repairs: int = 2  # quick repair calls per step for a static failure or an early crash (0: none)
+    repair_window_s: float = 10.0  # a crash within this many seconds of the start counts as early
+    known_errors: bool = True  # debug and repair prompts name the usual remedy of a known error
+    memory_size: int = 8  # lines of prompt memory at most
+    branch_memory: bool = True  # memory of the parent's lineage + best nodes (else: last nodes of the run)
+    data_facts: bool = True  # facts checked from the data files in the stable prefix
     metric_name: str | None = None
     lower_is_better: bool | None = None
     # inference-time-scaling strategies (ignored by aide)
@@ -65,12 +80,12 @@ class RunSettings(BaseModel):
         return Limits(
             memory_bytes=None if self.mem_limit_mb is None else self.mem_limit_mb * MiB,
             processes=self.max_procs, cpu_seconds=self.cpu_limit_s, file_bytes=self.max_file_mb * MiB,
-            gpus=self.gpus)
+            gpus=self.gpus, python=self.python)
 
     def policy(self) -> PolicySettings:
         """The search-policy parameters."""
         return PolicySettings(
-            num_drafts=self.num_drafts,
+            num_drafts=draft_budget(self.steps, self.num_drafts),
             debug_prob=self.debug_prob,
             max_debug_depth=self.max_debug_depth,
         )
@@ -128,3 +143,4 @@ class SearchContext:
     samples: int = 4
     rounds: int = 3
     llm_review: bool = True
+    skip_failed_review: bool = True  # no LLM review of a run the facts call failed

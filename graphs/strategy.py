@@ -7,6 +7,12 @@ operator; Studio, notebooks and tests invoke it alone. Per-run settings travel i
 context (`StrategyContext`, plain values Studio can send); the live objects built from them
 (chat clients, the stable prompt prefix, the sandbox slots) are `StrategyServices`, attached by
 the CLI or built once per distinct context.
+
+Repairs inside a step apply to every executed candidate: one that fails the static check or
+crashes within `repair_window_s` gets up to `repairs` quick repair calls (`nodes.repair`, role
+`repairer`, on the coder) inside the node that executes it, before it is selected or reflected
+on (`execute_with_repairs`). The repair settings are plain context values, so the CLI
+(`graphs.services.strategy_context`, from the run's settings) and Studio set them alike.
 """
 
 from __future__ import annotations
@@ -27,12 +33,19 @@ from nodes.candidate import Candidate
 from nodes.direction import decide_direction
 from nodes.draft import draft_prompt
 from nodes.execute import Execution, execute_script
+from nodes.repair import DEFAULT_REPAIRS, EARLY_CRASH_S, run_with_repairs
 from nodes.sample import SamplingSupport
 from nodes.structured import StructuredOutputSupport
 from nodes.task_context import build_task_context
 from nodes.usage import Usage
 from sandbox.limits import Limits
-from serving.llm import LLMSettings, list_endpoint_models, make_chat_model, model_profile
+from serving.llm import (
+    LLMSettings,
+    endpoint_context_length,
+    list_endpoint_models,
+    make_chat_model,
+    model_profile,
+)
 from tasks.competition import load_competition
 
 
@@ -87,6 +100,9 @@ class StrategyContext:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # scripts run at once
     sampling: str = "auto"  # "n": one request with n choices, "concurrent", or "auto"-detect
     judge: bool = True  # let an LLM judge settle selections the metric cannot
+    repairs: int = DEFAULT_REPAIRS  # quick repair calls per executed candidate (0: none)
+    repair_window_s: float = EARLY_CRASH_S  # a crash within this many seconds counts as early
+    known_errors: bool = True  # repair prompts name the usual remedy of a known error
     temperature: float | None = None  # None: the model family's default (R1: 0.6)
     planner_temperature: float | None = None
     task_dir: str = ""
@@ -94,7 +110,8 @@ class StrategyContext:
     model: str = ""
     planner_base_url: str = ""
     planner_model: str = ""
-    max_tokens: int = 4096
+    max_tokens: int = 4096  # the coder's answer cap
+    reasoning_budget: int | None = None  # thinking tokens on top of answer caps (None: by model)
     llm_timeout: float = 900.0
     exec_timeout: float = 600.0
     sandbox: str = "auto"
@@ -141,6 +158,8 @@ def _client(
             model=model,
             temperature=temperature,
             max_tokens=ctx.max_tokens,
+            reasoning_budget=ctx.reasoning_budget,
+            context_len=endpoint_context_length(base_url, model),
             timeout_s=ctx.llm_timeout,
         )
     )
@@ -218,6 +237,27 @@ def emit(runtime: Runtime[Any], **event: Any) -> None:
     """Send a progress event to the custom stream (shown by the CLI's progress display)."""
     if runtime.stream_writer is not None:
         runtime.stream_writer(event)
+
+
+def execute_with_repairs(
+    runtime: Runtime[StrategyContext], cand: Candidate, workspace: Path, **where: Any
+) -> tuple[Candidate, Execution, list[dict[str, Any]]]:
+    """Execute `cand` in `workspace`, repairing a static failure or an early crash up to the
+    context's `repairs` times: (the last script, its execution, the repair records). Every run
+    uses the same workspace (each execution starts it afresh); the returned candidate's usage
+    is `cand`'s plus the repair calls. `where` (candidate/total or round/rounds) goes into the
+    progress events."""
+    svc = services_of(runtime)
+    ctx = runtime.context if runtime.context is not None else StrategyContext()
+    limit = max(0, ctx.repairs)
+
+    def on_repair(attempt: int, need: Any) -> None:
+        emit(runtime, kind="strategy", stage="repairing", attempt=attempt,
+             detail=f"repair {attempt}/{limit}, {need.stage}: {need.summary}"[:200], **where)
+
+    return run_with_repairs(cand, lambda c, _attempt: svc.execute(c, workspace), svc.coder, svc.system_text,
+                            system_prompt=svc.coder_system_prompt, max_repairs=limit,
+                            early_crash_s=ctx.repair_window_s, known=ctx.known_errors, on_repair=on_repair)
 
 
 def result(candidate: Candidate, execution: Execution, usage: Usage, **details: Any) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
+import prompts
 from nodes.code_extract import extract_plan_and_code
 from nodes.usage import Usage
 from serving.llm import MAX_ANSWER_CHARS, LLMCallError, LLMReply, build_messages, complete
@@ -60,12 +61,18 @@ def _syntax_problem(code: str) -> str | None:
     return None
 
 
+def with_script_format(task_prompt: str) -> str:
+    """The request followed by the coder's reply format (a plan, then one code block); the run's
+    stable prefix states no reply format, since the JSON roles share it."""
+    return task_prompt.rstrip() + "\n\n" + prompts.render("script_reply")
+
+
 def ask_for_script(
     llm: BaseChatModel, system: str, task_prompt: str, *, system_prompt: bool, role: str = "coder",
     **call_kwargs: object,
 ) -> Candidate:
     """One LLM call that should return a plan and a script; failures are recorded, not raised."""
-    messages = build_messages(system, task_prompt, system_prompt=system_prompt)
+    messages = build_messages(system, with_script_format(task_prompt), system_prompt=system_prompt)
     usage = Usage()
     try:
         reply = complete(llm, messages, **call_kwargs)

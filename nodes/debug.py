@@ -1,4 +1,5 @@
-"""Debug operator: fix a failing script, told which errors were already tried on its branch."""
+"""Debug operator: fix a failing script, told which errors were already tried on its branch and,
+when the error is a known one (prompts/known_errors.yaml), its usual remedy."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from langchain_core.language_models import BaseChatModel
 
 import prompts
 from nodes.candidate import Candidate, ask_for_script
+from nodes.repair import known_remedy
 from nodes.tree import Node
 
 
@@ -15,14 +17,20 @@ def tail(text: str, chars: int) -> str:
     return "..." + text[-chars:] if len(text) > chars else text
 
 
-def debug_prompt(parent: Node, earlier_errors: list[str], *, output_chars: int = 6000) -> str:
-    """The request for a fixed version of the buggy `parent`."""
+def debug_prompt(
+    parent: Node, earlier_errors: list[str], *, output_chars: int = 6000, known_errors: bool = True
+) -> str:
+    """The request for a fixed version of the buggy `parent` (with the known remedy of its
+    error unless `known_errors` is off: matched on the failure line first, then the output's end)."""
+    output = tail(parent.output, output_chars)
+    remedy = known_remedy(parent.bug_reason, tail(parent.output, 2000)) if known_errors else None
     return prompts.render(
         "debug",
         code=parent.code.rstrip(),
         failure=parent.bug_reason or "the run failed",
-        output=tail(parent.output, output_chars) or "(no output)",
+        output=output or "(no output)",
         earlier_errors=earlier_errors,
+        remedy=remedy,
     )
 
 
@@ -34,7 +42,8 @@ def debug(
     *,
     output_chars: int = 6000,
     system_prompt: bool = True,
+    known_errors: bool = True,
 ) -> Candidate:
     """Ask for a fixed version of the buggy `parent`."""
-    text = debug_prompt(parent, earlier_errors, output_chars=output_chars)
+    text = debug_prompt(parent, earlier_errors, output_chars=output_chars, known_errors=known_errors)
     return ask_for_script(llm, system, text, system_prompt=system_prompt)

@@ -8,10 +8,12 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ValidationError
 
 import prompts
-from nodes.structured import JSON_OBJECT_RE
+from nodes.structured import JSON_OBJECT_RE, complete_capped
 from nodes.task_context import build_task_context
 from nodes.usage import Usage
-from serving.llm import LLMCallError, build_messages, complete
+from serving.llm import LLMCallError, build_messages
+
+ANSWER_TOKENS = 200  # the answer's cap; a model that thinks gets its reasoning budget on top
 
 
 class MetricDirection(BaseModel):
@@ -34,16 +36,21 @@ DIRECTION_FORMAT = {
 def ask_metric_direction(
     llm: BaseChatModel, system: str, *, system_prompt: bool = True
 ) -> tuple[MetricDirection | None, Usage]:
-    """The model's reading of the metric direction; None when it gives no usable answer."""
+    """The model's reading of the metric direction; None when it gives no usable answer.
+
+    Asked with JSON schema, then in plain text; only the answer (thinking split off) is read, and
+    an answer cut at its cap is asked again once with a larger cap (`complete_capped`)."""
     messages = build_messages(system, prompts.render("direction"), system_prompt=system_prompt)
     usage = Usage()
     # a verdict is short: cap it, since grammar-constrained decoding is slow on CPU servers
-    for kwargs in ({"response_format": DIRECTION_FORMAT, "max_tokens": 200}, {"max_tokens": 200}):
+    for kwargs in ({"response_format": DIRECTION_FORMAT}, {}):
         try:
-            reply = complete(llm, messages, **kwargs)
-        except LLMCallError:
+            reply = complete_capped(llm, messages, usage, "direction", answer_tokens=ANSWER_TOKENS, **kwargs)
+        except LLMCallError as exc:
+            usage.add_error("direction", exc)
             continue
-        usage.add_reply(reply, "direction")
+        if reply.finish_reason == "length":  # cut for good: recorded as cut on `usage`
+            continue
         for text in (reply.text, *(m.group(0) for m in JSON_OBJECT_RE.finditer(reply.text))):
             try:
                 return MetricDirection.model_validate_json(text), usage

@@ -9,7 +9,9 @@ from nodes.candidate import Candidate, ask_for_script
 
 
 def draft_prompt(memory: list[str]) -> str:
-    """The request for a new solution; `memory` lists one-line summaries of earlier attempts."""
+    """The request for a new solution; `memory` lists one-line summaries of earlier attempts
+    (`Tree.branch_memory(None)`: earlier drafts and the run's best nodes). The reply format is
+    added by `ask_for_script`."""
     return prompts.render("draft", memory=memory)
 
 

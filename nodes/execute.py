@@ -1,5 +1,6 @@
-"""Execute operator: statically check a candidate script, run it in a fresh sandboxed workspace,
-and establish the facts of the run (exit status, `METRIC:` line, submission format).
+"""Execute operator: statically check a candidate script (syntax, names, imports), run it in a
+fresh sandboxed workspace, and establish the facts of the run (exit status, `METRIC:` line,
+submission format).
 
 Every strategy executes through here, so a script is judged the same way whichever strategy
 wrote it. The result is plain data (`Execution`) that graph states carry and checkpoints store.
@@ -14,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
-from nodes.static_check import static_problems
+from nodes.static_check import import_checker_for, static_report
 from prompts import fenced
 from sandbox import Limits, create_workspace, run_script
 
@@ -23,6 +24,8 @@ class Execution(BaseModel):
     """What happened when a candidate ran (or why it was not run)."""
 
     skipped: str | None = None  # set when the script never ran (no code, static check failed)
+    static_problems: list[str] = []  # what the static check found (then `skipped` says so)
+    notes: list[str] = []  # checks that could not be done (e.g. the import probe timed out)
     exit_code: int | None = None
     timed_out: bool = False
     killed_reason: str | None = None
@@ -62,16 +65,24 @@ class Execution(BaseModel):
         return f"{verdict}\n\nOutput (end):\n{fenced(out or '(no output)')}"
 
 
-def skipped_reason(code: str, llm_error: str | None) -> str | None:
-    """Why a candidate cannot be run at all, or None when it can."""
+STATIC_PREFIX = "static check: "
+
+
+def check_script(code: str, llm_error: str | None, python: str | None = None) -> Execution | None:
+    """The static verdict on a candidate: an unrun `Execution` saying why it cannot run, an
+    `Execution` holding only notes when a check could not be done, or None when it looks runnable.
+    Imports are checked against `python`, the interpreter scripts run with."""
     if llm_error:  # the generation failed; its reason says how (call failed, no code, answer cut)
-        return llm_error
+        return Execution(skipped=llm_error, failure=llm_error)
     if not code:
-        return "no Python code block in the answer"
-    problems = static_problems(code)
+        reason = "no Python code block in the answer"
+        return Execution(skipped=reason, failure=reason)
+    problems, note = static_report(code, import_checker_for(python))
     if problems:
-        return "static check: " + "; ".join(problems[:5])
-    return None
+        reason = STATIC_PREFIX + "; ".join(problems[:5])
+        return Execution(skipped=reason, failure=reason, static_problems=problems,
+                         notes=[note] if note else [])
+    return Execution(notes=[note]) if note else None
 
 
 def execute_script(
@@ -85,14 +96,19 @@ def execute_script(
     llm_error: str | None = None,
     slots: threading.Semaphore | None = None,
     limits: Limits | None = None,
+    python: str | None = None,
 ) -> Execution:
-    """Check and run one script; `slots` bounds how many run at the same time."""
-    reason = skipped_reason(code, llm_error)
-    if reason is not None:
-        return Execution(skipped=reason, failure=reason)
+    """Check and run one script with `python` (default: the one `limits` names, else this
+    interpreter); `slots` bounds how many run at the same time."""
+    if python is None and limits is not None:
+        python = limits.python
+    checked = check_script(code, llm_error, python)
+    if checked is not None and checked.skipped:
+        return checked
     with slots if slots is not None else contextlib.nullcontext():
         workspace = create_workspace(workspace_dir, public_dir)
-        result = run_script(code, workspace, timeout_s=timeout_s, backend=backend, limits=limits)
+        result = run_script(code, workspace, timeout_s=timeout_s, backend=backend, limits=limits,
+                            python=python)
     sub_path = workspace.submission_dir / "submission.csv"
     problem = check_submission(sub_path, sample_submission)
     # host paths out of the log: shorter prompts, identical across runs and resumes
@@ -116,4 +132,5 @@ def execute_script(
         submission_file=str(sub_path) if problem is None else None,
         metric=facts.metric,
         failure=facts.failure,
+        notes=checked.notes if checked is not None else [],
     )

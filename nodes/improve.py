@@ -10,7 +10,10 @@ from nodes.tree import Node
 
 
 def improve_prompt(parent: Node, memory: list[str], *, lower_is_better: bool) -> str:
-    """The request for an improved version of `parent`'s script."""
+    """The request for an improved version of `parent`'s script.
+
+    The parent's code and review come before `memory` (which changes every step), so repeated
+    improves of one node share a cached prompt prefix up to the memory."""
     return prompts.render(
         "improve",
         code=parent.code.rstrip(),

@@ -9,6 +9,8 @@ import prompts
 from nodes.structured import StructuredOutputSupport, ask_json
 from nodes.usage import Usage
 
+ANSWER_TOKENS = 1000  # the plan's answer cap; a model that thinks gets its reasoning budget on top
+
 
 class Plan(BaseModel):
     """What the planner fixes before any code is written."""
@@ -40,9 +42,10 @@ def make_plan(
     previous: Plan | None = None,
     critique: str = "",
     system_prompt: bool = True,
-    max_tokens: int = 1000,
+    max_tokens: int = ANSWER_TOKENS,
 ) -> tuple[Plan | None, Usage, str | None]:
-    """Ask the planner for a plan (or a changed one, given why the previous plan failed)."""
+    """Ask the planner for a plan (or a changed one, given why the previous plan failed); None
+    with the error line when the answer is unusable (cut at its cap, not JSON, a failed call)."""
     text = prompts.render("plan", request=request.strip(),
                           previous_plan=previous.render() if previous else "", critique=critique)
     return ask_json(llm, system, text, Plan, support, name="plan", role="planner",

@@ -7,6 +7,18 @@ from dataclasses import dataclass
 
 from nodes.tree import Tree
 
+AIDE_DRAFTS = 5
+STEPS_PER_DRAFT = 4
+
+
+def draft_budget(steps: int, num_drafts: int | None = None) -> int:
+    """Initial drafts for a run of `steps` nodes: `num_drafts` when given; otherwise one draft per
+    4 steps, at least 1 and at most AIDE's 5 (4 steps: 1 draft and 3 debug/improve steps;
+    10 steps: 2; 20 steps and more: 5). A short run drafting 5 times could never debug or improve."""
+    if num_drafts is not None:
+        return num_drafts
+    return max(1, min(AIDE_DRAFTS, steps // STEPS_PER_DRAFT))
+
 
 @dataclass(frozen=True)
 class PolicySettings:

@@ -34,6 +34,7 @@ class Verdict(BaseModel):
 
 
 VERDICT_FORMAT = response_format(Verdict, "verdict")
+ANSWER_TOKENS = 400  # the verdict's answer cap; a model that thinks gets its reasoning budget on top
 
 
 def parse_metric(output: str) -> float | None:
@@ -136,9 +137,10 @@ def llm_verdict(
     *,
     system_prompt: bool = True,
     output_chars: int = 6000,
-    max_tokens: int = 400,
+    max_tokens: int = ANSWER_TOKENS,
 ) -> tuple[Verdict | None, Usage, str | None]:
-    """Ask for a verdict: (verdict or None, usage, error line or None)."""
+    """Ask for a verdict: (verdict or None, usage, error line or None); `max_tokens` caps the
+    answer (thinking gets the client's reasoning budget on top, see nodes.structured)."""
     out = output.strip()
     if len(out) > output_chars:
         out = "..." + out[-output_chars:]

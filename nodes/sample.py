@@ -12,7 +12,7 @@ from typing import Literal
 
 from langchain_core.language_models import BaseChatModel
 
-from nodes.candidate import Candidate, ask_for_script, candidate_from_reply
+from nodes.candidate import Candidate, ask_for_script, candidate_from_reply, with_script_format
 from nodes.usage import Usage
 from serving.llm import LLMCallError, build_messages, complete_choices
 
@@ -53,7 +53,7 @@ def sample_in_one_call(
     refusal or a short answer teaches `support` to use concurrent requests from now on.
     """
     usage = Usage()
-    messages = build_messages(system, text, system_prompt=system_prompt)
+    messages = build_messages(system, with_script_format(text), system_prompt=system_prompt)
     try:
         replies = complete_choices(llm, messages, n, seed=seed)
     except LLMCallError as exc:
@@ -63,7 +63,8 @@ def sample_in_one_call(
         if support.mode == "n":
             return [Candidate(llm_error=f"LLM call failed: n={n} request: {exc}")] * n, usage
         return [], usage
-    usage.add_reply(replies[0], "sampler", choices=len(replies))
+    usage.add_reply(replies[0], "sampler", choices=len(replies),
+                    cut_choices=sum(r.finish_reason == "length" for r in replies))
     if len(replies) >= n:
         support.learn(True, f"the endpoint answered n={n} in one request")
     else:

@@ -88,7 +88,9 @@ def agreement_scores(attempts: Sequence[Attempt]) -> dict[int, float]:
     return scores
 
 
-Judge = Callable[[Sequence[Attempt]], tuple[int | None, Usage]]
+# a judge answers (chosen index or None, its cost, why it gave no usable answer or None)
+Judge = Callable[[Sequence[Attempt]], tuple[int | None, Usage, str | None]]
+JUDGE_ANSWER_TOKENS = 300  # the judge's answer cap; a model that thinks gets its reasoning budget on top
 
 
 def select_best(
@@ -137,10 +139,13 @@ def _by_agreement(
 
 def _by_judge(pool: list[Attempt], why: str, judge: Judge | None) -> Selection:
     if len(pool) > 1 and judge is not None:
-        choice, usage = judge(pool)
+        choice, usage, error = judge(pool)
         if choice is not None and choice in {a.index for a in pool}:
             return Selection(choice, f"{why}; LLM judge", usage)
-        return Selection(pool[0].index, f"{why}; judge gave no usable answer, lowest index", usage)
+        if error is None:
+            error = f"it picked {choice}, not one of {[a.index for a in pool]}"
+        return Selection(pool[0].index, f"{why}; judge fallback, lowest index (no usable answer: {error})",
+                         usage)
     return Selection(pool[0].index, f"{why}; lowest index", Usage())
 
 
@@ -161,7 +166,7 @@ def llm_judge(
 ) -> Judge:
     """A judge that asks the model which candidate is most likely right."""
 
-    def judge(pool: Sequence[Attempt]) -> tuple[int | None, Usage]:
+    def judge(pool: Sequence[Attempt]) -> tuple[int | None, Usage, str | None]:
         items = [
             {
                 "index": a.index,
@@ -170,7 +175,7 @@ def llm_judge(
             }
             for a in pool
         ]
-        answer, usage, _ = ask_json(
+        answer, usage, error = ask_json(
             llm,
             system,
             prompts.render("judge", candidates=items),
@@ -179,8 +184,8 @@ def llm_judge(
             name="judge",
             role="judge",
             system_prompt=system_prompt,
-            max_tokens=300,
+            max_tokens=JUDGE_ANSWER_TOKENS,
         )
-        return (answer.best if answer else None), usage
+        return (answer.best if answer else None), usage, error
 
     return judge

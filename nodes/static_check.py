@@ -1,27 +1,222 @@
-"""A cheap check before spending an execution: syntax errors and undefined names."""
+"""A cheap check before spending an execution: syntax errors, undefined names, and imports of
+modules (or names in modules) that the interpreter scripts run with does not have.
+
+Importability is asked of that interpreter in a subprocess (never of the agent's own): a plain
+`import X` costs one `importlib.util.find_spec` (X is not imported), a `from X import Y` imports
+X there once and checks `hasattr` (or a submodule `X.Y`). Answers are cached per interpreter
+for the life of the process (one run), so after the first script a check costs milliseconds.
+Imports guarded by `try: ... except ImportError` are not checked: the script handles them.
+"""
 
 from __future__ import annotations
 
 import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 from pyflakes import checker, messages
 
 _FATAL = (messages.UndefinedName, messages.UndefinedLocal)
+PROBE_TIMEOUT_S = 60.0
+
+# Runs in the scripts' interpreter: stdin {"modules": [...], "names": {module: [names]}};
+# stdout {module: {"found": bool, "error": str|null, "dir": [...], "names": {name: bool}}}.
+_PROBE = r"""
+import importlib, importlib.util, json, sys
+req = json.load(sys.stdin)
+out = {}
+for mod in req["modules"]:
+    info = {"found": False, "error": None, "dir": [], "names": {}}
+    try:
+        info["found"] = importlib.util.find_spec(mod) is not None
+    except Exception as exc:  # a parent package missing or failing to import
+        info["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    names = req["names"].get(mod) or []
+    if info["found"] and names:
+        try:
+            m = importlib.import_module(mod)
+        except BaseException as exc:
+            info["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        else:
+            info["dir"] = [n for n in dir(m) if not n.startswith("__")]
+            for n in names:
+                ok = hasattr(m, n)
+                if not ok:
+                    try:
+                        ok = importlib.util.find_spec(f"{mod}.{n}") is not None
+                    except Exception:
+                        ok = False
+                info["names"][n] = ok
+    out[mod] = info
+sys.stdout.write(json.dumps(out))
+"""
 
 
-def static_problems(code: str) -> list[str]:
-    """Problems that would certainly crash the script, as one-line strings (empty: looks runnable)."""
+@dataclass
+class _ModuleInfo:
+    found: bool
+    error: str | None = None
+    names: dict[str, bool] = field(default_factory=dict)
+    known: frozenset[str] = frozenset()  # the module's dir() when it was imported
+
+
+@dataclass
+class ImportReport:
+    """Imports that would fail, one line each; `note` says when the check could not be done."""
+
+    problems: list[str]
+    note: str | None = None
+
+
+class ImportChecker:
+    """Which imports of a script would fail under `python` (default: this interpreter)."""
+
+    def __init__(self, python: str | None = None, *, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+        if python and os.sep not in python:
+            python = shutil.which(python) or python
+        self.python = os.path.abspath(python) if python else sys.executable
+        self.timeout_s = timeout_s
+        self._cache: dict[str, _ModuleInfo] = {}
+        self._lock = threading.Lock()
+        self.probes = 0  # subprocesses started (tests and measurements)
+
+    def check(self, tree: ast.AST) -> ImportReport:
+        """The failing imports of a parsed script."""
+        wanted = _imports(tree)
+        note = None
+        with self._lock:
+            todo = self._unknown(wanted)
+            if todo:
+                note = self._probe(todo)
+            problems = []
+            for lineno, mod, name in wanted:
+                problem = self._problem(mod, name)
+                if problem:
+                    problems.append(f"line {lineno}: {problem}")
+        return ImportReport(problems=problems, note=note)
+
+    def _unknown(self, wanted: list[tuple[int, str, str | None]]) -> dict[str, set[str]]:
+        todo: dict[str, set[str]] = {}
+        for _, mod, name in wanted:
+            info = self._cache.get(mod)
+            if info is None:
+                todo.setdefault(mod, set())
+            if name is not None and (info is None or (info.found and not info.error and name not in info.names
+                                                      and name not in info.known)):
+                todo.setdefault(mod, set()).add(name)
+        return todo
+
+    def _probe(self, todo: dict[str, set[str]]) -> str | None:
+        request = {"modules": sorted(todo), "names": {m: sorted(n) for m, n in todo.items() if n}}
+        env = {"PATH": os.path.dirname(self.python) + ":/usr/bin:/bin", "LANG": "C.UTF-8",
+               "HOME": tempfile.gettempdir()}
+        self.probes += 1
+        try:
+            proc = subprocess.run([self.python, "-I", "-c", _PROBE], input=json.dumps(request),
+                                  capture_output=True, text=True, timeout=self.timeout_s,
+                                  cwd=tempfile.gettempdir(), env=env)
+            answer = json.loads(proc.stdout)
+        except subprocess.TimeoutExpired:
+            return f"import check skipped: probing {', '.join(sorted(todo))} took over {self.timeout_s:.0f} s"
+        except (OSError, ValueError) as exc:
+            return f"import check skipped: the probe of {self.python} failed ({type(exc).__name__})"
+        for mod, raw in answer.items():
+            info = self._cache.get(mod)
+            if info is None:
+                info = self._cache[mod] = _ModuleInfo(found=bool(raw["found"]), error=raw["error"])
+            info.names.update(raw["names"])
+            if raw["dir"]:
+                info.known = frozenset(raw["dir"])
+        return None
+
+    def _problem(self, mod: str, name: str | None) -> str | None:
+        info = self._cache.get(mod)
+        if info is None:  # the probe failed: unknown, reported in the note
+            return None
+        if info.error:
+            return f"import of '{mod}' fails: {info.error}"
+        if not info.found:
+            return f"ModuleNotFoundError: No module named '{mod}' (not installed where scripts run)"
+        if name is not None and not (name in info.known or info.names.get(name, True)):
+            return f"ImportError: cannot import name '{name}' from '{mod}'"
+        return None
+
+
+@lru_cache(maxsize=8)
+def import_checker_for(python: str | None = None) -> ImportChecker:
+    """The process-wide checker (and cache) for one interpreter."""
+    return ImportChecker(python)
+
+
+_GUARDS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+
+
+def _guarded(handler: ast.ExceptHandler) -> bool:
+    if handler.type is None:
+        return True
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(isinstance(t, ast.Name) and t.id in _GUARDS for t in types)
+
+
+def _imports(tree: ast.AST) -> list[tuple[int, str, str | None]]:
+    """(line, module, name or None) of every absolute import outside try/except ImportError."""
+    found: list[tuple[int, str, str | None]] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.Try) and any(_guarded(h) for h in node.handlers):
+            for child in (*node.handlers, *node.orelse, *node.finalbody):
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name, None) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.extend((node.lineno, node.module, alias.name) for alias in node.names if alias.name != "*")
+            if not any(alias.name != "*" for alias in node.names):
+                found.append((node.lineno, node.module, None))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def static_problems(code: str, imports: ImportChecker | None = None) -> list[str]:
+    """Problems that would certainly crash the script, as one-line strings (empty: looks runnable).
+
+    With `imports`, imports the scripts' interpreter cannot satisfy count too."""
+    return static_report(code, imports)[0]
+
+
+def static_report(code: str, imports: ImportChecker | None = None) -> tuple[list[str], str | None]:
+    """(problems, note): `note` says when the import check could not be done."""
     if not code.strip():
-        return ["the answer contained no Python code block"]
+        return ["the answer contained no Python code block"], None
     try:
         tree = ast.parse(code)
     except SyntaxError as exc:
-        return [f"SyntaxError: {exc.msg} (line {exc.lineno})"]
+        return [f"SyntaxError: {exc.msg} (line {exc.lineno})"], None
     except ValueError as exc:
-        return [f"cannot parse the script: {exc}"]
+        return [f"cannot parse the script: {exc}"], None
     result = checker.Checker(tree, filename="solution.py")
     problems = []
     for msg in result.messages:
         if isinstance(msg, _FATAL):
             problems.append(f"line {msg.lineno}: " + (msg.message % msg.message_args))
-    return problems
+    note = None
+    if imports is not None:
+        report = imports.check(tree)
+        problems = sorted(problems + report.problems, key=_line_of)
+        note = report.note
+    return problems, note
+
+
+def _line_of(problem: str) -> int:
+    head = problem.split(":", 1)[0]
+    return int(head[5:]) if head.startswith("line ") and head[5:].isdigit() else 0

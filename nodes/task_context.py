@@ -1,20 +1,28 @@
-"""What every prompt of a run starts with: task, data preview, packages, limits.
+"""What every prompt of a run starts with: task, data preview, data facts, packages, limits.
 
 Built once per run and stored, so the stable prompt prefix stays byte-identical across calls
-(and across a resume) and the server can reuse its prefix cache.
+(and across a resume) and the server can reuse its prefix cache. The prefix is the same for
+every role (coder, reviewer, reflector, judge, planner): it says what a script must do, but not
+what to reply with; each role's own request ends with its reply format (a plan and one code
+block, or a JSON object).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
+import subprocess
+import sys
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
 import prompts
+from nodes.task_facts import data_facts as compute_data_facts
 
 # Packages worth telling the model about, if installed where scripts run.
 _INTERESTING_PACKAGES = [
@@ -40,6 +48,7 @@ class TaskContext:
     hardware: str
     metric_hint: str
     sample_submission: str | None
+    data_facts: str = ""  # empty when turned off (--no-data-facts)
 
     def system_prompt(self) -> str:
         """The stable prefix shared by every prompt of the run."""
@@ -50,15 +59,67 @@ class TaskContext:
         return asdict(self)
 
 
-def installed_packages() -> str:
-    """Versions of the well-known ML packages installed here."""
-    found = []
-    for name in _INTERESTING_PACKAGES:
-        try:
-            found.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return ", ".join(found)
+# Run by the interpreter scripts run with: its Python version and the versions of the packages
+# named on the command line that it has (importlib.metadata reads its own sys.path).
+_INTERPRETER_PROBE = """import importlib.metadata as m, json, platform, sys
+found = {}
+for name in sys.argv[1:]:
+    try:
+        found[name] = m.version(name)
+    except m.PackageNotFoundError:
+        pass
+print(json.dumps({"python": platform.python_version(), "packages": found}))
+"""
+
+
+class InterpreterError(RuntimeError):
+    """The interpreter scripts run with could not be asked what it has (one line)."""
+
+
+@lru_cache(maxsize=8)
+def _interpreter_facts(python: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    try:
+        # an environment like the sandbox's (no PYTHONPATH, no user site): what scripts will see
+        env = {"PATH": f"{os.path.dirname(python)}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+               "PYTHONNOUSERSITE": "1"}
+        proc = subprocess.run([python, "-c", _INTERPRETER_PROBE, *_INTERESTING_PACKAGES], capture_output=True,
+                              text=True, timeout=120, stdin=subprocess.DEVNULL, env=env)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise InterpreterError(f"cannot run the script interpreter {python}: {exc}") from exc
+    try:
+        data = json.loads(proc.stdout.strip().splitlines()[-1])
+        return str(data["python"]), tuple((str(k), str(v)) for k, v in data["packages"].items())
+    except (IndexError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise InterpreterError(f"the script interpreter {python} did not list its packages "
+                               f"(exit {proc.returncode}): {tail}") from exc
+
+
+def _is_this_interpreter(python: str | None) -> bool:
+    # abspath, not realpath: a venv's python is a symlink to the base interpreter, whose packages differ
+    return python is None or os.path.abspath(python) == os.path.abspath(sys.executable)
+
+
+def installed_packages(python: str | None = None) -> str:
+    """Versions of the well-known ML packages installed where scripts run: in this interpreter,
+    or in `python` (asked in a subprocess, cached; InterpreterError when it cannot answer)."""
+    if _is_this_interpreter(python):
+        found = []
+        for name in _INTERESTING_PACKAGES:
+            try:
+                found.append(f"{name} {importlib.metadata.version(name)}")
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return ", ".join(found)
+    _version, packages = _interpreter_facts(os.path.abspath(python))  # type: ignore[arg-type]
+    return ", ".join(f"{name} {version}" for name, version in packages)
+
+
+def python_version(python: str | None = None) -> str:
+    """The Python version scripts run with (this interpreter's, or `python`'s)."""
+    if _is_this_interpreter(python):
+        return platform.python_version()
+    return _interpreter_facts(os.path.abspath(python))[0]  # type: ignore[arg-type]
 
 
 def _human_size(size: int) -> str:
@@ -88,7 +149,9 @@ def _describe_table(path: Path) -> str:
     for col in list(df.columns)[:_MAX_COLUMNS_SHOWN]:
         s = df[col]
         missing = int(s.isna().sum())
-        examples = ", ".join(repr(v)[:40] for v in s.dropna().unique()[:4])
+        # plain Python values: numpy 2 would show `np.int64(40)` for 40
+        values = s.dropna().unique()[:4]
+        examples = ", ".join(repr(v.item() if hasattr(v, "item") else v)[:40] for v in values)
         extra = f", {missing} missing in first {len(df)}" if missing else ""
         if pd.api.types.is_numeric_dtype(s) and s.nunique() > 10:
             desc = f"{s.dtype}, range {s.min():.4g}..{s.max():.4g}{extra}"
@@ -121,10 +184,28 @@ def data_preview(public_dir: Path) -> str:
     return "\n".join(lines) if lines else "(no data files)"
 
 
-def hardware_summary() -> str:
-    """CPU count (and GPU presence when visible)."""
-    gpu = " and NVIDIA GPU(s)" if Path("/dev/nvidia0").exists() else ", no GPU"
-    return f"{os.cpu_count()} CPU cores{gpu}"
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def visible_gpus(dev: Path = Path("/dev")) -> int:
+    """Number of NVIDIA devices (`/dev/nvidiaN`) on this machine."""
+    return sum(1 for p in dev.glob("nvidia*") if p.name[len("nvidia"):].isdigit())
+
+
+def hardware_summary(gpus: bool = False, *, dev: Path = Path("/dev")) -> str:
+    """What a script may use: a GPU only when the run binds one into the sandbox (`--gpus`)."""
+    cores = _cpu_count()
+    if not gpus:
+        return f"CPU only: {cores} CPU cores, no GPU (do not use CUDA)"
+    count = visible_gpus(dev)
+    if count == 0:
+        return (f"CPU only: {cores} CPU cores; GPUs were requested but no NVIDIA device is visible "
+                "(do not use CUDA)")
+    return f"{cores} CPU cores and {count} NVIDIA GPU(s), usable with CUDA"
 
 
 def build_task_context(
@@ -135,8 +216,15 @@ def build_task_context(
     metric_name: str | None,
     lower_is_better: bool | None,
     sample_submission: Path | None,
+    gpus: bool = False,
+    data_facts: bool = True,
+    python: str | None = None,
 ) -> TaskContext:
-    """Gather the stable facts once at the start of a run."""
+    """Gather the stable facts once at the start of a run.
+
+    `gpus`: whether scripts get the GPUs (RunSettings.gpus); `data_facts`: whether to state the
+    facts checked from the files (see nodes.task_facts); `python`: the interpreter scripts run
+    with (RunSettings.python; None: this one), whose Python version and packages are stated."""
     if metric_name and lower_is_better is not None:
         hint = f"{metric_name}, {'lower' if lower_is_better else 'higher'} is better"
     elif metric_name:
@@ -154,10 +242,20 @@ def build_task_context(
     return TaskContext(
         description=description.strip(),
         data_preview=data_preview(public_dir),
-        packages=installed_packages(),
-        python_version=platform.python_version(),
+        packages=installed_packages(python),
+        python_version=python_version(python),
         time_limit=limit,
-        hardware=hardware_summary(),
+        hardware=hardware_summary(gpus),
         metric_hint=hint,
         sample_submission=sample,
+        data_facts=_facts_or_why_not(public_dir, sample_submission) if data_facts else "",
     )
+
+
+def _facts_or_why_not(public_dir: Path, sample_submission: Path | None) -> str:
+    """The data facts; data the checks cannot handle must not stop the run, and the prompt says
+    that the facts are missing (and why) rather than leaving them out silently."""
+    try:
+        return compute_data_facts(public_dir, sample_submission)
+    except Exception as exc:  # noqa: BLE001 - any data, any failure: reported in the prompt
+        return f"- (the data facts could not be computed: {type(exc).__name__}: {str(exc)[:200]})"

@@ -4,11 +4,15 @@ Node payloads (code, output, reasoning) live outside the LangGraph checkpoint so
 writes a constant number of bytes however large the tree grows. Node ids are deterministic
 (`step`, `branch`), so a step replayed after a crash overwrites its row instead of adding one.
 `Tree` is the in-memory index the search policy reads: small summaries, updated per node.
+It also keeps the prompt memory of a branch (`Tree.branch_memory`): the attempts on a node's
+lineage and the best few nodes of the run, built by walking parents, never by scanning the tree.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+import math
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -72,11 +76,20 @@ class NodeSummary:
     is_buggy: bool
     debug_depth: int
     note: str  # why it failed, or the review of a working node: one line for prompt memory
+    plan: str = ""  # the plan's first words: one line for prompt memory
 
 
 def _one_line(text: str, limit: int) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+MEMORY_ENTRIES = 8  # lines of branch memory at most
+MEMORY_CHARS = 1500  # characters of branch memory at most
+MEMORY_BEST = 3  # of which the run's best nodes (off the branch) take at most this many
+_TOP_KEPT = 8  # best nodes kept in the index (incrementally, for the memory)
+_PLAN_CHARS = 160
+_OUTCOME_CHARS = 160
 
 
 class Tree:
@@ -86,13 +99,24 @@ class Tree:
         self.lower_is_better = lower_is_better
         self.nodes: dict[str, NodeSummary] = {}
         self.children: dict[str, set[str]] = {}
+        self._roots: list[tuple[int, str]] = []  # (step, id) of the drafts, in step order
+        self._top: list[NodeSummary] = []  # the best good nodes, best first
+
+    def _rank(self, n: NodeSummary) -> tuple[float, int]:
+        return (n.metric if self.lower_is_better else -n.metric, n.step)  # type: ignore[operator]
+
+    def _is_ranked(self, n: NodeSummary) -> bool:
+        return not n.is_buggy and n.metric is not None and math.isfinite(n.metric)
 
     def add(self, node: Node) -> None:
         """Insert or replace a node (replay after a crash replaces)."""
         old = self.nodes.get(node.id)
         if old is not None and old.parent_id is not None:
             self.children.get(old.parent_id, set()).discard(node.id)
-        self.nodes[node.id] = NodeSummary(
+        if old is not None and old.parent_id is None:
+            self._roots.remove((old.step, old.id))
+        rescan = old is not None and any(t.id == node.id for t in self._top)
+        self.nodes[node.id] = summary = NodeSummary(
             id=node.id,
             step=node.step,
             parent_id=node.parent_id,
@@ -101,10 +125,20 @@ class Tree:
             is_buggy=node.is_buggy,
             debug_depth=node.debug_depth,
             note=_one_line((node.bug_reason if node.is_buggy else node.review) or "", 240),
+            plan=_one_line(node.plan, _PLAN_CHARS),
         )
         self.children.setdefault(node.id, set())
         if node.parent_id is not None:
             self.children.setdefault(node.parent_id, set()).add(node.id)
+        else:
+            bisect.insort(self._roots, (node.step, node.id))
+        if rescan:  # a replayed node left the top list: rebuild it (rare: only on crash replay)
+            ranked = [n for n in self.nodes.values() if self._is_ranked(n)]
+            self._top = sorted(ranked, key=self._rank)[:_TOP_KEPT]
+        elif self._is_ranked(summary):
+            self._top.append(summary)
+            self._top.sort(key=self._rank)
+            del self._top[_TOP_KEPT:]
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -116,7 +150,7 @@ class Tree:
     @property
     def draft_count(self) -> int:
         """Number of root nodes (drafts)."""
-        return sum(1 for n in self.nodes.values() if n.parent_id is None)
+        return len(self._roots)
 
     def good_nodes(self) -> list[NodeSummary]:
         """Nodes that ran cleanly and reported a metric."""
@@ -142,6 +176,53 @@ class Tree:
     def recent(self, k: int) -> list[NodeSummary]:
         """The last `k` nodes by step: bounded prompt memory."""
         return sorted(self.nodes.values(), key=lambda n: n.step)[-k:]
+
+    def top(self, k: int) -> list[NodeSummary]:
+        """The `k` best good nodes of the run, best first (earliest wins ties); k <= 8."""
+        return self._top[:k]
+
+    def memory_line(self, n: NodeSummary) -> str:
+        """One line about an attempt: what it tried and what came of it."""
+        parent = self.nodes.get(n.parent_id) if n.parent_id else None
+        head = f"step {n.step} {n.stage}" + (f" of step {parent.step}" if parent else "")
+        plan = n.plan or "(no plan given)"
+        if n.is_buggy or n.metric is None:
+            outcome = "failed: " + _one_line(n.note or "unknown error", _OUTCOME_CHARS)
+        else:
+            outcome = f"metric {n.metric:.6g}"
+            if parent is not None and not parent.is_buggy and parent.metric is not None:
+                if n.metric == parent.metric:
+                    outcome += " (same as its parent)"
+                else:
+                    word = "better" if self.better(n.metric, parent.metric) else "worse"
+                    outcome += f" ({word} than its parent's {parent.metric:.6g})"
+        return f"{head}: {plan} -> {outcome}"
+
+    def branch_memory(
+        self, node_id: str | None, *, max_entries: int = MEMORY_ENTRIES, max_chars: int = MEMORY_CHARS,
+        best: int = MEMORY_BEST,
+    ) -> list[str]:
+        """What was tried on `node_id`'s lineage (it and its ancestors, oldest first) and what it
+        scored, then the run's best nodes off that lineage; for a new draft (`node_id` None) the
+        earlier drafts instead of a lineage. At most `max_entries` lines and `max_chars`
+        characters: the lineage entries farthest from the node go first, then the weakest best
+        entries; the node and its parent stay. Costs O(depth), never a scan of the tree."""
+        if max_entries <= 0:
+            return []
+        best_slots = min(best, max_entries - 1) if max_entries > 1 else 0
+        if node_id is None:
+            own = [self.nodes[i] for _s, i in self._roots[-(max_entries - best_slots):]][::-1]
+        else:
+            own = list(self.ancestors(node_id, limit=max_entries - best_slots))  # nearest first
+        on_branch = {n.id for n in own}
+        tops = [n for n in self.top(best_slots + len(on_branch)) if n.id not in on_branch][:best_slots]
+        own_lines = [self.memory_line(n) for n in own]
+        top_lines = [f"best of the run so far: {self.memory_line(n)}" for n in tops]
+        while own_lines or top_lines:
+            if sum(len(line) + 1 for line in own_lines + top_lines) <= max_chars:
+                break
+            (own_lines if len(own_lines) > 2 or not top_lines else top_lines).pop()
+        return own_lines[::-1] + top_lines
 
     def ancestors(self, node_id: str, limit: int = 10) -> Iterator[NodeSummary]:
         """The node and its ancestors, nearest first, at most `limit`."""

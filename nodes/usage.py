@@ -19,6 +19,18 @@ class LLMCall(BaseModel):
     choices: int = 1
     attempts: int = 1  # requests sent (more than 1: the client retried after a fault)
     error: str | None = None  # why the call failed for good (no answer came back)
+    max_tokens: int | None = None  # the generation cap sent (answer + reasoning budget, bounded)
+    finish_reason: str | None = None
+    # the answer was cut at the cap and not asked again: the role's result is cut (with choices > 1:
+    # at least one of them; cut_choices says how many)
+    cut: bool = False
+    cut_choices: int = 0
+    retried: bool = False  # cut at the cap and asked again with a larger one (the next call)
+
+    @property
+    def answers_cut(self) -> int:
+        """Answers of this call lost to the cap."""
+        return max(self.cut_choices, 1) if self.cut else 0
 
 
 _TOTALS = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens")
@@ -35,10 +47,19 @@ class Usage(BaseModel):
     llm_calls: int = 0
     calls: list[LLMCall] = Field(default_factory=list)
 
-    def add_reply(self, reply: LLMReply, role: str = "coder", *, choices: int = 1) -> None:
-        """Count one answered call (a call with `choices` > 1 is counted once, as its usage is)."""
+    def add_reply(self, reply: LLMReply, role: str = "coder", *, choices: int = 1, retried: bool = False,
+                  cut_choices: int | None = None) -> None:
+        """Count one answered call (a call with `choices` > 1 is counted once, as its usage is).
+
+        An answer that stopped at the cap (finish_reason "length") is recorded as cut unless
+        `retried` (asked again with a larger cap); `cut_choices`: how many of `choices` were cut
+        (default: this reply's own finish reason)."""
+        at_cap = reply.finish_reason == "length"
+        n_cut = (1 if at_cap else 0) if cut_choices is None else cut_choices
         call = LLMCall(role=role, seconds=reply.seconds, choices=choices, attempts=max(1, reply.attempts),
-                       **{k: getattr(reply, k) for k in _TOTALS})
+                       max_tokens=reply.max_tokens, finish_reason=reply.finish_reason,
+                       cut=n_cut > 0 and not retried, cut_choices=0 if retried else n_cut,
+                       retried=retried and at_cap, **{k: getattr(reply, k) for k in _TOTALS})
         self.add_call(call)
 
     def add_failure(self, role: str, error: str, seconds: float = 0.0, attempts: int = 1) -> None:

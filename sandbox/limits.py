@@ -46,6 +46,9 @@ class Limits:
     cpu_seconds: float | None = None  # per process; default: timeout x CPU count
     file_bytes: int = GiB  # largest file the script may write
     gpus: bool = False  # bind /dev/nvidia* into the sandbox (memory then by cgroup only)
+    # the interpreter scripts run with (its prefix is bound read-only under bwrap); None: this one.
+    # Carried here because these settings reach every place a script is run.
+    python: str | None = None
 
     def memory(self) -> int:
         return self.memory_bytes if self.memory_bytes is not None else max(GiB, physical_memory() // 2)

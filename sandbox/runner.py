@@ -1,6 +1,8 @@
 """Run one LLM-written script in a workspace, optionally inside bubblewrap.
 
-Every call is a fresh process ``python solution.py`` with cwd = workspace root.
+Every call is a fresh process ``python solution.py`` with cwd = workspace root; ``python`` is the
+``python=`` argument, else ``Limits.python``, else this interpreter (a venv, conda or wrapper
+script elsewhere works too: its prefixes are bound read-only under bwrap).
 
 bwrap layout
     ``--unshare-all --die-with-parent --new-session --cap-drop ALL --clearenv`` (the
@@ -506,8 +508,8 @@ def run_script(
         raise SandboxError(f"public data directory does not exist: {workspace.public_dir}")
     public = str(Path(workspace.public_dir).resolve())
     if python is None:
-        python = sys.executable
-    elif os.sep not in python:
+        python = limits.python or sys.executable
+    if os.sep not in python:
         python = shutil.which(python) or python
     python = os.path.abspath(python)
     if not os.path.exists(python):

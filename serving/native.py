@@ -22,27 +22,22 @@ Imports nothing from the rest of the project.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import hashlib
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from .process import ServerProcess, default_threads
+from .process import ServerProcess, default_threads, popen_tied
 from .weights import LOCAL_MODELS, LocalModelError, cache_dir, ensure_local_model
 
 __all__ = ["LlamaServerNotFound", "NativeServer", "find_llama_server"]
 
 ENV_BINARY = "ITS_MLE_LLAMA_SERVER"
 BUILD_SCRIPT = "scripts/build_llama_server.sh"
-_PR_SET_PDEATHSIG = 1
 
 
 class LlamaServerNotFound(LocalModelError):
@@ -114,64 +109,6 @@ def _not_found_message() -> str:
 
 
 # --------------------------------------------------------------------------- spawning
-
-_libc: ctypes.CDLL | None = None
-with contextlib.suppress(OSError, AttributeError):
-    _libc = ctypes.CDLL(None, use_errno=True)
-    _libc.prctl  # noqa: B018 - Linux only: probe the symbol now, not in the forked child
-
-
-def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
-    """preexec_fn: the kernel SIGKILLs the child when the thread that forked it dies."""
-    if _libc is None or not sys.platform.startswith("linux"):
-        return None
-
-    def preexec() -> None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
-class _Spawner:
-    """Forks children from one long-lived daemon thread.
-
-    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process: a
-    server started from a short-lived worker thread would be killed with it. A daemon thread
-    that lives until the interpreter does ties the child's life to this process's.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def _run(self) -> None:
-        while True:
-            fn, box, done = self._jobs.get()
-            try:
-                box.append((True, fn()))
-            except BaseException as e:  # handed back to the caller
-                box.append((False, e))
-            done.set()
-
-    def popen(self, *args, **kwargs) -> subprocess.Popen:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="llama-server-spawner", daemon=True)
-                self._thread.start()
-        box: list = []
-        done = threading.Event()
-        self._jobs.put((lambda: subprocess.Popen(*args, **kwargs), box, done))
-        done.wait()
-        ok, value = box[0]
-        if not ok:
-            raise value
-        return value
-
-
-_SPAWNER = _Spawner()
 
 
 def _child_env() -> dict[str, str]:
@@ -271,7 +208,7 @@ class NativeServer(ServerProcess):
         with open(self.log_path, "ab") as log:
             log.write(f"$ {' '.join(cmd)}\n".encode())
             log.flush()
-            self._proc = _SPAWNER.popen(
+            self._proc = popen_tied(
                 cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -279,7 +216,6 @@ class NativeServer(ServerProcess):
                 env=_child_env(),
                 start_new_session=True,  # own process group: killpg reaches all of it
                 close_fds=True,
-                preexec_fn=_die_with_parent(os.getpid()),
             )
 
     def __repr__(self) -> str:

@@ -1,22 +1,27 @@
 """What the two embedded servers (llama-cpp-python's and llama.cpp's native `llama-server`)
-share: a child process in its own process group on a free loopback port, a readiness wait that
-reports the log's tail when startup fails, and an idempotent stop (SIGTERM to the group, then
-SIGKILL) that also runs at interpreter exit."""
+share (and the vLLM launcher, ``serving.vllm``): a child process in its own process group on a
+free loopback port (or a port the caller names), a readiness wait that reports the log's tail
+when startup fails, and an idempotent stop (SIGTERM to the group, then SIGKILL) that also runs
+at interpreter exit. ``popen_tied`` starts a child the kernel kills when this process dies."""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
+import queue
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from .weights import LocalModelError
@@ -29,6 +34,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when nothing listens on (host, port) and it can be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is free
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def client_host(host: str) -> str:
+    """The address a client on this machine uses to reach a server bound to `host`."""
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def default_threads() -> int:
@@ -55,6 +79,74 @@ def log_tail(path: Path | None, n: int = 5) -> str:
     return " | ".join(lines) if lines else "(empty log)"
 
 
+# --------------------------------------------------------------------------- children tied to us
+
+_PR_SET_PDEATHSIG = 1
+_libc: ctypes.CDLL | None = None
+with contextlib.suppress(OSError, AttributeError):
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _libc.prctl  # noqa: B018 - Linux only: probe the symbol now, not in the forked child
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """preexec_fn: the kernel SIGKILLs the child when the thread that forked it dies."""
+    if _libc is None or not sys.platform.startswith("linux"):
+        return None
+
+    def preexec() -> None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+class _Spawner:
+    """Forks children from one long-lived daemon thread.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, not the process: a
+    server started from a short-lived worker thread would be killed with it. A daemon thread
+    that lives until the interpreter does ties the child's life to this process's.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _run(self) -> None:
+        while True:
+            fn, box, done = self._jobs.get()
+            try:
+                box.append((True, fn()))
+            except BaseException as e:  # handed back to the caller
+                box.append((False, e))
+            done.set()
+
+    def popen(self, *args, **kwargs) -> subprocess.Popen:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="server-spawner", daemon=True)
+                self._thread.start()
+        box: list = []
+        done = threading.Event()
+        self._jobs.put((lambda: subprocess.Popen(*args, **kwargs), box, done))
+        done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+
+_SPAWNER = _Spawner()
+
+
+def popen_tied(*args, **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen`` whose child the kernel SIGKILLs when this process dies (even by
+    SIGKILL, where atexit cannot run); Linux, elsewhere a plain Popen."""
+    return _SPAWNER.popen(*args, preexec_fn=_die_with_parent(os.getpid()), **kwargs)
+
+
 class ServerProcess:
     """Start / wait / stop of one server child; subclasses say how to check and spawn it."""
 
@@ -64,10 +156,14 @@ class ServerProcess:
     log_prefix = "its-mle-server-"
     bind_errors = ("address already in use",)
 
-    def _init_process(self, log_path: Path | None, startup_timeout_s: float) -> None:
+    def _init_process(self, log_path: Path | None, startup_timeout_s: float, *, port: int | None = None,
+                      host: str = "127.0.0.1") -> None:
+        """`port`: listen there (refused when taken); None picks a free one at each start."""
         self.startup_timeout_s = float(startup_timeout_s)
         self.log_path: Path | None = Path(log_path) if log_path else None
         self._own_log = log_path is None
+        self.host = host
+        self.requested_port = port
         self.port: int | None = None
         self.base_url: str = ""
         self.startup_s: float | None = None
@@ -93,12 +189,19 @@ class ServerProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    @property
+    def exit_code(self) -> int | None:
+        """The child's exit status once it has exited by itself; None while it runs."""
+        return self._proc.poll() if self._proc else None
+
     def start(self) -> ServerProcess:
         """Start the server and wait until it answers; idempotent."""
         with self._lock:
             if self.running:
                 return self
             self._check_startable()
+            if self.requested_port is not None and not port_free(self.host, self.requested_port):
+                raise LocalModelError(f"port {self.requested_port} is in use on {self.host}")
             if self.log_path is None:
                 fd, name = tempfile.mkstemp(prefix=self.log_prefix, suffix=".log")
                 os.close(fd)
@@ -106,16 +209,16 @@ class ServerProcess:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             t0 = time.monotonic()
             for attempt in range(3):  # the free port can be taken between probe and bind
-                port = free_port()
+                port = self.requested_port or free_port()
                 self.port = port
-                self.base_url = f"http://127.0.0.1:{port}/v1"
+                self.base_url = f"http://{client_host(self.host)}:{port}/v1"
                 try:
                     self._spawn(port)
                     self._wait_ready(t0)
                 except LocalModelError:
                     log = log_tail(self.log_path, 20).lower()
                     self._terminate()
-                    if any(e in log for e in self.bind_errors) and attempt < 2:
+                    if any(e in log for e in self.bind_errors) and attempt < 2 and not self.requested_port:
                         continue
                     raise
                 except BaseException:  # KeyboardInterrupt during startup: leave nothing behind
@@ -127,7 +230,7 @@ class ServerProcess:
             return self
 
     def _wait_ready(self, t0: float) -> None:
-        url = f"http://127.0.0.1:{self.port}{self.ready_path}"
+        url = f"http://{client_host(self.host)}:{self.port}{self.ready_path}"
         while True:
             code = self._proc.poll() if self._proc else None
             if code is not None:

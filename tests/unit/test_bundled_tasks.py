@@ -30,7 +30,14 @@ def test_leaderboard_reproduces_from_its_reference_population(name):
     committed = pd.read_csv(task_dir / "leaderboard.csv")
     comp = load_competition(task_dir)
     assert len(committed) >= 30
-    pd.testing.assert_frame_equal(rebuilt, committed)
+    # Same reference solutions; each score equal up to what BLAS kernels and thread counts can move
+    # (a few test rows predicted differently on another CPU: 0.898488 against 0.894268 was seen).
+    assert sorted(rebuilt["team"]) == sorted(committed["team"])
+    both = committed.merge(rebuilt, on="team", suffixes=("_committed", "_rebuilt"))
+    spread = committed["score"].max() - committed["score"].min()
+    drift = (both["score_rebuilt"] - both["score_committed"]).abs()
+    assert (drift <= 0.01 * spread + 1e-6).all(), both[drift > 0.01 * spread + 1e-6]
+    assert (drift <= 1e-6).mean() >= 0.5  # most of the population reproduces exactly
     # best first in the task's own direction
     if comp.lower_is_better:
         assert committed["score"].is_monotonic_increasing

@@ -12,7 +12,8 @@ import pytest
 
 from benchmark.graders import GRADERS, GradeResult, grade_submission, levenshtein, lower_is_better
 
-ALL = ["accuracy", "roc_auc", "f1", "f1_macro", "log_loss", "rmse", "rmsle", "mae", "exact_match", "cer"]
+ALL = ["accuracy", "roc_auc", "f1", "f1_macro", "f1_micro", "quadratic_weighted_kappa", "mcc", "log_loss", "rmse",
+       "rmsle", "mae", "exact_match", "cer"]
 
 
 def frame(ids, **columns) -> pd.DataFrame:
@@ -304,6 +305,8 @@ def test_every_grader_reports_instead_of_raising_on_garbage(tmp_path: Path):
         "roc_auc": frame([1, 2], y=[0, 1]), "log_loss": frame([1, 2], y=[0, 1]), "rmse": frame([1, 2], y=[0, 1]),
         "rmsle": frame([1, 2], y=[0, 1]), "mae": frame([1, 2], y=[0, 1]),
         "exact_match": frame([1, 2], y=["a", "b"]), "cer": frame([1, 2], y=["a", "b"]),
+        "f1_micro": frame([1, 2], y=[0, 1]), "quadratic_weighted_kappa": frame([1, 2], y=[0, 1]),
+        "mcc": frame([1, 2], y=[0, 1]),
     }
     (tmp_path / "garbage.csv").write_bytes(b"\x00\x01 not,a\ncsv")
     for name in ALL:

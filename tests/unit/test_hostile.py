@@ -82,7 +82,8 @@ def run_case(env: Env, script: str):
     llm = scripted_model([fenced(script, "Plan: hostile."), fenced(GOOD_SCRIPT, "Plan: fix it.")])
     settings = RunSettings(run_id="h", task_dir=str(env.task), steps=2, num_drafts=1, debug_prob=1.0,
                            exec_timeout=TIMEOUT, sandbox="bwrap", llm_review=False, lower_is_better=False,
-                           mem_limit_mb=MEM_MB, max_procs=PROCS)
+                           mem_limit_mb=MEM_MB, max_procs=PROCS,
+                           repairs=0)  # the debug step, not a repair, answers each hostile node
     store = NodeStore(env.tmp / "nodes.sqlite")
     svc = RunServices(settings=settings, run_dir=env.run_dir, competition=load_competition(env.task), llm=llm,
                       system_text="SYSTEM", use_system_prompt=True, store=store,

@@ -300,7 +300,8 @@ def test_unterminated_block_runs_only_when_it_parses():
 def test_failed_review_is_recorded_and_structured_output_stays_on(tmp_path, toy_task):
     runs = tmp_path / "runs"
     with FaultServer([FaultRule(Fault("status", 503), calls={2})]) as server:  # call 2: node 0's review
-        assert run_cli(server, toy_task, runs) == 0
+        # every run reviewed, failed or not, so call 2 is a review whatever the script did
+        assert run_cli(server, toy_task, runs, "--review-failed-runs", "--repairs", "0") == 0
         review = server.call(2)
         assert [r.attempt for r in review] == [0, 1, 2] and "response_format" in review[0].body
         first, second = finished_tree(runs, 2)

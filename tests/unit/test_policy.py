@@ -75,3 +75,18 @@ def test_debug_probability_matches_setting():
     picks = [choose_action(t, settings, step_rng(0, s)).stage for s in range(2000)]
     share = picks.count("debug") / len(picks)
     assert 0.25 < share < 0.35
+
+
+def test_draft_budget_fits_the_step_budget():
+    from nodes.policy import draft_budget
+
+    assert [draft_budget(s) for s in (1, 3, 4, 8, 10, 19, 20, 300)] == [1, 1, 1, 2, 2, 4, 5, 5]
+    assert draft_budget(4, num_drafts=5) == 5  # an explicit --num-drafts wins
+
+
+def test_run_settings_use_the_draft_budget():
+    from graphs.settings import RunSettings
+
+    assert RunSettings(run_id="r", task_dir="t", steps=4).policy().num_drafts == 1
+    assert RunSettings(run_id="r", task_dir="t", steps=40).policy().num_drafts == 5
+    assert RunSettings(run_id="r", task_dir="t", steps=4, num_drafts=3).policy().num_drafts == 3

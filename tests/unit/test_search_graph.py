@@ -29,6 +29,7 @@ def checkpointer(request, tmp_path):
 
 
 def make_services(tmp_path, task, llm, **overrides):
+    overrides.setdefault("repairs", 0)  # repairs inside a step: tests/unit/test_repair.py
     comp = load_competition(task)
     settings = RunSettings(run_id="t", task_dir=str(task), exec_timeout=30, sandbox="plain",
                            lower_is_better=False, **overrides)
@@ -48,7 +49,7 @@ def run_graph(services, checkpointer):
 
 def test_draft_crash_debug_then_improve(tmp_path, toy_task, checkpointer):
     llm = scripted_model([
-        ai(fenced(CRASH), 200, 40), ai(VERDICT_BAD, 150, 10),                  # step 0: draft, crashes
+        ai(fenced(CRASH), 200, 40),                                            # step 0: draft, crashes (no review)
         ai(fenced(GOOD_SCRIPT), 210, 60), ai(VERDICT_OK, 160, 12),             # step 1: debug fixes it
         ai(fenced(GOOD_SCRIPT.replace("0.9", "0.95")), 220, 70), ai(VERDICT_OK),  # step 2: improve
     ])
@@ -58,15 +59,17 @@ def test_draft_crash_debug_then_improve(tmp_path, toy_task, checkpointer):
     assert [(n.stage, n.parent_id) for n in nodes] == [
         ("draft", None), ("debug", "00000-0"), ("improve", "00001-0")]
     assert nodes[0].is_buggy and "RuntimeError: bad column" in nodes[0].bug_reason
-    assert nodes[0].review == "crashed" and nodes[0].review_says_bug is True
+    # the facts already called the draft failed: no LLM review, its failure is the review
+    assert nodes[0].review == nodes[0].bug_reason and nodes[0].review_says_bug is None
     assert nodes[1].debug_depth == 1 and not nodes[1].is_buggy and nodes[1].metric == 0.9
     assert nodes[2].metric == 0.95 and nodes[2].has_submission
-    # tokens of the generate and the review call both land on the node
-    assert (nodes[0].prompt_tokens, nodes[0].completion_tokens, nodes[0].llm_calls) == (350, 50, 2)
-    # the debug prompt showed the crash; the improve prompt showed the parent's code
-    debug_prompt = llm.seen[2][-1].content
+    assert (nodes[0].prompt_tokens, nodes[0].completion_tokens, nodes[0].llm_calls) == (200, 40, 1)
+    # tokens of the generate and the review call both land on a node that ran cleanly
+    assert (nodes[1].prompt_tokens, nodes[1].completion_tokens, nodes[1].llm_calls) == (370, 72, 2)
+    # the debug prompt showed the crash; the improve prompt showed the parent's code and its review
+    debug_prompt = llm.seen[1][-1].content
     assert "RuntimeError: bad column" in debug_prompt and "raise RuntimeError" in debug_prompt
-    assert "0.9" in llm.seen[4][-1].content
+    assert "0.9" in llm.seen[3][-1].content and "works" in llm.seen[3][-1].content
     # the run's stable prefix is the system message of every call
     assert all(msgs[0].content == "SYSTEM" for msgs in llm.seen)
     # state holds the step in flight, not the tree
@@ -80,6 +83,15 @@ def test_draft_crash_debug_then_improve(tmp_path, toy_task, checkpointer):
     assert summary["nodes_by_stage"] == {"draft": 1, "debug": 1, "improve": 1}
     assert (svc.run_dir / "best_solution.py").read_text() == nodes[2].code
     assert (svc.run_dir / "submission.csv").read_text().startswith("id,label")
+
+
+def test_failed_runs_are_reviewed_when_asked(tmp_path, toy_task, checkpointer):
+    llm = scripted_model([ai(fenced(CRASH), 200, 40), ai(VERDICT_BAD, 150, 10)])
+    svc = make_services(tmp_path, toy_task, llm, steps=1, num_drafts=1, skip_failed_review=False)
+    run_graph(svc, checkpointer)
+    (node,) = svc.store.all()
+    assert node.is_buggy and node.review == "crashed" and node.review_says_bug is True
+    assert (node.prompt_tokens, node.completion_tokens, node.llm_calls) == (350, 50, 2)
 
 
 def test_static_check_skips_execution_and_llm_review(tmp_path, toy_task, checkpointer):

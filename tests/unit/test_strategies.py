@@ -51,7 +51,8 @@ SC_SCRIPTS = [script_with_metric(0.7), script_with_metric(None, crash=True), scr
 def test_sc_asks_once_with_n_and_keeps_the_best_metric(tmp_path, toy_task):
     model = RuleFakeModel(rule=lambda text, kw: [fenced(s) for s in SC_SCRIPTS[: kw.get("n", 1)]])
     svc = make_services(tmp_path, toy_task, model)
-    res, events = run(build_self_consistency_graph, svc, samples=3)
+    # a crash here is the point: no repair calls (tests/unit/test_strategy_repairs.py)
+    res, events = run(build_self_consistency_graph, svc, samples=3, repairs=0)
     assert len(model.calls) == 1 and model.calls[0][1]["n"] == 3  # one request for all samples
     assert svc.sampling.n_supported is True
     details = res["details"]
@@ -78,7 +79,8 @@ def test_sc_falls_back_to_concurrent_seeded_requests_when_n_is_ignored(tmp_path,
 
     model = RuleFakeModel(rule=rule)
     svc = make_services(tmp_path, toy_task, model)
-    res, _ = run(build_self_consistency_graph, svc, samples=3)
+    # a crash here is the point: no repair calls (tests/unit/test_strategy_repairs.py)
+    res, _ = run(build_self_consistency_graph, svc, samples=3, repairs=0)
     # first the n=3 probe (answered with one choice), then the 2 missing samples concurrently
     assert [kw.get("n") for _, kw in model.calls].count(3) == 1
     assert len(model.calls) == 3
@@ -88,7 +90,7 @@ def test_sc_falls_back_to_concurrent_seeded_requests_when_n_is_ignored(tmp_path,
     assert res["execution"]["metric"] == 0.9
     # the run remembers: the next fan-out does not probe again
     model.calls.clear()
-    run(build_self_consistency_graph, svc, thread="t2", samples=3)
+    run(build_self_consistency_graph, svc, thread="t2", samples=3, repairs=0)
     assert len(model.calls) == 3 and all("n" not in kw for _, kw in model.calls)
 
 
@@ -115,7 +117,9 @@ def test_sc_lower_is_better_and_judge_when_nothing_runs(tmp_path, toy_task):
         return [fenced(s) for s in crashes]
 
     judge_model = RuleFakeModel(rule=rule)
-    res, _ = run(build_self_consistency_graph, make_services(tmp_path / "j", toy_task, judge_model), samples=3)
+    # a crash here is the point: no repair calls (tests/unit/test_strategy_repairs.py)
+    res, _ = run(build_self_consistency_graph, make_services(tmp_path / "j", toy_task, judge_model), samples=3,
+                 repairs=0)
     assert res["details"]["kept"] == 2 and res["details"]["rule"].endswith("LLM judge")
     (judge_prompt,) = judge_model.texts("Your job: pick the most promising")
     assert all(f"## Candidate {i}" in judge_prompt for i in range(3))
@@ -208,7 +212,9 @@ def test_sr_a_failed_run_is_never_accepted(tmp_path, toy_task):
     scripts = iter([script_with_metric(1, crash=True), script_with_metric(0.75)])
     model = RuleFakeModel(rule=lambda text, kw: reflection(True) if "Your job: reflect" in text
                           else fenced(next(scripts)))
-    res, _ = run(build_self_reflection_graph, make_services(tmp_path, toy_task, model), rounds=2)
+    # a crash here is the point: no repair calls (tests/unit/test_strategy_repairs.py)
+    res, _ = run(build_self_reflection_graph, make_services(tmp_path, toy_task, model), rounds=2,
+                 repairs=0)
     assert res["execution"]["metric"] == 0.75  # the crash was revised although the model "accepted" it
     assert res["details"]["rounds"][0]["accept"] is False
 
@@ -280,7 +286,8 @@ def test_strategy_expands_tree_nodes_through_the_cli(tmp_path, toy_task, strateg
         # the node's cost is the sum of its calls, every one of them listed with its role
         assert node["llm_calls"] == len(node["calls"]) > 1
         assert node["prompt_tokens"] == sum(c["prompt_tokens"] for c in node["calls"])
-        assert node["calls"][-1]["role"] == "reviewer"
+        # the LLM reviews what ran cleanly; a run the facts call failed is not reviewed
+        assert (node["calls"][-1]["role"] == "reviewer") == (not node["is_buggy"])
         if strategy == "self_consistency":
             assert len(details["attempts"]) == 3
             assert [c["role"] for c in node["calls"]].count("sampler") == 3

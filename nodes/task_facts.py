@@ -1,0 +1,398 @@
+"""Data facts small models get wrong, computed once from a task's public files.
+
+Any task, no per-task tuning: which files exist (and only those), the submission's columns and
+id column, the targets (train columns the test lacks) with their classes or range, which
+features are strings and which numbers, id-like columns, whether the submission wants labels or
+per-class probabilities, and how table rows map to files in folders (images, audio, text).
+
+The text is part of the run's stable prompt prefix, so it is deterministic: sorted listings,
+ties broken by value, no timestamps or absolute paths.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+_TABLE_SUFFIXES = {".csv", ".tsv"}
+_HEAD_ROWS = 5000  # rows read to classify columns
+_TARGET_ROWS = 1_000_000  # rows read of a target column to count its classes
+_MAP_VALUES = 200  # values of a column checked against file names
+_MAX_NAMES = 20  # column names listed per kind
+_MAX_CLASSES = 6
+_MAX_TOP_ENTRIES = 30
+_CLASS_LIMIT = 20  # an integer target with at most this many values is read as classes
+
+
+@dataclass
+class _Table:
+    rel: str  # path under the public dir, with forward slashes
+    path: Path
+    head: pd.DataFrame
+    rows: int | None
+
+
+def _read_head(path: Path) -> pd.DataFrame | None:
+    sep = "\t" if path.suffix == ".tsv" else ","
+    try:
+        return pd.read_csv(path, sep=sep, nrows=_HEAD_ROWS, low_memory=False)
+    except Exception:  # noqa: BLE001 - an unreadable table is reported, never fatal
+        return None
+
+
+def _row_count(path: Path) -> int | None:
+    if path.stat().st_size > 200 * 2**20:
+        return None
+    with path.open("rb") as fh:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(2**20), b""))
+    return max(lines - 1, 0)
+
+
+def _names(items: list[str], limit: int = _MAX_NAMES) -> str:
+    shown = ", ".join(f"`{c}`" for c in items[:limit])
+    return shown + (f" ... and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _fmt(value: object) -> str:
+    if hasattr(value, "item"):  # numpy scalars as plain Python values
+        value = value.item()  # type: ignore[union-attr]
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _inventory(public: Path, files: list[Path]) -> str:
+    """The top-level entries: files by name, folders with their file counts and kinds."""
+    top_files: list[str] = []
+    folders: dict[str, Counter] = {}
+    for path in files:
+        rel = path.relative_to(public)
+        if len(rel.parts) == 1:
+            top_files.append(rel.name)
+        else:
+            folders.setdefault(rel.parts[0], Counter())[path.suffix.lower() or "(no extension)"] += 1
+    entries = [f"`{name}`" for name in sorted(top_files)]
+    for folder in sorted(folders):
+        kinds = folders[folder]
+        total = sum(kinds.values())
+        top = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        kind = ", ".join(f"{n} {ext}" for ext, n in top)
+        entries.append(f"`{folder}/` ({total} files: {kind})")
+    shown = entries[:_MAX_TOP_ENTRIES]
+    more = f", ... and {len(entries) - len(shown)} more" if len(entries) > len(shown) else ""
+    return (
+        "- These are the only files under `./input/`: " + ", ".join(shown) + more
+        + ". No other file exists (there is no validation file: make your own split)."
+    )
+
+
+def _pick(tables: list[_Table], word: str, exclude: set[str]) -> list[_Table]:
+    return [t for t in tables if word in Path(t.rel).stem.lower() and t.rel not in exclude]
+
+
+def _is_integer_valued(s: pd.Series) -> bool:
+    if pd.api.types.is_integer_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return True
+    if pd.api.types.is_float_dtype(s):
+        v = s.dropna()
+        return len(v) > 0 and bool((v == v.round()).all())
+    return False
+
+
+def _is_classes(s: pd.Series) -> bool:
+    """Whether a target holds classes (strings, booleans, few integer values) or numbers."""
+    if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return True
+    return _is_integer_valued(s) and s.nunique() <= _CLASS_LIMIT
+
+
+def _full_column(table: _Table, col: str) -> tuple[pd.Series, bool]:
+    """A column read over up to `_TARGET_ROWS` rows; True when that is the whole table."""
+    sep = "\t" if table.path.suffix == ".tsv" else ","
+    try:
+        s = pd.read_csv(table.path, sep=sep, usecols=[col], nrows=_TARGET_ROWS, low_memory=False)[col]
+    except Exception:  # noqa: BLE001 - fall back to the head, and say so
+        return table.head[col], table.rows is not None and len(table.head) >= table.rows
+    return s, len(s) < _TARGET_ROWS
+
+
+def _describe_target(table: _Table, col: str) -> tuple[str, list[str]]:
+    """One line about a target column, and its classes (as strings) when it holds classes."""
+    s, whole = _full_column(table, col)
+    scope = "" if whole else f" (counted over the first {len(s):,} rows)"
+    missing = int(s.isna().sum())
+    miss = f"; {missing} missing" if missing else ""
+    v = s.dropna()
+    if _is_classes(s):
+        counts = v.value_counts()
+        ordered = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+        shown = ", ".join(f"{_fmt(k)}: {n}" for k, n in ordered[:_MAX_CLASSES])
+        rest = len(ordered) - _MAX_CLASSES
+        rarest = f"rarest {_fmt(ordered[-1][0])}: {ordered[-1][1]}"
+        more = f", ... {rest} more classes ({rarest})" if rest > 0 else ""
+        line = (f"`{col}`: classification, {len(ordered)} classes{scope}: {shown}{more}{miss}")
+        return line, [str(k) for k, _ in ordered]
+    line = (f"`{col}`: numeric (regression), range {v.min():.6g} .. {v.max():.6g}, "
+            f"mean {v.mean():.6g}, median {v.median():.6g}{scope}{miss}")
+    return line, []
+
+
+def _id_column(sample: pd.DataFrame, others: list[pd.DataFrame]) -> str | None:
+    """The sample submission's id column: its first column when that is a key, not a prediction."""
+    first = str(sample.columns[0])
+    s = sample[first]
+    in_inputs = any(first in df.columns for df in others)
+    named = first.lower() == "id" or first.lower().endswith(("id", "_id")) or first.lower().startswith("id")
+    unique = s.is_unique and not pd.api.types.is_float_dtype(s)
+    if sample.shape[1] > 1 and (in_inputs or named or unique):
+        return first
+    return None
+
+
+def _is_text(s: pd.Series) -> bool:
+    v = s.dropna().astype(str)
+    return len(v) > 0 and v.str.len().mean() > 30 and v.str.contains(" ").mean() > 0.5
+
+
+class _FileIndex:
+    """Non-table files under the public dir by relative path, name and stem."""
+
+    def __init__(self, public: Path, files: list[Path]) -> None:
+        self.by_rel: dict[str, str] = {}
+        self.by_name: dict[str, set[str]] = {}
+        self.by_stem: dict[str, set[str]] = {}
+        for path in files:
+            if path.suffix.lower() in _TABLE_SUFFIXES or path.name == "description.md":
+                continue
+            rel = path.relative_to(public)
+            folder = rel.parent.as_posix()
+            self.by_rel[rel.as_posix()] = folder
+            self.by_name.setdefault(rel.name, set()).add(folder)
+            self.by_stem.setdefault(path.stem, set()).add(f"{folder}\0{path.suffix}")
+
+    def __bool__(self) -> bool:
+        return bool(self.by_rel)
+
+    def mapping(self, s: pd.Series, col: str) -> str | None:
+        """How the column's values name files, or None when they do not (90 % must match)."""
+        if pd.api.types.is_float_dtype(s) or pd.api.types.is_bool_dtype(s):
+            return None
+        values = [str(v).strip().removeprefix("./") for v in s.dropna().unique()[:_MAP_VALUES]]
+        if len(values) < 2:
+            return None
+        need = 0.9 * len(values)
+        for kind, index in (("path", self.by_rel), ("name", self.by_name), ("stem", self.by_stem)):
+            hits = [index[v] for v in values if v in index]
+            if len(hits) < need:
+                continue
+            where: Counter = Counter()
+            for hit in hits:
+                for place in ([hit] if isinstance(hit, str) else sorted(hit)):
+                    where[place] += 1
+            places = [p for p, _ in sorted(where.items(), key=lambda kv: (-kv[1], kv[0]))[:2]]
+            if kind == "path":
+                return f"file paths under `./input/` (`./input/<{col}>`)"
+            if kind == "name":
+                return "file names in " + " or ".join(
+                    f"`./input/{p}/`" if p != "." else "`./input/`" for p in places)
+            shown = []
+            for place in places:
+                folder, ext = place.split("\0")
+                prefix = "./input/" if folder == "." else f"./input/{folder}/"
+                shown.append(f"`{prefix}<{col}>{ext}`")
+            return " or ".join(shown)
+        return None
+
+
+def _feature_lines(
+    train: pd.DataFrame, features: list[str], id_col: str | None, mapped: set[str]
+) -> list[str]:
+    strings, numbers, texts, ids = [], [], [], []
+    for col in features:
+        s = train[col]
+        if col in mapped:
+            continue
+        if col == id_col:
+            ids.append(col)
+        elif pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            if len(s) >= 20 and s.is_unique and _is_integer_valued(s) and (
+                    "id" in col.lower() or bool((s.sort_values().diff().dropna() == 1).all())):
+                ids.append(col)
+            else:
+                numbers.append(col)
+        elif _is_text(s):
+            texts.append(col)
+        elif len(s) >= 20 and s.dropna().is_unique and s.notna().all():
+            ids.append(col)
+        else:
+            strings.append(col)
+    lines = []
+    if strings:
+        shown = ", ".join(f"`{c}` ({train[c].nunique()} distinct)" for c in strings[:_MAX_NAMES])
+        more = f" ... and {len(strings) - _MAX_NAMES} more" if len(strings) > _MAX_NAMES else ""
+        lines.append(f"- String/categorical feature columns: {shown}{more}. Encode them (for example "
+                     "one-hot or ordinal, with unknown categories allowed) before a numeric model.")
+    if texts:
+        lines.append(f"- Free-text columns: {_names(texts)} (need a text vectorizer).")
+    if numbers:
+        with_missing = [c for c in numbers if train[c].isna().any()]
+        miss = f" (with missing values: {_names(with_missing, 10)})" if with_missing else ""
+        lines.append(f"- Numeric feature columns: {_names(numbers)}{miss}.")
+    if ids:
+        lines.append(f"- Id-like columns (unique per row, not a feature): {_names(ids)}.")
+    return lines
+
+
+def _submission_lines(sample_t: _Table, id_col: str | None, targets: list[str], train: _Table | None,
+                      classes: dict[str, list[str]]) -> list[str]:
+    sample = sample_t.head
+    cols = [str(c) for c in sample.columns]
+    rows = f"{sample_t.rows} rows" if sample_t.rows is not None else "many rows"
+    lines = [f"- Submission (`{sample_t.rel}`, {rows}): columns {_names(cols, 40)}, in this order; "
+             + (f"id column `{id_col}`." if id_col else "no id column detected.")]
+    preds = [c for c in cols if c != id_col]
+    if not preds:
+        return lines
+    numeric = [c for c in preds if pd.api.types.is_numeric_dtype(sample[c])]
+    in_unit = bool(numeric) and all(sample[c].dropna().between(0, 1).all() for c in numeric)
+    if len(preds) > 1:
+        for target in targets:
+            names = set(classes.get(target, []))
+            if names and sum(c in names for c in preds) >= 0.8 * len(preds):
+                lines.append(f"- The submission holds per-class probabilities: one column per class of "
+                             f"`{target}` (column name = class), each row's values summing to 1. "
+                             "Not a label column.")
+                return lines
+        if len(numeric) == len(preds) and in_unit:
+            sums = sample[preds].sum(axis=1)
+            if len(sums) and bool(((sums - 1).abs() < 1e-3).all()):
+                lines.append("- The submission holds per-class probabilities: one float column per class, "
+                             "each row summing to 1. Not a label column.")
+                return lines
+        lines.append(f"- The submission has {len(preds)} prediction columns: one value per column and row.")
+        return lines
+    col = preds[0]
+    target = col if col in targets else (targets[0] if len(targets) == 1 else None)
+    if target is None or train is None:
+        return lines
+    s = sample[col].dropna()
+    if classes.get(target):
+        non_integer = pd.api.types.is_float_dtype(s) and not _is_integer_valued(s)
+        if non_integer and in_unit and len(classes[target]) == 2:
+            positive = sorted(classes[target])[-1]
+            lines.append(f"- Submission column `{col}` holds a probability (floats in 0..1, e.g. "
+                         f"{_fmt(s.iloc[0])}) of `{target}` = {positive}, not a hard label.")
+        else:
+            lines.append(f"- Submission column `{col}` holds a class label (one of the classes of "
+                         f"`{target}`), not a probability.")
+    else:
+        lines.append(f"- Submission column `{col}` holds a number: the predicted `{target}`.")
+    return lines
+
+
+def data_facts(public_dir: Path, sample_submission: Path | None = None) -> str:
+    """The facts, as markdown bullet lines (deterministic for the same files)."""
+    public = Path(public_dir)
+    files = sorted((p for p in public.rglob("*") if p.is_file() and p.name != "description.md"),
+                   key=lambda p: p.relative_to(public).as_posix())
+    if not files:
+        return "- `./input/` holds no data files."
+    lines = [_inventory(public, files)]
+    tables: list[_Table] = []
+    unreadable: list[str] = []
+    for path in files:
+        if path.suffix.lower() not in _TABLE_SUFFIXES:
+            continue
+        rel = path.relative_to(public).as_posix()
+        head = _read_head(path)
+        if head is None or head.shape[1] == 0:
+            unreadable.append(rel)
+            continue
+        tables.append(_Table(rel=rel, path=path, head=head, rows=_row_count(path)))
+    if unreadable:
+        lines.append(f"- Could not read as tables: {_names(unreadable)}.")
+
+    sample_t = None
+    if sample_submission is not None:
+        try:
+            sample_rel = Path(sample_submission).resolve().relative_to(public.resolve()).as_posix()
+        except ValueError:
+            sample_rel = None
+        sample_t = next((t for t in tables if t.rel == sample_rel), None)
+    if sample_t is None:
+        named = [t for t in tables if "submission" in Path(t.rel).stem.lower()]
+        sample_t = named[0] if len(named) == 1 else None
+    used = {sample_t.rel} if sample_t else set()
+    tests = _pick(tables, "test", used)
+    test_t = tests[0] if tests else None
+    if test_t is not None:
+        used.add(test_t.rel)
+    trains = _pick(tables, "train", used)
+    # the train table overlapping most with the submission's and the test's columns
+    wanted = set(sample_t.head.columns if sample_t else []) | set(test_t.head.columns if test_t else [])
+    trains.sort(key=lambda t: (-len(wanted & set(t.head.columns)), t.rel))
+    train_t = trains[0] if trains else None
+
+    id_col = None
+    if sample_t is not None:
+        others = [t.head for t in (train_t, test_t) if t is not None]
+        id_col = _id_column(sample_t.head, others)
+    preds = [str(c) for c in sample_t.head.columns if c != id_col] if sample_t else []
+
+    targets: list[str] = []
+    classes: dict[str, list[str]] = {}
+    if train_t is not None:
+        train_cols = [str(c) for c in train_t.head.columns]
+        if test_t is not None:
+            targets = [c for c in train_cols if c not in set(map(str, test_t.head.columns))]
+        if not targets:
+            targets = [c for c in preds if c in train_cols]
+        if targets:
+            shown = targets[:5]
+            what = "the targets, or columns you cannot use as features" if len(targets) > 1 else "the target"
+            if test_t is not None:
+                lines.append(f"- `{train_t.rel}` columns that `{test_t.rel}` lacks ({what}): "
+                             f"{_names(targets)}.")
+            else:
+                lines.append(f"- Target column(s) in `{train_t.rel}`: {_names(targets)}.")
+            predicted = [c for c in targets if c in preds]
+            if test_t is not None and preds and predicted and len(predicted) < len(targets):
+                lines.append(f"- Of these the submission asks for: {_names(predicted)}; do not use the "
+                             "others as features (the test has none).")
+            for col in shown:
+                line, cls = _describe_target(train_t, col)
+                lines.append(f"- {line}.")
+                if cls:
+                    classes[col] = cls
+        else:
+            lines.append(f"- No target column found in `{train_t.rel}` (it has the same columns as "
+                         "the test).")
+    if sample_t is not None:
+        lines.extend(_submission_lines(sample_t, id_col, targets, train_t, classes))
+    else:
+        lines.append("- No sample submission found: follow the task description for the submission format.")
+
+    index = _FileIndex(public, files)
+    mapped: dict[str, set[str]] = {}
+    if index:
+        for table in tables:
+            for col in table.head.columns:
+                how = index.mapping(table.head[col], str(col))
+                if how is not None:
+                    lines.append(f"- `{table.rel}` column `{col}` names files: {how}.")
+                    mapped.setdefault(table.rel, set()).add(str(col))
+        if not mapped:
+            lines.append("- No table column names the files in the folders; see the task description "
+                         "for how files map to rows.")
+
+    if train_t is not None:
+        feature_src = train_t.head
+        if test_t is not None:
+            features = [str(c) for c in feature_src.columns if c in set(test_t.head.columns)]
+        else:
+            features = [str(c) for c in feature_src.columns if str(c) not in targets]
+        lines.extend(_feature_lines(feature_src, features, id_col, mapped.get(train_t.rel, set())))
+    return "\n".join(lines)

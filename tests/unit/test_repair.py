@@ -1,0 +1,393 @@
+"""Repairs inside a step (static failures, early crashes) and the known-error table.
+
+The graph tests script exactly what the model says and assert what the code did with it; the
+known-error tests run small scripts that really raise each error and match their tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from graphs.run import build_parser, resolve_settings
+from graphs.search import build_search_graph
+from graphs.settings import RunServices, RunSettings, SearchContext
+from nodes.debug import debug_prompt
+from nodes.execute import Execution, check_script, execute_script
+from nodes.repair import excerpt, known_errors, match_known_error, repair_need
+from nodes.review import establish_facts, last_error_line
+from nodes.static_check import ImportChecker, static_report
+from nodes.tree import Node, NodeStore
+from tasks.competition import load_competition
+from tests.conftest import GOOD_SCRIPT, ai, fenced, scripted_model
+
+VERDICT_OK = '{"is_bug": false, "summary": "works"}'
+UNDEFINED = GOOD_SCRIPT.replace('print("METRIC: 0.9")', "print('METRIC:', X_val)")
+MISSING_MODULE = "import nltk_not_here\n" + GOOD_SCRIPT
+MISSING_NAME = "from sklearn.metrics import cer\n" + GOOD_SCRIPT
+MISSING_FILE = 'import pandas as pd\n\nvalid = pd.read_csv("./input/valid.csv")\nprint(valid.shape)\n'
+
+
+def services(tmp_path, task, llm, **overrides) -> RunServices:
+    comp = load_competition(task)
+    settings = RunSettings(run_id="t", task_dir=str(task), exec_timeout=30, sandbox="plain",
+                           lower_is_better=False, num_drafts=5, **overrides)
+    store = NodeStore(tmp_path / "nodes.sqlite")
+    return RunServices(settings=settings, run_dir=tmp_path / "run", competition=comp, llm=llm,
+                       system_text="SYSTEM", use_system_prompt=True, store=store,
+                       tree=store.load_tree(False), lower_is_better=False)
+
+
+def run_steps(svc: RunServices) -> list[dict]:
+    graph = build_search_graph().compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t"}, "recursion_limit": 100}
+    return list(graph.stream({"step": 0}, config, context=SearchContext(svc), stream_mode="custom"))
+
+
+@pytest.mark.parametrize(("draft", "problem"), [
+    (UNDEFINED, "line 6: undefined name 'X_val'"),
+    (MISSING_MODULE, "line 1: ModuleNotFoundError: No module named 'nltk_not_here'"),
+    (MISSING_NAME, "line 1: ImportError: cannot import name 'cer' from 'sklearn.metrics'"),
+])
+def test_static_failure_is_repaired_inside_the_step(tmp_path, toy_task, draft, problem):
+    llm = scripted_model([ai(fenced(draft), 300, 80), ai(fenced(GOOD_SCRIPT), 120, 60), ai(VERDICT_OK, 50, 5)])
+    svc = services(tmp_path, toy_task, llm, steps=1)
+    events = run_steps(svc)
+    (node,) = svc.store.all()
+    assert not node.is_buggy and node.metric == 0.9 and node.has_submission
+    assert node.code == GOOD_SCRIPT
+    (rep,) = node.extra["repairs"]
+    assert rep["stage"] == "static" and rep["fixed"] is True and problem in rep["error"]
+    assert rep["then"] == "valid, metric 0.9" and rep["tokens"] == 180
+    assert [c.role for c in node.calls] == ["coder", "repairer", "reviewer"]
+    assert (node.prompt_tokens, node.completion_tokens, node.llm_calls) == (470, 145, 3)
+    # the repair call: the run's stable prefix first, then the error, the numbered lines, the script
+    system, request = llm.seen[1]
+    assert system.content == "SYSTEM" and "# Your job: repair a script" in request.content
+    assert problem in request.content and draft.rstrip() in request.content
+    line = int(problem.split()[1].rstrip(":"))
+    assert f"> {line} | {draft.splitlines()[line - 1]}" in request.content
+    assert "Known remedy: " in request.content
+    assert [e["stage"] for e in events if e["kind"] == "repairing"] == ["static"]
+    # the static check ran no script for the draft: the one workspace run is the repaired script's
+    assert "METRIC: 0.9" in (svc.run_dir / "workspaces" / node.id / "output.log").read_text()
+
+
+def test_early_crash_is_repaired_and_rerun(tmp_path, toy_task):
+    llm = scripted_model([ai(fenced(MISSING_FILE)), ai(fenced(GOOD_SCRIPT)), ai(VERDICT_OK)])
+    svc = services(tmp_path, toy_task, llm, steps=1)
+    run_steps(svc)
+    (node,) = svc.store.all()
+    assert not node.is_buggy and node.code == GOOD_SCRIPT
+    (rep,) = node.extra["repairs"]
+    assert rep["stage"] == "early_crash" and rep["line"] == 3 and rep["fixed"] is True
+    assert "FileNotFoundError" in rep["error"]
+    request = llm.seen[1][-1].content
+    assert "Traceback (most recent call last)" in request and 'File "solution.py", line 3' in request
+    assert '> 3 | valid = pd.read_csv("./input/valid.csv")' in request
+    assert "Known remedy: read only files that exist under ./input/" in request
+
+
+def test_repairs_exhausted_node_is_buggy_with_every_attempt(tmp_path, toy_task):
+    still_static = "print(model)\n"
+    llm = scripted_model([ai(fenced(UNDEFINED)), ai(fenced(MISSING_FILE)), ai(fenced(still_static))])
+    svc = services(tmp_path, toy_task, llm, steps=1, repairs=2, llm_review=False)
+    run_steps(svc)
+    (node,) = svc.store.all()
+    assert node.is_buggy and node.code == still_static
+    assert node.bug_reason == "static check: line 1: undefined name 'model'"
+    first, second = node.extra["repairs"]
+    # the first repair got past the static check (then crashed early); the second did not
+    assert (first["stage"], first["fixed"]) == ("static", True) and "FileNotFoundError" in first["then"]
+    assert (second["stage"], second["fixed"]) == ("early_crash", False)
+    assert "undefined name 'model'" in second["then"]
+    assert [c.role for c in node.calls] == ["coder", "repairer", "repairer"] and len(llm.seen) == 3
+    # tree.html lists the attempts in the node's details
+    from graphs.export import export_run
+    from graphs.report import write_report
+
+    export_run(svc.run_dir, svc.store.all(), svc.tree, run_id="t", wall_seconds=1.0,
+               settings=svc.settings.model_dump())
+    html = write_report(svc.run_dir)["tree_html"].read_text()
+    assert "Repairs inside the step" in html and html.count("<td>early_crash</td>") == 1
+    assert "<td>static</td>" in html and "FileNotFoundError" in html
+
+
+def test_zero_repairs_means_no_repair_calls(tmp_path, toy_task):
+    llm = scripted_model([ai(fenced(UNDEFINED)), ai(fenced(MISSING_FILE))])
+    svc = services(tmp_path, toy_task, llm, steps=2, repairs=0, llm_review=False)
+    run_steps(svc)
+    n0, n1 = svc.store.all()
+    assert n0.is_buggy and "undefined name 'X_val'" in n0.bug_reason
+    assert n1.is_buggy and "FileNotFoundError" in n1.bug_reason
+    assert "repairs" not in n0.extra and "repairs" not in n1.extra
+    assert len(llm.seen) == 2 and all(c.role == "coder" for n in (n0, n1) for c in n.calls)
+
+
+def test_repair_answer_without_a_script_keeps_the_original(tmp_path, toy_task):
+    llm = scripted_model([ai(fenced(UNDEFINED)), ai("I cannot help with that.")])
+    svc = services(tmp_path, toy_task, llm, steps=1, llm_review=False)
+    run_steps(svc)
+    (node,) = svc.store.all()
+    assert node.is_buggy and node.code == UNDEFINED and "undefined name 'X_val'" in node.bug_reason
+    (rep,) = node.extra["repairs"]
+    assert rep["fixed"] is False and rep["then"].startswith("repair call gave no script")
+    assert [c.role for c in node.calls] == ["coder", "repairer"] and len(llm.seen) == 2
+
+
+def test_late_crash_is_left_to_the_debug_step(tmp_path, toy_task):
+    late = "import time\ntime.sleep(0.6)\nraise RuntimeError('late')\n"
+    llm = scripted_model([ai(fenced(late))])
+    svc = services(tmp_path, toy_task, llm, steps=1, llm_review=False, repair_window_s=0.3)
+    run_steps(svc)
+    (node,) = svc.store.all()
+    assert node.is_buggy and "RuntimeError: late" in node.bug_reason and "repairs" not in node.extra
+    assert len(llm.seen) == 1
+
+
+def test_import_check_is_cached_and_skips_guarded_imports():
+    checker = ImportChecker(sys.executable)
+    code = ("import os, nltk_not_here\nfrom sklearn.metrics import accuracy_score, cer\n"
+            "try:\n    import xgboost_not_here\nexcept ImportError:\n    pass\n")
+    problems, note = static_report(code, checker)
+    assert note is None and problems == [
+        "line 1: ModuleNotFoundError: No module named 'nltk_not_here' (not installed where scripts run)",
+        "line 2: ImportError: cannot import name 'cer' from 'sklearn.metrics'"]
+    assert checker.probes == 1
+    assert static_report(code, checker) == (problems, None) and checker.probes == 1  # cached
+    # a name already seen in the module's dir() needs no probe
+    assert static_report("from sklearn.metrics import f1_score\n", checker) == ([], None)
+    assert checker.probes == 1
+
+
+def test_import_probe_failure_is_a_note_not_a_verdict(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho not json\n")
+    fake.chmod(0o755)
+    problems, note = static_report("import nltk_not_here\n", ImportChecker(str(fake)))
+    assert problems == [] and note is not None and "import check skipped" in note
+    ex = check_script("import nltk_not_here\n", None, str(fake))
+    assert ex is not None and not ex.skipped and "import check skipped" in ex.notes[0]
+
+
+def test_static_import_failure_never_runs_the_script(tmp_path, toy_task):
+    comp = load_competition(toy_task)
+    ex = execute_script(MISSING_MODULE, tmp_path / "ws", public_dir=comp.public_dir,
+                        sample_submission=comp.sample_submission, timeout_s=30, backend="plain")
+    assert ex.skipped and ex.static_problems and not (tmp_path / "ws").exists()
+    need = repair_need_for(MISSING_MODULE, ex)
+    assert need.stage == "static" and need.line == 1
+
+
+def repair_need_for(code: str, ex: Execution):
+    from nodes.candidate import Candidate
+
+    return repair_need(Candidate(code=code), ex)
+
+
+def test_excerpt_numbers_and_marks_the_line():
+    code = "\n".join(f"x{i} = {i}" for i in range(1, 21)) + "\n"
+    text = excerpt(code, 12, radius=2)
+    assert text.splitlines() == ["  10 | x10 = 10", "  11 | x11 = 11", "> 12 | x12 = 12",
+                                 "  13 | x13 = 13", "  14 | x14 = 14"]
+    assert excerpt(code, None) == "" and excerpt(code, 99) == ""
+
+
+def test_repair_flags(tmp_path, toy_task, capsys):
+    args = build_parser().parse_args(["--task", str(toy_task), "--run-dir", str(tmp_path),
+                                      "--repairs", "0", "--repair-window", "3", "--no-known-errors"])
+    settings, _, _ = resolve_settings(args)
+    assert (settings.repairs, settings.repair_window_s, settings.known_errors) == (0, 3.0, False)
+    settings, _, _ = resolve_settings(build_parser().parse_args(["--task", str(toy_task),
+                                                                "--run-dir", str(tmp_path)]))
+    assert (settings.repairs, settings.repair_window_s, settings.known_errors) == (2, 10.0, True)
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--task", str(toy_task), "--repairs", "-1"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and "--repairs" in err
+
+
+# ------------------------------------------------------------------------- known errors
+
+# (table entry expected, script that raises it) -- run for real, one file each
+ERROR_SCRIPTS = {
+    "string-to-numeric": """
+        import pandas as pd
+        from sklearn.linear_model import LogisticRegression
+        X = pd.DataFrame({"color": ["red", "blue", "red", "green"]})
+        LogisticRegression().fit(X, [0, 1, 0, 1])
+    """,
+    "string-to-numeric/cast": """
+        import numpy as np
+        np.add(np.array([1]), 1.5, out=np.array([1]), casting="safe")
+    """,
+    "unseen-categories": """
+        from sklearn.preprocessing import OneHotEncoder
+        OneHotEncoder().fit([["a"], ["b"]]).transform([["c"]])
+    """,
+    "unseen-categories/labels": """
+        from sklearn.preprocessing import LabelEncoder
+        LabelEncoder().fit(["a", "b"]).transform(["c"])
+    """,
+    "feature-count": """
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        LogisticRegression().fit(np.zeros((4, 2)), [0, 1, 0, 1]).predict(np.zeros((2, 3)))
+    """,
+    "sample-count": """
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        LogisticRegression().fit(np.zeros((4, 2)), [0, 1, 0])
+    """,
+    "target-2d": """
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        LogisticRegression().fit(np.zeros((4, 2)), np.zeros((4, 2)))
+    """,
+    "nan-input": """
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        LogisticRegression().fit([[np.nan], [1.0]], [0, 1])
+    """,
+    "missing-column": """
+        import pandas as pd
+        test = pd.DataFrame({"id": [1, 2], "x1": [3, 4]})
+        X = test.drop(columns=["label"])
+    """,
+    "missing-column/key": """
+        import pandas as pd
+        pd.DataFrame({"id": [1]})["label"]
+    """,
+    "missing-file": """
+        import pandas as pd
+        pd.read_csv("./input/valid.csv")
+    """,
+    "module-not-installed": """
+        import nltk_not_here
+    """,
+    "cannot-import-name": """
+        from sklearn.metrics import cer
+    """,
+    "removed-applymap": """
+        import pandas as pd
+        pd.DataFrame({"a": [1]}).applymap(str)
+    """,
+    "removed-append": """
+        import pandas as pd
+        pd.DataFrame({"a": [1]}).append({"a": 2}, ignore_index=True)
+    """,
+    "no-attribute": """
+        import numpy as np
+        x = np.float(3)
+    """,
+    "name-error": """
+        print(X_val.shape)
+    """,
+    "no-metric": """
+        print("training done, accuracy 0.8")
+    """,
+}
+
+_DRIVER = r"""
+import json, os, runpy, sys, traceback
+out = {}
+for name, path in json.load(sys.stdin).items():
+    os.chdir(os.path.dirname(path))
+    try:
+        runpy.run_path(path, run_name="__main__")
+        out[name] = [0, ""]
+    except BaseException:
+        out[name] = [1, traceback.format_exc()]
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def real_errors(tmp_path_factory):
+    """{case: (exit code, output)} of each error script, run for real (one interpreter, each
+    script its own file and directory, so tracebacks name solution.py and its line)."""
+    root = tmp_path_factory.mktemp("errors")
+    paths = {}
+    for i, (name, code) in enumerate(ERROR_SCRIPTS.items()):
+        d = root / f"case{i}"
+        d.mkdir()
+        (d / "solution.py").write_text(textwrap.dedent(code).lstrip())
+        paths[name] = str(d / "solution.py")
+    proc = subprocess.run([sys.executable, "-c", _DRIVER], input=json.dumps(paths), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return {k: tuple(v) for k, v in json.loads(proc.stdout.splitlines()[-1]).items()}
+
+
+def _failed_node(exit_code: int, output: str) -> Node:
+    facts = establish_facts(exit_code=exit_code, timed_out=False, killed_reason=None, output=output,
+                            submission_problem=None, last_error=last_error_line(output), timeout_s=60)
+    return Node(id="00000-0", step=0, stage="draft", code="print('x')\n", output=output, exit_code=exit_code,
+                is_buggy=True, bug_reason=facts.failure)
+
+
+@pytest.mark.parametrize("case", list(ERROR_SCRIPTS))
+def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_errors, case):
+    exit_code, output = real_errors[case]
+    expected = case.split("/")[0]
+    assert (exit_code == 0) == (expected == "no-metric"), output
+    node = _failed_node(exit_code, output)
+    entry = match_known_error(node.bug_reason, output)
+    assert entry is not None and entry.name == expected, (node.bug_reason, entry)
+    prompt = debug_prompt(node, [])
+    assert f"Known remedy: {entry.remedy}" in prompt
+    assert "Known remedy" not in debug_prompt(node, [], known_errors=False)
+
+
+def test_every_table_entry_is_exercised_or_named():
+    exercised = {case.split("/")[0] for case in ERROR_SCRIPTS}
+    untested = {"submission-shape"}  # not a crash: matched on the harness's own wording below
+    assert {e.name for e in known_errors()} == exercised | untested
+    assert match_known_error("submission has 3 rows, the sample submission has 10").name == "submission-shape"
+    assert match_known_error("everything is fine") is None
+
+
+def test_run_with_repairs_for_callers_inside_one_node(tmp_path, toy_task):
+    from nodes.candidate import Candidate
+    from nodes.repair import run_with_repairs
+
+    comp = load_competition(toy_task)
+    ran = []
+
+    def run(cand, attempt):
+        ran.append(attempt)
+        return execute_script(cand.code, tmp_path / f"a{attempt}", public_dir=comp.public_dir,
+                              sample_submission=comp.sample_submission, timeout_s=30, backend="plain")
+
+    llm = scripted_model([ai(fenced(MISSING_FILE), 90, 30)])
+    seen = []
+    cand, ex, repairs = run_with_repairs(Candidate(code=UNDEFINED), run, llm, "SYSTEM", system_prompt=True,
+                                         max_repairs=1, on_repair=lambda i, need: seen.append((i, need.stage)))
+    assert ran == [0, 1] and seen == [(1, "static")]
+    assert cand.code == MISSING_FILE and "FileNotFoundError" in ex.failure
+    assert [c.role for c in cand.usage.calls] == ["repairer"] and cand.usage.prompt_tokens == 90
+    assert repairs == [{"stage": "static", "error": ex_static_reason(UNDEFINED), "line": 6, "fixed": True,
+                        "tokens": 120, "seconds": repairs[0]["seconds"], "then": ex.failure}]
+
+
+def ex_static_reason(code: str) -> str:
+    ex = check_script(code, None)
+    assert ex is not None
+    return ex.failure
+
+
+def test_progress_shows_a_repair_line():
+    import io
+
+    from graphs.progress import RunProgress
+
+    out = io.StringIO()
+    with RunProgress(total=2, done=0, stream=out) as progress:
+        progress.handle({"kind": "repairing", "step": 0, "attempt": 1, "total": 2, "stage": "static",
+                         "error": "static check: line 6: undefined name 'X_val'"})
+    assert "repair 1/2 (static): static check: line 6: undefined name 'X_val'" in out.getvalue()

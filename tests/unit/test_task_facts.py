@@ -1,0 +1,264 @@
+"""Data facts in the stable prefix, on synthetic tasks built here; the hardware line; the reply
+format living in each role's request while every role shares one byte-identical prefix."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from graphs.run import build_parser, resolve_settings
+from nodes.candidate import Candidate
+from nodes.code import implement_plan, revise
+from nodes.debug import debug
+from nodes.direction import ask_metric_direction
+from nodes.draft import draft
+from nodes.execute import Execution
+from nodes.improve import improve
+from nodes.plan import make_plan
+from nodes.reflect import reflect
+from nodes.review import llm_verdict
+from nodes.sample import SamplingSupport, sample_in_one_call
+from nodes.select import Attempt, llm_judge
+from nodes.structured import StructuredOutputSupport
+from nodes.task_context import build_task_context, hardware_summary
+from nodes.task_facts import data_facts
+from nodes.tree import Node
+from tests.conftest import GOOD_SCRIPT, ai, fenced, make_toy_task, scripted_model
+
+SCRIPT_FORMAT = "then ONE markdown code block"
+
+
+def _tabular(root: Path, *, sample: str = "labels") -> Path:
+    """Strings, numbers, free text and an id column; a 3-class string target."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    n = 300
+    species = np.array(["cat"] * 120 + ["bird"] * 30 + ["dog"] * 50 + ["cat"] * 100)
+    df = pd.DataFrame({
+        "PassengerId": np.arange(1000, 1000 + n),
+        "city": rng.choice(["Paris", "Oslo", "Rome", "Lima"], n),
+        "age": rng.integers(1, 80, n).astype(float),
+        "fare": rng.random(n) * 100,
+        "note": [f"free text about passenger {i} who likes the sea" for i in range(n)],
+        "species": species,
+    })
+    df.loc[3, "age"] = np.nan
+    df.iloc[:200].to_csv(root / "train.csv", index=False)
+    df.iloc[200:].drop(columns="species").to_csv(root / "test.csv", index=False)
+    ids = df.PassengerId.iloc[200:]
+    if sample == "labels":
+        pd.DataFrame({"PassengerId": ids, "species": "cat"}).to_csv(root / "sample_submission.csv", index=False)
+    else:
+        pd.DataFrame({"PassengerId": ids, "bird": 0.2, "cat": 0.5, "dog": 0.3}).to_csv(
+            root / "sample_submission.csv", index=False)
+    return root
+
+
+def test_tabular_facts_name_target_classes_strings_numbers_and_id(tmp_path):
+    task = _tabular(tmp_path / "tab")
+    facts = data_facts(task, task / "sample_submission.csv")
+    lines = facts.splitlines()
+    assert lines[0] == ("- These are the only files under `./input/`: `sample_submission.csv`, `test.csv`, "
+                        "`train.csv`. No other file exists (there is no validation file: make your own split).")
+    assert "- `train.csv` columns that `test.csv` lacks (the target): `species`." in lines
+    # counted over the whole train column, most frequent first
+    assert "- `species`: classification, 3 classes: 'cat': 120, 'dog': 50, 'bird': 30." in lines
+    assert ("- Submission (`sample_submission.csv`, 100 rows): columns `PassengerId`, `species`, in this "
+            "order; id column `PassengerId`.") in lines
+    assert any(line.startswith("- Submission column `species` holds a class label") for line in lines)
+    strings = next(line for line in lines if line.startswith("- String/categorical"))
+    assert "`city` (4 distinct)" in strings and "note" not in strings and "PassengerId" not in strings
+    assert "- Free-text columns: `note` (need a text vectorizer)." in lines
+    assert "- Numeric feature columns: `age`, `fare` (with missing values: `age`)." in lines
+    assert "- Id-like columns (unique per row, not a feature): `PassengerId`." in lines
+    assert "probabilit" not in facts.replace("not a probability", "")
+    assert data_facts(task, task / "sample_submission.csv") == facts  # deterministic
+
+
+def test_regression_target_gets_its_range_and_unnamed_id_is_flagged(tmp_path):
+    root = tmp_path / "reg"
+    root.mkdir()
+    y = np.linspace(2.5, 50.0, 100)
+    df = pd.DataFrame({"key": [f"r{i:04d}" for i in range(100)], "x": np.arange(100) % 9, "y": y})
+    df.iloc[:80].to_csv(root / "train.csv", index=False)
+    df.iloc[80:].drop(columns="y").to_csv(root / "test.csv", index=False)
+    pd.DataFrame({"key": df.key.iloc[80:], "y": 0.0}).to_csv(root / "sample_submission.csv", index=False)
+    lines = data_facts(root, root / "sample_submission.csv").splitlines()
+    target = next(line for line in lines if line.startswith("- `y`:"))
+    assert target.startswith("- `y`: numeric (regression), range 2.5 .. 40.404, mean 21.452, median 21.452")
+    assert "- Submission column `y` holds a number: the predicted `y`." in lines
+    assert "- Id-like columns (unique per row, not a feature): `key`." in lines
+    assert "- Numeric feature columns: `x`." in lines
+
+
+def test_per_class_probability_layout_is_recognised(tmp_path):
+    task = _tabular(tmp_path / "prob", sample="probs")
+    facts = data_facts(task, task / "sample_submission.csv")
+    assert ("- The submission holds per-class probabilities: one column per class of `species` "
+            "(column name = class), each row's values summing to 1. Not a label column.") in facts.splitlines()
+    # floats summing to 1 whose names are not classes are still probabilities
+    pd.DataFrame({"PassengerId": [1, 2], "p0": [0.25, 0.5], "p1": [0.75, 0.5]}).to_csv(
+        task / "sample_submission.csv", index=False)
+    assert "one float column per class, each row summing to 1" in data_facts(task, task / "sample_submission.csv")
+
+
+def test_binary_probability_column(tmp_path):
+    task = make_toy_task(tmp_path / "toy", with_config=False)
+    pd.DataFrame({"id": range(40, 50), "label": 0.5}).to_csv(task / "sample_submission.csv", index=False)
+    facts = data_facts(task, task / "sample_submission.csv")
+    assert ("- Submission column `label` holds a probability (floats in 0..1, e.g. 0.5) of `label` = 1, "
+            "not a hard label.") in facts.splitlines()
+
+
+def test_folder_tasks_map_rows_to_files(tmp_path):
+    # audio named by an id column (no extension in the value), no test table
+    audio = tmp_path / "audio"
+    (audio / "train").mkdir(parents=True)
+    (audio / "test").mkdir()
+    ids = [f"clip_{i:03d}" for i in range(30)]
+    for i in ids[:20]:
+        (audio / "train" / f"{i}.wav").write_bytes(b"RIFF")
+    for i in ids[20:]:
+        (audio / "test" / f"{i}.wav").write_bytes(b"RIFF")
+    pd.DataFrame({"clip": ids[:20], "digit": [i % 4 for i in range(20)]}).to_csv(audio / "train.csv", index=False)
+    pd.DataFrame({"clip": ids[20:], "digit": 0}).to_csv(audio / "sample_submission.csv", index=False)
+    lines = data_facts(audio, audio / "sample_submission.csv").splitlines()
+    assert lines[0].startswith("- These are the only files under `./input/`: `sample_submission.csv`, "
+                               "`train.csv`, `test/` (10 files: 10 .wav), `train/` (20 files: 20 .wav).")
+    assert "- Target column(s) in `train.csv`: `digit`." in lines
+    assert "- `digit`: classification, 4 classes: 0: 5, 1: 5, 2: 5, 3: 5." in lines
+    assert "- `train.csv` column `clip` names files: `./input/train/<clip>.wav`." in lines
+    assert "- `sample_submission.csv` column `clip` names files: `./input/test/<clip>.wav`." in lines
+
+    # images named with their extension in a labels table; an unrelated folder maps to nothing
+    images = tmp_path / "images"
+    (images / "train_images").mkdir(parents=True)
+    names = [f"img{i}.png" for i in range(12)]
+    for name in names:
+        (images / "train_images" / name).write_bytes(b"PNG")
+    pd.DataFrame({"image": names, "label": ["a", "b", "c"] * 4}).to_csv(images / "train_labels.csv", index=False)
+    pd.DataFrame({"image": ["t0.png"], "label": ["a"]}).to_csv(images / "sample_submission.csv", index=False)
+    lines = data_facts(images, images / "sample_submission.csv").splitlines()
+    assert "- `train_labels.csv` column `image` names files: file names in `./input/train_images/`." in lines
+    assert "- `label`: classification, 3 classes: 'a': 4, 'b': 4, 'c': 4." in lines
+
+    # a folder whose files no column names is said so, not guessed
+    lonely = tmp_path / "lonely"
+    (lonely / "blobs").mkdir(parents=True)
+    (lonely / "blobs" / "x.bin").write_bytes(b"1")
+    make_toy_task(lonely, with_config=False)
+    assert "No table column names the files in the folders" in data_facts(lonely, lonely / "sample_submission.csv")
+
+
+def test_facts_are_in_the_stable_prefix_byte_identical_and_can_be_turned_off(tmp_path):
+    task = _tabular(tmp_path / "tab")
+    kwargs = dict(time_limit_s=600, metric_name="accuracy", lower_is_better=False,
+                  sample_submission=task / "sample_submission.csv")
+    first = build_task_context("Predict species.", task, **kwargs).system_prompt()
+    again = build_task_context("Predict species.", task, **kwargs).system_prompt()
+    assert first == again
+    assert "# Data facts (checked from the files)\n- These are the only files" in first
+    assert first.index("# Data facts") < first.index("# Environment")
+    off = build_task_context("Predict species.", task, data_facts=False, **kwargs).system_prompt()
+    assert "Data facts" not in off and "# Environment" in off
+
+
+def test_facts_that_cannot_be_computed_say_so(tmp_path, monkeypatch):
+    import nodes.task_context as task_context
+
+    def broken(*_args):
+        raise ValueError("weird data")
+
+    monkeypatch.setattr(task_context, "compute_data_facts", broken)
+    task = make_toy_task(tmp_path / "toy", with_config=False)
+    text = build_task_context("t", task, time_limit_s=60, metric_name=None, lower_is_better=None,
+                              sample_submission=None).system_prompt()
+    assert "- (the data facts could not be computed: ValueError: weird data)" in text
+
+
+def test_flags_turn_facts_and_branch_memory_off(tmp_path):
+    task = make_toy_task(tmp_path / "toy")
+    args = build_parser().parse_args(["--task", str(task), "--run-dir", str(tmp_path / "runs")])
+    settings, _, _ = resolve_settings(args)
+    assert settings.data_facts is True and settings.branch_memory is True
+    args = build_parser().parse_args(["--task", str(task), "--run-dir", str(tmp_path / "runs"),
+                                      "--no-data-facts", "--no-branch-memory"])
+    settings, _, _ = resolve_settings(args)
+    assert settings.data_facts is False and settings.branch_memory is False
+
+
+def test_hardware_line_promises_a_gpu_only_when_one_is_bound(tmp_path):
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
+        (dev / name).write_text("")
+    assert hardware_summary(False, dev=dev).startswith("CPU only: ")
+    assert "no GPU (do not use CUDA)" in hardware_summary(False, dev=dev)
+    assert hardware_summary(True, dev=dev).endswith("CPU cores and 2 NVIDIA GPU(s), usable with CUDA")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "GPUs were requested but no NVIDIA device is visible" in hardware_summary(True, dev=empty)
+    task = make_toy_task(tmp_path / "toy", with_config=False)
+    text = build_task_context("t", task, time_limit_s=60, metric_name=None, lower_is_better=None,
+                              sample_submission=None).system_prompt()
+    assert "- Hardware: CPU only: " in text and "GPU(s)" not in text
+
+
+@pytest.fixture
+def stable(tmp_path) -> str:
+    task = make_toy_task(tmp_path / "toy", with_config=False)
+    return build_task_context("Predict label.", task, time_limit_s=600, metric_name="accuracy",
+                              lower_is_better=False, sample_submission=task / "sample_submission.csv").system_prompt()
+
+
+def test_stable_prefix_states_no_reply_format(stable):
+    assert SCRIPT_FORMAT not in stable and "JSON" not in stable and "Answer format" not in stable
+
+
+@pytest.mark.parametrize("system_prompt", [True, False])
+def test_every_role_starts_with_the_same_prefix_and_ends_with_its_own_format(stable, system_prompt):
+    parent = Node(id="00001-0", step=1, stage="draft", code=GOOD_SCRIPT, metric=0.8, is_buggy=False, review="ok")
+    buggy = Node(id="00002-0", step=2, stage="draft", code="raise SystemExit(1)\n", output="boom",
+                 bug_reason="exit code 1")
+    ex = Execution(exit_code=0, output="METRIC: 0.8\n", metric=0.8)
+    cand = Candidate(plan="p", code=GOOD_SCRIPT)
+    support = StructuredOutputSupport()
+    script = fenced(GOOD_SCRIPT)
+    calls = {
+        "draft": (script, lambda m: draft(m, stable, [], system_prompt=system_prompt)),
+        "improve": (script, lambda m: improve(m, stable, parent, [], lower_is_better=False,
+                                             system_prompt=system_prompt)),
+        "debug": (script, lambda m: debug(m, stable, buggy, [], system_prompt=system_prompt)),
+        "code_plan": (script, lambda m: implement_plan(m, stable, "REQ", "the plan", system_prompt=system_prompt)),
+        "revise": (script, lambda m: revise(m, stable, "REQ", cand, ex, "fix", system_prompt=system_prompt)),
+        "sampler": (script, lambda m: sample_in_one_call(m, stable, "REQ", 1, SamplingSupport("n"),
+                                                         system_prompt=system_prompt, seed=1)),
+        "review": ('{"is_bug": false, "summary": "ok"}',
+                   lambda m: llm_verdict(m, stable, GOOD_SCRIPT, "METRIC: 0.8", ex.facts(), support,
+                                         system_prompt=system_prompt)),
+        "reflect": ('{"accept": true, "critique": "good", "target": "coder"}',
+                    lambda m: reflect(m, stable, GOOD_SCRIPT, ex, support, system_prompt=system_prompt)),
+        "plan": ('{"approach": "a", "libraries": [], "feature_steps": [], "validation_scheme": "v"}',
+                 lambda m: make_plan(m, stable, "REQ", support, system_prompt=system_prompt)),
+        "judge": ('{"best": 0, "reason": "r"}',
+                  lambda m: llm_judge(m, stable, support, system_prompt=system_prompt)(
+                      [Attempt(index=0, candidate=cand, execution=ex)])),
+        "direction": ('{"metric": "accuracy", "lower_is_better": false}',
+                      lambda m: ask_metric_direction(m, stable, system_prompt=system_prompt)),
+    }
+    for role, (answer, call) in calls.items():
+        model = scripted_model([ai(answer)])
+        call(model)
+        messages = model.seen[0]
+        if system_prompt:
+            assert messages[0].content == stable, role
+            varying = messages[-1].content
+        else:
+            assert len(messages) == 1 and messages[0].content.startswith(stable + "\n\n"), role
+            varying = messages[0].content[len(stable):]
+        if answer == script:
+            assert varying.rstrip().endswith("holding the complete script. No other code blocks."), role
+            assert "JSON" not in varying, role
+        else:
+            assert "JSON object only" in varying and SCRIPT_FORMAT not in varying, role
