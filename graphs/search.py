@@ -88,7 +88,8 @@ def _services_from_plain_context(ctx: SearchContext, thread: str) -> RunServices
     settings = RunSettings(run_id=run_id, task_dir=str(comp.root), strategy=ctx.strategy, steps=ctx.steps,
                            seed=ctx.seed, base_url=base_url, model=model, exec_timeout=ctx.exec_timeout,
                            sandbox=ctx.sandbox, samples=ctx.samples, rounds=ctx.rounds,
-                           llm_review=ctx.llm_review)
+                           llm_review=ctx.llm_review, skip_failed_review=ctx.skip_failed_review,
+                           repairs=ctx.repairs)
     run_path = Path(ctx.run_dir).expanduser().resolve() / run_id
     run_path.mkdir(parents=True, exist_ok=True)
     store = NodeStore(run_path / "nodes.sqlite")

@@ -144,3 +144,4 @@ class SearchContext:
     rounds: int = 3
     llm_review: bool = True
     skip_failed_review: bool = True  # no LLM review of a run the facts call failed
+    repairs: int = 2  # quick repair calls per step (nodes.repair); 0: none

@@ -174,7 +174,8 @@ def test_killed_fan_out_reruns_only_unfinished_candidates(tmp_path):
         def args(runs, run_id):
             return ["--task", task, "--base-url", server.base_url, "--strategy", "self_consistency",
                     "--samples", "4", "--workers", "2", "--steps", "2", "--run-dir", runs,
-                    "--exec-timeout", "30", "--run-id", run_id, "--sandbox", "plain"]
+                    "--exec-timeout", "30", "--run-id", run_id, "--sandbox", "plain",
+                    "--repairs", "0"]  # a repaired branch reruns as a unit: test_strategy_repairs.py
 
         ref = subprocess.run([sys.executable, "-m", "graphs.run", *map(str, args(tmp_path / "ref", "sc"))],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
