@@ -93,7 +93,8 @@ def test_tree_html_draws_every_node_and_shows_a_clicked_nodes_code(run_dir, brow
 
     # click another node whose code differs from the one shown
     target = next(n for n in tree["nodes"] if n["id"] != first and n["code"] != nodes[first]["code"])
-    browser.find_element(By.CSS_SELECTOR, f'svg g.node[data-node-id="{target["id"]}"]').click()
+    # on its symbol, as a user does (the group's centre can fall between the symbol and its label)
+    browser.find_element(By.CSS_SELECTOR, f'svg g.node[data-node-id="{target["id"]}"] .shape').click()
     WebDriverWait(browser, 10).until(lambda _: [s.get_attribute("data-detail-for") for s in shown()]
                                      == [target["id"]])
     (panel,) = shown()
