@@ -28,10 +28,10 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from serving.stub import chat_completion, completion_body, model_list
+from serving.stub import LoopbackServer, chat_completion, completion_body, model_list
 
 FAULT_KINDS = ("hang", "status", "drop", "malformed", "no_code", "truncated", "empty_choices", "oversized")
 PROSE_ONLY = ("I would fit a gradient-boosted model on the numeric columns, validate it on a held-out "
@@ -93,7 +93,7 @@ class Record:
     answer: str  # "ok" or the fault's label
 
 
-class FaultServer:
+class FaultServer(LoopbackServer):
     """The endpoint, served from a background thread (a context manager)."""
 
     def __init__(self, rules: list[FaultRule] | None = None, *, port: int = 0, model: str = "scripted-model",
@@ -107,14 +107,7 @@ class FaultServer:
         self._calls = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self.httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI-style base URL."""
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._listen(port, self._handler())
 
     def add(self, rule: FaultRule) -> FaultRule:
         """Add a rule (after those already there)."""
@@ -252,23 +245,10 @@ class FaultServer:
 
         return Handler
 
-    def start(self) -> FaultServer:
-        """Serve in a daemon thread."""
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
         """Stop serving (hanging requests are released)."""
         self._stopping.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self) -> FaultServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().stop()
 
 
 def truncate_mid_code(answer: str) -> str:

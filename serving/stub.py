@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 # A working script: copies the sample submission's layout, prints a hash-derived metric.
 _GOOD = '''import glob, os
@@ -113,7 +113,42 @@ def model_list(model: str) -> dict[str, Any]:
     return {"object": "list", "data": [{"id": model, "object": "model"}]}
 
 
-class StubServer:
+class LoopbackServer:
+    """An HTTP server on loopback served from a daemon thread: the lifecycle (start, stop, context
+    manager, base URL) that the scripted endpoints share. Subclasses call `_listen` with their
+    request handler class."""
+
+    httpd: ThreadingHTTPServer
+
+    def _listen(self, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL."""
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def start(self) -> Self:
+        """Serve in a daemon thread."""
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class StubServer(LoopbackServer):
     """The endpoint, served from a background thread."""
 
     def __init__(self, port: int = 0, *, delay_s: float = 0.0, exec_sleep: float = 0.0,
@@ -125,14 +160,7 @@ class StubServer:
         self.requests = 0
         self.bodies: deque[dict[str, Any]] = deque(maxlen=200)  # the latest request bodies
         self._lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self.httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI-style base URL."""
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._listen(port, self._handler())
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -174,23 +202,6 @@ class StubServer:
                                                 supports_n=server.supports_n))
 
         return Handler
-
-    def start(self) -> StubServer:
-        """Serve in a daemon thread."""
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self) -> StubServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main() -> None:

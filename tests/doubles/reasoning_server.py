@@ -40,10 +40,10 @@ import argparse
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from serving.stub import scripted_answer
+from serving.stub import LoopbackServer, scripted_answer
 
 THINK_MARKER = "zthink"
 DELIVERIES = ("field", "inline", "open")
@@ -94,7 +94,7 @@ class ContextExceeded(Exception):
     """The request does not fit in the model's context (HTTP 400)."""
 
 
-class ReasoningServer:
+class ReasoningServer(LoopbackServer):
     """The emulated endpoint, served from a daemon thread on loopback."""
 
     def __init__(self, think_tokens: int = 2000, delivery: str = "field",
@@ -114,14 +114,7 @@ class ReasoningServer:
         self.requests: list[dict[str, Any]] = []  # every chat request body received, in order
         self._prompts: list[list[str]] = []
         self._lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self.httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI-style base URL."""
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._listen(port, self._handler())
 
     # ------------------------------------------------------------------ the model
 
@@ -238,23 +231,6 @@ class ReasoningServer:
                                      "param": None, "code": 400})
 
         return Handler
-
-    def start(self) -> ReasoningServer:
-        """Serve in a daemon thread."""
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def __enter__(self) -> ReasoningServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
