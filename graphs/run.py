@@ -165,11 +165,9 @@ _OVERRIDABLE = {
     "max_procs": "max_procs", "max_file_mb": "max_file_mb", "cpu_limit": "cpu_limit_s", "gpus": "gpus",
     "data_facts": "data_facts", "branch_memory": "branch_memory",
     "repairs": "repairs", "repair_window": "repair_window_s", "known_errors": "known_errors",
+    "vllm_model": "vllm_model", "tensor_parallel_size": "tensor_parallel_size",
+    "max_model_len": "max_model_len", "python": "python",
 }
-
-
-_OVERRIDABLE.update({"vllm_model": "vllm_model", "tensor_parallel_size": "tensor_parallel_size",
-                     "max_model_len": "max_model_len", "python": "python"})
 
 
 def check_interpreter(python: str) -> str:
