@@ -184,7 +184,7 @@ def _generated(runtime: Runtime[SearchContext], state: SearchState, out: dict) -
 
 def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Literal["repair", "review"]]:
     """Run the script in a fresh sandboxed workspace (a strategy has already run its own); send
-    a static failure or an early crash to `repair` while repairs are left, else keep a
+    a static failure, an early crash or a run without its outputs to `repair` while repairs are left, else keep a
     well-formed submission under the node's id and go on to review."""
     svc = _services(runtime)
     step = state.get("step", 0)
@@ -212,7 +212,8 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Lite
 
 
 def repair(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Literal["execute", "review"]]:
-    """One quick repair call for a script that failed the static check or crashed early; the
+    """One quick repair call for a script that failed the static check, crashed early or ran
+    without its outputs; the
     repaired script goes back to `execute` (an answer without a script: on to review)."""
     svc = _services(runtime)
     step = state.get("step", 0)
@@ -220,7 +221,7 @@ def repair(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
     ex = Execution.model_validate(state["execution"])
     repairs = list(state.get("repairs") or [])
     need = repair_need(cand, ex, early_crash_s=svc.settings.repair_window_s)
-    if need is None:  # only reached for a static failure or an early crash; nothing to repair
+    if need is None:  # only reached when execute found something to repair
         _keep_submission(svc, node_id_for(step), ex)
         return Command(goto="review")
     _emit(runtime, kind="repairing", step=step, attempt=len(repairs) + 1, total=svc.settings.repairs,

@@ -1,15 +1,16 @@
 """Repairs inside a step, and known-error guidance.
 
 A script that fails the static check (syntax, undefined name, an import the scripts'
-interpreter cannot satisfy) or crashes with a traceback within the first seconds of its run
-gets up to K quick repair calls before its node is recorded: the run's stable prefix first (so
+interpreter cannot satisfy), crashes with a traceback within the first seconds of its run, or
+runs to the end (exit 0) without its required outputs (no `METRIC:` line, no submission or one
+in the wrong format) gets up to K quick repair calls before its node is recorded: the run's stable prefix first (so
 the server's prefix cache covers it), then the error, the numbered lines around the failing
 line, and the script; the answer is the whole corrected script, which is checked and run again.
 Such a call costs a few seconds of prefill and one script's decode, against a whole step's
 draft + review. Every attempt is recorded on the node: a `repairer` entry in its calls, and
 `extra["repairs"]` = [{stage, error, fixed, then, ...}]. `fixed` means the repaired script got
 past the stage that failed (static: it passes the static check; early_crash: it passes the
-static check and does not crash early); `then` says how it did.
+static check and does not crash early; outputs: it is a valid run); `then` says how it did.
 
 Known errors (prompts/known_errors.yaml): a regular expression on the error text -> the usual
 remedy in one line; the debug and repair prompts add the first match as "Known remedy: ...".
@@ -34,6 +35,7 @@ from nodes.execute import Execution
 DEFAULT_REPAIRS = 2
 EARLY_CRASH_S = 10.0
 EXCERPT_RADIUS = 5
+OUTPUT_TAIL_CHARS = 1500
 TRACE_CHARS = 3000
 _TABLE = Path(prompts.__file__).parent / "known_errors.yaml"
 _TRACEBACK = "Traceback (most recent call last)"
@@ -92,15 +94,16 @@ def known_remedy(*texts: str | None) -> str | None:
 class RepairNeed:
     """Why a candidate gets a repair call."""
 
-    stage: Literal["static", "early_crash"]
+    stage: Literal["static", "early_crash", "outputs"]
     error: str  # what the prompt shows: the static problems, or the end of the traceback
     summary: str  # one line for the node's record
     line: int | None  # the failing line of the script, when known
 
 
 def repair_need(cand: Candidate, ex: Execution, *, early_crash_s: float = EARLY_CRASH_S) -> RepairNeed | None:
-    """A static failure or an early crash with a traceback; None for anything else (a failed
-    generation, a late crash, a timeout, a missing metric)."""
+    """A static failure, an early crash with a traceback, or a run that exited 0 without its
+    required outputs; None for anything else (a failed generation, a late crash, a timeout or a
+    kill: those need a different approach, which is the debug step's job)."""
     if cand.llm_error or not cand.code.strip():
         return None
     if ex.skipped:
@@ -109,6 +112,11 @@ def repair_need(cand: Candidate, ex: Execution, *, early_crash_s: float = EARLY_
         first = _LINE.search(ex.static_problems[0])
         return RepairNeed("static", "\n".join(ex.static_problems), (ex.failure or ex.skipped)[:300],
                           int(first.group(1)) if first else None)
+    if lacks_outputs(ex):
+        tail = ex.output.strip()
+        tail = "..." + tail[-OUTPUT_TAIL_CHARS:] if len(tail) > OUTPUT_TAIL_CHARS else tail
+        return RepairNeed("outputs", f"{ex.failure}\n\nEnd of its output:\n{tail or '(no output)'}",
+                          ex.failure[:300], None)
     if not crashed_early(ex, early_crash_s):
         return None
     trace = traceback_tail(ex.output)
@@ -122,6 +130,14 @@ def crashed_early(ex: Execution, early_crash_s: float = EARLY_CRASH_S) -> bool:
     if ex.skipped or ex.timed_out or ex.killed_reason or ex.exit_code in (0, None):
         return False
     return ex.seconds <= early_crash_s and _TRACEBACK in ex.output
+
+
+def lacks_outputs(ex: Execution) -> bool:
+    """The script ran to the end by itself (exit 0) but printed no metric or wrote no
+    well-formed submission: a missing last step, usually fixed by adding a few lines."""
+    if ex.skipped or ex.timed_out or ex.killed_reason or ex.exit_code != 0:
+        return False
+    return ex.failure is not None
 
 
 def traceback_tail(output: str, chars: int = TRACE_CHARS) -> str:
@@ -192,7 +208,10 @@ def close_record(
     record: dict[str, Any], ex: Execution, *, early_crash_s: float = EARLY_CRASH_S
 ) -> dict[str, Any]:
     """The record of a repair, completed with how the repaired script did."""
-    fixed = not ex.skipped and (record["stage"] == "static" or not crashed_early(ex, early_crash_s))
+    if record["stage"] == "outputs":
+        fixed = ex.valid
+    else:
+        fixed = not ex.skipped and (record["stage"] == "static" or not crashed_early(ex, early_crash_s))
     if ex.valid:
         then = f"valid, metric {ex.metric:.6g}"
     else:
@@ -212,7 +231,7 @@ def run_with_repairs(
     known: bool = True,
     on_repair: Callable[[int, RepairNeed], None] | None = None,
 ) -> tuple[Candidate, Execution, list[dict[str, Any]]]:
-    """Execute `cand` (`run(candidate, attempt)`), repairing static failures and early crashes
+    """Execute `cand` (`run(candidate, attempt)`), repairing static failures, early crashes and missing outputs
     up to `max_repairs` times: (final candidate, its execution, repair records). For callers
     that run a candidate inside one graph node; the tree search runs the same steps as
     supersteps of its own."""

@@ -113,6 +113,8 @@ def establish_facts(
         failure = f"the script exited with code {exit_code}: {last_error}"
     elif metric is None:
         failure = "the script printed no 'METRIC: <float>' line"
+        if submission_problem:  # both are missing: say both, so one fix can cover both
+            failure += f", and {submission_problem}"
     elif submission_problem:
         failure = submission_problem
     else:

@@ -293,6 +293,47 @@ def _submission_lines(sample_t: _Table, id_col: str | None, targets: list[str], 
     return lines
 
 
+def _order_line(sample_t: _Table, test_t: _Table | None, id_col: str | None) -> str:
+    """How the sample's rows relate to the test table's rows (by the id column)."""
+    if test_t is None or id_col is None or id_col not in test_t.head.columns:
+        return "in the order of the sample submission's rows"
+    ids, whole = _full_column(sample_t, id_col)
+    test_ids, test_whole = _full_column(test_t, id_col)
+    if not (whole and test_whole):
+        return f"in the order of the sample submission's rows (match them to `{test_t.rel}` by `{id_col}`)"
+    if len(ids) == len(test_ids) and bool((ids.astype(str).values == test_ids.astype(str).values).all()):
+        return f"one per row of `{test_t.rel}`, in its row order (the sample lists the same `{id_col}`s in the same order)"
+    return (f"in the sample's row order, which is not `{test_t.rel}`'s: first "
+            f"`test = test.set_index('{id_col}').loc[submission['{id_col}']].reset_index()`")
+
+
+def _ending(sample_t: _Table, test_t: _Table | None, id_col: str | None, preds: list[str],
+            per_class: bool) -> str:
+    """The last lines every script needs, for this task's submission format (a code block)."""
+    sample = f"./input/{sample_t.rel}"
+    order = _order_line(sample_t, test_t, id_col)
+    lines = ["import os", "# ... load, split, train, validate, predict the test set ...",
+             "print(f\"METRIC: {validation_score}\")  # the metric on held-out data, on its own line",
+             f"submission = pd.read_csv({sample!r})"]
+    if not preds:
+        lines.append("# fill in the predictions " + order)
+    elif per_class:
+        lines += [f"# {order}; columns in the sample's order",
+                  "proba = pd.DataFrame(model.predict_proba(X_test), columns=[str(c) for c in model.classes_])",
+                  "pred_columns = list(submission.columns[1:])" if id_col else
+                  "pred_columns = list(submission.columns)",
+                  "submission[pred_columns] = proba[pred_columns].values"]
+    elif len(preds) == 1:
+        lines.append(f"submission[{preds[0]!r}] = test_predictions  # {order}")
+    else:
+        shown = preds if len(preds) <= 6 else preds[:6] + ["..."]
+        lines.append(f"submission[{shown!r}] = test_predictions  # shape (rows, {len(preds)}); {order}")
+    lines += ['os.makedirs("./submission", exist_ok=True)',
+              'submission.to_csv("./submission/submission.csv", index=False)']
+    return ("- Every script ends like this (names are placeholders; keep the metric line and the "
+            "submission format):\n```python\n" + "\n".join(lines) + "\n```")
+
+
 def data_facts(public_dir: Path, sample_submission: Path | None = None) -> str:
     """The facts, as markdown bullet lines (deterministic for the same files)."""
     public = Path(public_dir)
@@ -395,4 +436,7 @@ def data_facts(public_dir: Path, sample_submission: Path | None = None) -> str:
         else:
             features = [str(c) for c in feature_src.columns if str(c) not in targets]
         lines.extend(_feature_lines(feature_src, features, id_col, mapped.get(train_t.rel, set())))
+    if sample_t is not None:
+        per_class = any("per-class probabilities" in line for line in lines)
+        lines.append(_ending(sample_t, test_t, id_col, preds, per_class))
     return "\n".join(lines)

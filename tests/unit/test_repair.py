@@ -1,4 +1,4 @@
-"""Repairs inside a step (static failures, early crashes) and the known-error table.
+"""Repairs inside a step (static failures, early crashes, missing outputs) and the known-error table.
 
 The graph tests script exactly what the model says and assert what the code did with it; the
 known-error tests run small scripts that really raise each error and match their tracebacks.
@@ -17,6 +17,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from graphs.run import build_parser, resolve_settings
 from graphs.search import build_search_graph
 from graphs.settings import RunServices, RunSettings, SearchContext
+from nodes.candidate import Candidate
 from nodes.debug import debug_prompt
 from nodes.execute import Execution, check_script, execute_script
 from nodes.repair import excerpt, known_errors, match_known_error, repair_need
@@ -30,6 +31,8 @@ VERDICT_OK = '{"is_bug": false, "summary": "works"}'
 UNDEFINED = GOOD_SCRIPT.replace('print("METRIC: 0.9")', "print('METRIC:', X_val)")
 MISSING_MODULE = "import nltk_not_here\n" + GOOD_SCRIPT
 MISSING_NAME = "from sklearn.metrics import cer\n" + GOOD_SCRIPT
+NO_OUTPUTS = GOOD_SCRIPT.replace('pd.DataFrame({"id": test.id, "label": pred}).to_csv("submission/submission.csv", index=False)\n', "").replace(
+    'print("METRIC: 0.9")', 'print("Accuracy: 0.9")')
 MISSING_FILE = 'import pandas as pd\n\nvalid = pd.read_csv("./input/valid.csv")\nprint(valid.shape)\n'
 
 
@@ -91,6 +94,39 @@ def test_early_crash_is_repaired_and_rerun(tmp_path, toy_task):
     assert "Traceback (most recent call last)" in request and 'File "solution.py", line 3' in request
     assert '> 3 | valid = pd.read_csv("./input/valid.csv")' in request
     assert "Known remedy: read only files that exist under ./input/" in request
+
+
+def test_a_run_without_its_outputs_is_repaired_in_the_step(tmp_path, toy_task):
+    """A script that runs to the end but prints no METRIC line and writes no submission gets a
+    repair call naming both, and the repaired script is rerun and valid."""
+    assert "to_csv" not in NO_OUTPUTS and "METRIC" not in NO_OUTPUTS
+    llm = scripted_model([ai(fenced(NO_OUTPUTS)), ai(fenced(GOOD_SCRIPT)), ai(VERDICT_OK)])
+    svc = services(tmp_path, toy_task, llm, steps=1)
+    events = run_steps(svc)
+    (node,) = svc.store.all()
+    assert not node.is_buggy and node.code == GOOD_SCRIPT and node.has_submission
+    (rep,) = node.extra["repairs"]
+    assert rep["stage"] == "outputs" and rep["fixed"] is True and rep["then"] == "valid, metric 0.9"
+    assert rep["error"] == ("the script printed no 'METRIC: <float>' line, and "
+                            "no submission/submission.csv was written")
+    request = llm.seen[1][-1].content
+    assert "ran to the end without an error" in request and "## What is missing" in request
+    assert "Accuracy: 0.9" in request  # the end of its output
+    assert "Known remedy: compute the metric on the held-out validation data" in request
+    assert [e["stage"] for e in events if e["kind"] == "repairing"] == ["outputs"]
+    assert [c.role for c in node.calls] == ["coder", "repairer", "reviewer"]
+
+
+def test_a_timed_out_or_crashed_late_run_gets_no_outputs_repair():
+    late = Execution(exit_code=1, seconds=60.0, output="Traceback (most recent call last):\nKeyError: 'x'",
+                     failure="the script exited with code 1: KeyError: 'x'")
+    timed_out = Execution(exit_code=None, timed_out=True, seconds=30.0, failure="killed at the time limit")
+    for ex in (late, timed_out):
+        assert repair_need(Candidate(code="print(1)\n"), ex) is None
+    ok = Execution(exit_code=0, seconds=90.0, output="METRIC: 0.5", metric=0.5,
+                   failure="submission has 3 rows, the sample submission has 4")
+    need = repair_need(Candidate(code="print(1)\n"), ok)  # a long run too: adding lines is cheap
+    assert need is not None and need.stage == "outputs" and need.line is None
 
 
 def test_repairs_exhausted_node_is_buggy_with_every_attempt(tmp_path, toy_task):

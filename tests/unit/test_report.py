@@ -29,9 +29,10 @@ from tests.conftest import ROOT, make_toy_task
 def _run(task: Path, runs: Path, run_id: str, strategy: str, steps: int, server: StubServer) -> Path:
     from graphs.run import main
 
+    # no repairs: the scripted failures stay failures, so the tree has buggy nodes to show
     rc = main(["--task", str(task), "--strategy", strategy, "--steps", str(steps), "--samples", "3",
                "--base-url", server.base_url, "--run-dir", str(runs), "--run-id", run_id,
-               "--exec-timeout", "30", "--sandbox", "plain"])
+               "--exec-timeout", "30", "--sandbox", "plain", "--repairs", "0"])
     assert rc == 0
     return runs / run_id
 

@@ -262,3 +262,76 @@ def test_every_role_starts_with_the_same_prefix_and_ends_with_its_own_format(sta
             assert "JSON" not in varying, role
         else:
             assert "JSON object only" in varying and SCRIPT_FORMAT not in varying, role
+
+
+def _ending_code(facts: str) -> str:
+    block = facts.split("- Every script ends like this", 1)[1]
+    return block.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("layout", ["labels", "probs", "shuffled"])
+def test_the_stated_ending_writes_a_submission_the_checker_accepts(tmp_path, layout):
+    """The ending the facts give, with its placeholders filled by a real model's predictions,
+    writes a submission in the sample's format (and in the sample's row order)."""
+    import subprocess
+    import sys
+
+    from nodes.review import check_submission, parse_metric
+
+    task = _tabular(tmp_path / "in", sample="probs" if layout == "probs" else "labels")
+    if layout == "shuffled":  # the sample lists the test ids in another order
+        sample = pd.read_csv(task / "sample_submission.csv")
+        sample.iloc[::-1].to_csv(task / "sample_submission.csv", index=False)
+    facts = data_facts(task, task / "sample_submission.csv")
+    ending = _ending_code(facts)
+    if layout == "shuffled":
+        assert "test = test.set_index('PassengerId').loc[submission['PassengerId']].reset_index()" in ending
+    else:
+        assert "in its row order" in ending
+    body = ending.replace("# ... load, split, train, validate, predict the test set ...", """
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+train = pd.read_csv("./input/train.csv"); test = pd.read_csv("./input/test.csv")
+model = LogisticRegression().fit(train[["fare"]], train["species"])
+validation_score = 0.5
+""")
+    # the placeholders the ending names: predictions for the test rows, in the order it says
+    reorder = "test = test.set_index('PassengerId').loc[submission['PassengerId']].reset_index()"
+    lines = []
+    for line in body.splitlines():
+        if line.startswith("submission[") and "test_predictions" in line:
+            if layout == "shuffled":
+                lines.append(reorder)
+            lines.append("X_test = test[['fare']]; test_predictions = model.predict(X_test)")
+        if line.startswith("proba ="):
+            lines.append("X_test = test[['fare']]")
+        lines.append(line)
+    code = "\n".join(lines)
+    work = tmp_path / "work"
+    (work / "input").mkdir(parents=True)
+    for f in task.iterdir():
+        (work / "input" / f.name).write_bytes(f.read_bytes())
+    done = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr + "\n" + code
+    assert parse_metric(done.stdout) == 0.5
+    sub_path = work / "submission" / "submission.csv"
+    assert check_submission(sub_path, task / "sample_submission.csv") is None
+    sub = pd.read_csv(sub_path)
+    expected = pd.read_csv(task / "sample_submission.csv")
+    assert list(sub.PassengerId) == list(expected.PassengerId)
+    if layout == "probs":
+        assert np.allclose(sub[["bird", "cat", "dog"]].sum(axis=1), 1.0)
+    else:
+        # each row's label is the model's prediction for that row's id, whatever the order
+        test = pd.read_csv(task / "test.csv")
+        from sklearn.linear_model import LogisticRegression
+        train = pd.read_csv(task / "train.csv")
+        truth = dict(zip(test.PassengerId, LogisticRegression().fit(train[["fare"]], train["species"])
+                         .predict(test[["fare"]])))
+        assert list(sub.species) == [truth[i] for i in sub.PassengerId]
+
+
+def test_without_a_sample_submission_no_ending_is_stated(tmp_path):
+    task = _tabular(tmp_path / "nosample")
+    (task / "sample_submission.csv").unlink()
+    assert "Every script ends like this" not in data_facts(task, None)
