@@ -184,7 +184,8 @@ def _generated(runtime: Runtime[SearchContext], state: SearchState, out: dict) -
 
 def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Literal["repair", "review"]]:
     """Run the script in a fresh sandboxed workspace (a strategy has already run its own); send
-    a static failure, an early crash or a run without its outputs to `repair` while repairs are left, else keep a
+    a static failure, an early crash or a run without its outputs to `repair` while repairs are
+    left, else keep a
     well-formed submission under the node's id and go on to review."""
     svc = _services(runtime)
     step = state.get("step", 0)

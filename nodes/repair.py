@@ -3,7 +3,8 @@
 A script that fails the static check (syntax, undefined name, an import the scripts'
 interpreter cannot satisfy), crashes with a traceback within the first seconds of its run, or
 runs to the end (exit 0) without its required outputs (no `METRIC:` line, no submission or one
-in the wrong format) gets up to K quick repair calls before its node is recorded: the run's stable prefix first (so
+in the wrong format) gets up to K quick repair calls before its node is recorded: the run's
+stable prefix first (so
 the server's prefix cache covers it), then the error, the numbered lines around the failing
 line, and the script; the answer is the whole corrected script, which is checked and run again.
 Such a call costs a few seconds of prefill and one script's decode, against a whole step's
@@ -231,8 +232,8 @@ def run_with_repairs(
     known: bool = True,
     on_repair: Callable[[int, RepairNeed], None] | None = None,
 ) -> tuple[Candidate, Execution, list[dict[str, Any]]]:
-    """Execute `cand` (`run(candidate, attempt)`), repairing static failures, early crashes and missing outputs
-    up to `max_repairs` times: (final candidate, its execution, repair records). For callers
+    """Execute `cand` (`run(candidate, attempt)`), repairing static failures, early crashes and
+    missing outputs up to `max_repairs` times: (final candidate, its execution, repair records). For callers
     that run a candidate inside one graph node; the tree search runs the same steps as
     supersteps of its own."""
     ex = run(cand, 0)

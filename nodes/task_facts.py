@@ -302,7 +302,8 @@ def _order_line(sample_t: _Table, test_t: _Table | None, id_col: str | None) -> 
     if not (whole and test_whole):
         return f"in the order of the sample submission's rows (match them to `{test_t.rel}` by `{id_col}`)"
     if len(ids) == len(test_ids) and bool((ids.astype(str).values == test_ids.astype(str).values).all()):
-        return f"one per row of `{test_t.rel}`, in its row order (the sample lists the same `{id_col}`s in the same order)"
+        return (f"one per row of `{test_t.rel}`, in its row order (the sample lists the same "
+                f"`{id_col}`s in the same order)")
     return (f"in the sample's row order, which is not `{test_t.rel}`'s: first "
             f"`test = test.set_index('{id_col}').loc[submission['{id_col}']].reset_index()`")
 
@@ -319,7 +320,8 @@ def _ending(sample_t: _Table, test_t: _Table | None, id_col: str | None, preds: 
         lines.append("# fill in the predictions " + order)
     elif per_class:
         lines += [f"# {order}; columns in the sample's order",
-                  "proba = pd.DataFrame(model.predict_proba(X_test), columns=[str(c) for c in model.classes_])",
+                  "proba = pd.DataFrame(model.predict_proba(X_test), "
+                  "columns=[str(c) for c in model.classes_])",
                   "pred_columns = list(submission.columns[1:])" if id_col else
                   "pred_columns = list(submission.columns)",
                   "submission[pred_columns] = proba[pred_columns].values"]
