@@ -4,9 +4,9 @@ A script that fails the static check (syntax, undefined name, an import the scri
 interpreter cannot satisfy), crashes with a traceback within the first seconds of its run, or
 runs to the end (exit 0) without its required outputs (no `METRIC:` line, no submission or one
 in the wrong format) gets up to K quick repair calls before its node is recorded: the run's
-stable prefix first (so
-the server's prefix cache covers it), then the error, the numbered lines around the failing
-line, and the script; the answer is the whole corrected script, which is checked and run again.
+stable prefix first (so the server's prefix cache covers it), then the error, the numbered lines
+around the failing line, and the script; the answer is the whole corrected script, which is
+checked and run again.
 Such a call costs a few seconds of prefill and one script's decode, against a whole step's
 draft + review. Every attempt is recorded on the node: a `repairer` entry in its calls, and
 `extra["repairs"]` = [{stage, error, fixed, then, ...}]. `fixed` means the repaired script got
