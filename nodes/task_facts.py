@@ -207,9 +207,19 @@ class _FileIndex:
         return None
 
 
+def _looks_like_keys(s: pd.Series, col: str) -> bool:
+    """A unique string column is a key when its name says so or its values carry digits (`r0042`,
+    hashes, file stems); unique plain words (one word per row) are a feature, not an id."""
+    name = col.lower()
+    if name == "id" or name.endswith(("id", "_id", "key", "uuid")) or name.startswith("id"):
+        return True
+    return bool(s.astype(str).str.contains(r"\d").mean() > 0.5)
+
+
 def _feature_lines(
     train: pd.DataFrame, features: list[str], id_col: str | None, mapped: set[str]
-) -> list[str]:
+) -> tuple[list[str], dict[str, list[str]]]:
+    """The lines about the feature columns, and the columns by kind (strings, numbers, texts, ids)."""
     strings, numbers, texts, ids = [], [], [], []
     for col in features:
         s = train[col]
@@ -225,13 +235,19 @@ def _feature_lines(
                 numbers.append(col)
         elif _is_text(s):
             texts.append(col)
-        elif len(s) >= 20 and s.dropna().is_unique and s.notna().all():
+        elif len(s) >= 20 and s.dropna().is_unique and s.notna().all() and _looks_like_keys(s, col):
             ids.append(col)
         else:
             strings.append(col)
     lines = []
     if strings:
-        shown = ", ".join(f"`{c}` ({train[c].nunique()} distinct)" for c in strings[:_MAX_NAMES])
+        def distinct(c: str) -> str:
+            n = train[c].nunique()
+            many = n >= 0.5 * max(1, train[c].notna().sum()) and n > 20
+            hint = (": nearly one per row, so use features of its characters (e.g. character n-grams), "
+                    "not one-hot") if many else ""
+            return f"`{c}` ({n} distinct{hint})"
+        shown = ", ".join(distinct(c) for c in strings[:_MAX_NAMES])
         more = f" ... and {len(strings) - _MAX_NAMES} more" if len(strings) > _MAX_NAMES else ""
         lines.append(f"- String/categorical feature columns: {shown}{more}. Encode them (for example "
                      "one-hot or ordinal, with unknown categories allowed) before a numeric model.")
@@ -243,7 +259,7 @@ def _feature_lines(
         lines.append(f"- Numeric feature columns: {_names(numbers)}{miss}.")
     if ids:
         lines.append(f"- Id-like columns (unique per row, not a feature): {_names(ids)}.")
-    return lines
+    return lines, {"strings": strings, "numbers": numbers, "texts": texts, "ids": ids}
 
 
 def _submission_lines(sample_t: _Table, id_col: str | None, targets: list[str], train: _Table | None,
@@ -293,46 +309,81 @@ def _submission_lines(sample_t: _Table, id_col: str | None, targets: list[str], 
     return lines
 
 
-def _order_line(sample_t: _Table, test_t: _Table | None, id_col: str | None) -> str:
-    """How the sample's rows relate to the test table's rows (by the id column)."""
+def _order(sample_t: _Table, test_t: _Table | None, id_col: str | None) -> tuple[str, str | None]:
+    """How the sample's rows relate to the test table's rows: (a comment for the prediction
+    line, a line that puts the test table in the sample's row order when it is not already)."""
     if test_t is None or id_col is None or id_col not in test_t.head.columns:
-        return "in the order of the sample submission's rows"
+        return "in the order of the sample submission's rows", None
     ids, whole = _full_column(sample_t, id_col)
     test_ids, test_whole = _full_column(test_t, id_col)
     if not (whole and test_whole):
-        return f"in the order of the sample submission's rows (match them to `{test_t.rel}` by `{id_col}`)"
+        return f"in the sample's row order (match the rows to `{test_t.rel}` by `{id_col}`)", None
     if len(ids) == len(test_ids) and bool((ids.astype(str).values == test_ids.astype(str).values).all()):
         return (f"one per row of `{test_t.rel}`, in its row order (the sample lists the same "
-                f"`{id_col}`s in the same order)")
-    return (f"in the sample's row order, which is not `{test_t.rel}`'s: first "
-            f"`test = test.set_index('{id_col}').loc[submission['{id_col}']].reset_index()`")
+                f"`{id_col}`s in the same order)"), None
+    reorder = (f"test = test.set_index({id_col!r}).loc[pd.read_csv('./input/{sample_t.rel}')[{id_col!r}]]"
+               ".reset_index()  # the sample's row order, which is not the test file's")
+    return "one per row of `test`, after the reordering above", reorder
 
 
-def _ending(sample_t: _Table, test_t: _Table | None, id_col: str | None, preds: list[str],
-            per_class: bool) -> str:
-    """The last lines every script needs, for this task's submission format (a code block)."""
-    sample = f"./input/{sample_t.rel}"
-    order = _order_line(sample_t, test_t, id_col)
-    lines = ["import os", "# ... load, split, train, validate, predict the test set ...",
+def _start(train_t: _Table, test_t: _Table, targets: list[str], kinds: dict[str, list[str]],
+           reorder: str | None) -> list[str]:
+    """The first lines of a tabular script: both tables, one feature list for train and test."""
+    ids = kinds["ids"]
+    y = f"train[{targets[0]!r}]" if len(targets) == 1 else f"train[{targets!r}]"
+    lines = ["import pandas as pd",
+             f"train = pd.read_csv('./input/{train_t.rel}')",
+             f"test = pd.read_csv('./input/{test_t.rel}')"]
+    if reorder:
+        lines.append(reorder)
+    if ids:
+        lines.append(f"features = [c for c in test.columns if c not in {ids!r}]  "
+                     "# the columns train and test share, without id-like columns")
+    else:
+        lines.append("features = list(test.columns)  # the columns train and test share")
+    lines += [f"X, y = train[features], {y}",
+              "X_test = test[features]  # the same columns, in the same order"]
+    todo = ["encode the string columns"] if kinds["strings"] else []
+    todo += ["vectorize the free text"] if kinds["texts"] else []
+    todo += ["hold out validation data", "train", "validate", "predict X_test"]
+    lines.append(f"# ... {', '.join(todo)} ...")
+    return lines
+
+
+def _skeleton(sample_t: _Table, train_t: _Table | None, test_t: _Table | None, id_col: str | None,
+              preds: list[str], targets: list[str], per_class: bool,
+              kinds: dict[str, list[str]] | None) -> str:
+    """The lines every script needs, for this task's files and submission format, as a code
+    block: for a table of features, the first lines (one feature list for train and test); always
+    the last (the metric line, the submission in the sample's format and row order)."""
+    comment, reorder = _order(sample_t, test_t, id_col)
+    start = None
+    if train_t is not None and test_t is not None and targets and kinds and (
+            kinds["numbers"] or kinds["strings"] or kinds["texts"]):
+        start = _start(train_t, test_t, [c for c in targets if c in preds] or targets[:1], kinds, reorder)
+    elif reorder:
+        comment = f"in the sample's row order (match the rows of `{test_t.rel}` by `{id_col}`)"
+    lines = ["import os", *(start or ["# ... load, split, train, validate, predict the test set ..."]),
              "print(f\"METRIC: {validation_score}\")  # the metric on held-out data, on its own line",
-             f"submission = pd.read_csv({sample!r})"]
+             f"submission = pd.read_csv('./input/{sample_t.rel}')"]
     if not preds:
-        lines.append("# fill in the predictions " + order)
+        lines.append("# fill in the predictions " + comment)
     elif per_class:
-        lines += [f"# {order}; columns in the sample's order",
+        lines += [f"# {comment}; columns in the sample's order",
                   "proba = pd.DataFrame(model.predict_proba(X_test), "
                   "columns=[str(c) for c in model.classes_])",
                   "pred_columns = list(submission.columns[1:])" if id_col else
                   "pred_columns = list(submission.columns)",
                   "submission[pred_columns] = proba[pred_columns].values"]
     elif len(preds) == 1:
-        lines.append(f"submission[{preds[0]!r}] = test_predictions  # {order}")
+        lines.append(f"submission[{preds[0]!r}] = test_predictions  # {comment}")
     else:
         shown = preds if len(preds) <= 6 else preds[:6] + ["..."]
-        lines.append(f"submission[{shown!r}] = test_predictions  # shape (rows, {len(preds)}); {order}")
+        lines.append(f"submission[{shown!r}] = test_predictions  # shape (rows, {len(preds)}); {comment}")
     lines += ['os.makedirs("./submission", exist_ok=True)',
               'submission.to_csv("./submission/submission.csv", index=False)']
-    return ("- Every script ends like this (names are placeholders; keep the metric line and the "
+    what = "starts and ends" if start else "ends"
+    return (f"- Every script {what} like this (fill in the middle; keep the metric line and the "
             "submission format):\n```python\n" + "\n".join(lines) + "\n```")
 
 
@@ -431,14 +482,17 @@ def data_facts(public_dir: Path, sample_submission: Path | None = None) -> str:
             lines.append("- No table column names the files in the folders; see the task description "
                          "for how files map to rows.")
 
+    kinds: dict[str, list[str]] | None = None
     if train_t is not None:
         feature_src = train_t.head
         if test_t is not None:
             features = [str(c) for c in feature_src.columns if c in set(test_t.head.columns)]
         else:
             features = [str(c) for c in feature_src.columns if str(c) not in targets]
-        lines.extend(_feature_lines(feature_src, features, id_col, mapped.get(train_t.rel, set())))
+        feature_lines, kinds = _feature_lines(feature_src, features, id_col, mapped.get(train_t.rel, set()))
+        lines.extend(feature_lines)
     if sample_t is not None:
         per_class = any("per-class probabilities" in line for line in lines)
-        lines.append(_ending(sample_t, test_t, id_col, preds, per_class))
+        lines.append(_skeleton(sample_t, train_t, test_t, id_col, preds, targets, per_class,
+                               None if mapped else kinds))
     return "\n".join(lines)

@@ -130,6 +130,9 @@ def test_folder_tasks_map_rows_to_files(tmp_path):
     assert "- `digit`: classification, 4 classes: 0: 5, 1: 5, 2: 5, 3: 5." in lines
     assert "- `train.csv` column `clip` names files: `./input/train/<clip>.wav`." in lines
     assert "- `sample_submission.csv` column `clip` names files: `./input/test/<clip>.wav`." in lines
+    # rows that name files: the skeleton gives the last lines only (features come from the files)
+    assert "- Every script ends like this (fill in the middle; keep the metric line and the submission format):" in lines
+    assert "submission['digit'] = test_predictions  # in the order of the sample submission's rows" in lines
 
     # images named with their extension in a labels table; an unrelated folder maps to nothing
     images = tmp_path / "images"
@@ -264,17 +267,28 @@ def test_every_role_starts_with_the_same_prefix_and_ends_with_its_own_format(sta
             assert "JSON object only" in varying and SCRIPT_FORMAT not in varying, role
 
 
-def _ending_code(facts: str) -> str:
-    block = facts.split("- Every script ends like this", 1)[1]
+def _skeleton_code(facts: str) -> str:
+    block = facts.split("- Every script starts and ends like this", 1)[1]
     return block.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+# what a model writes in the skeleton's middle: a model on one numeric column
+_MIDDLE = """from sklearn.linear_model import LogisticRegression
+model = LogisticRegression().fit(X[["fare"]], y)
+X_test = X_test[["fare"]]
+validation_score = 0.5
+test_predictions = model.predict(X_test)
+"""
+
+
 @pytest.mark.parametrize("layout", ["labels", "probs", "shuffled"])
-def test_the_stated_ending_writes_a_submission_the_checker_accepts(tmp_path, layout):
-    """The ending the facts give, with its placeholders filled by a real model's predictions,
-    writes a submission in the sample's format (and in the sample's row order)."""
+def test_the_stated_skeleton_writes_a_submission_the_checker_accepts(tmp_path, layout):
+    """The first and last lines the facts give, with a real model in the middle, run and write
+    a submission in the sample's format, each row the prediction for that row's id."""
     import subprocess
     import sys
+
+    from sklearn.linear_model import LogisticRegression
 
     from nodes.review import check_submission, parse_metric
 
@@ -282,31 +296,13 @@ def test_the_stated_ending_writes_a_submission_the_checker_accepts(tmp_path, lay
     if layout == "shuffled":  # the sample lists the test ids in another order
         sample = pd.read_csv(task / "sample_submission.csv")
         sample.iloc[::-1].to_csv(task / "sample_submission.csv", index=False)
-    facts = data_facts(task, task / "sample_submission.csv")
-    ending = _ending_code(facts)
-    if layout == "shuffled":
-        assert "test = test.set_index('PassengerId').loc[submission['PassengerId']].reset_index()" in ending
-    else:
-        assert "in its row order" in ending
-    body = ending.replace("# ... load, split, train, validate, predict the test set ...", """
-import pandas as pd
-from sklearn.linear_model import LogisticRegression
-train = pd.read_csv("./input/train.csv"); test = pd.read_csv("./input/test.csv")
-model = LogisticRegression().fit(train[["fare"]], train["species"])
-validation_score = 0.5
-""")
-    # the placeholders the ending names: predictions for the test rows, in the order it says
-    reorder = "test = test.set_index('PassengerId').loc[submission['PassengerId']].reset_index()"
-    lines = []
-    for line in body.splitlines():
-        if line.startswith("submission[") and "test_predictions" in line:
-            if layout == "shuffled":
-                lines.append(reorder)
-            lines.append("X_test = test[['fare']]; test_predictions = model.predict(X_test)")
-        if line.startswith("proba ="):
-            lines.append("X_test = test[['fare']]")
-        lines.append(line)
-    code = "\n".join(lines)
+    skeleton = _skeleton_code(data_facts(task, task / "sample_submission.csv"))
+    assert "features = [c for c in test.columns if c not in ['PassengerId']]" in skeleton
+    assert "X, y = train[features], train['species']" in skeleton
+    assert "# ... encode the string columns, vectorize the free text," in skeleton
+    assert ("test = test.set_index('PassengerId')" in skeleton) == (layout == "shuffled")
+    middle = next(line for line in skeleton.splitlines() if line.startswith("# ... encode"))
+    code = skeleton.replace(middle, _MIDDLE)
     work = tmp_path / "work"
     (work / "input").mkdir(parents=True)
     for f in task.iterdir():
@@ -317,21 +313,35 @@ validation_score = 0.5
     sub_path = work / "submission" / "submission.csv"
     assert check_submission(sub_path, task / "sample_submission.csv") is None
     sub = pd.read_csv(sub_path)
-    expected = pd.read_csv(task / "sample_submission.csv")
-    assert list(sub.PassengerId) == list(expected.PassengerId)
+    assert list(sub.PassengerId) == list(pd.read_csv(task / "sample_submission.csv").PassengerId)
+    train, test = pd.read_csv(task / "train.csv"), pd.read_csv(task / "test.csv")
+    model = LogisticRegression().fit(train[["fare"]], train["species"])
     if layout == "probs":
-        assert np.allclose(sub[["bird", "cat", "dog"]].sum(axis=1), 1.0)
+        truth = pd.DataFrame(model.predict_proba(test[["fare"]]), columns=model.classes_, index=test.PassengerId)
+        assert np.allclose(sub.set_index("PassengerId")[["bird", "cat", "dog"]].values,
+                           truth.loc[sub.PassengerId, ["bird", "cat", "dog"]].values)
     else:
-        # each row's label is the model's prediction for that row's id, whatever the order
-        test = pd.read_csv(task / "test.csv")
-        from sklearn.linear_model import LogisticRegression
-        train = pd.read_csv(task / "train.csv")
-        truth = dict(zip(test.PassengerId, LogisticRegression().fit(train[["fare"]], train["species"])
-                         .predict(test[["fare"]])))
+        truth = dict(zip(test.PassengerId, model.predict(test[["fare"]])))
         assert list(sub.species) == [truth[i] for i in sub.PassengerId]
+
+
+def test_unique_plain_words_are_a_feature_not_an_id(tmp_path):
+    """A column of unique plain words is a string feature (described as such), not an id; one of
+    unique values with digits stays an id."""
+    root = tmp_path / "words"
+    root.mkdir()
+    words = [f"{a}{b}{c}" for a in "bcdfg" for b in "aeiou" for c in "lmnrs"][:100]
+    df = pd.DataFrame({"id": range(100), "word": words, "syllables": [len(w) % 3 for w in words]})
+    df.iloc[:80].to_csv(root / "train.csv", index=False)
+    df.iloc[80:].drop(columns="syllables").to_csv(root / "test.csv", index=False)
+    pd.DataFrame({"id": df.id.iloc[80:], "syllables": 0}).to_csv(root / "sample_submission.csv", index=False)
+    facts = data_facts(root, root / "sample_submission.csv")
+    assert "- Id-like columns (unique per row, not a feature): `id`." in facts.splitlines()
+    assert "`word` (80 distinct: nearly one per row, so use features of its characters" in facts
+    assert "features = [c for c in test.columns if c not in ['id']]" in facts
 
 
 def test_without_a_sample_submission_no_ending_is_stated(tmp_path):
     task = _tabular(tmp_path / "nosample")
     (task / "sample_submission.csv").unlink()
-    assert "Every script ends like this" not in data_facts(task, None)
+    assert "Every script" not in data_facts(task, None)
