@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -137,15 +138,23 @@ def _count_lines(path: Path, limit_bytes: int = 200 * 2**20) -> int | None:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(2**20), b""))
 
 
-def _describe_table(path: Path) -> str:
+def _read_table(path: Path) -> pd.DataFrame | Exception:
     sep = "\t" if path.suffix == ".tsv" else ","
     try:
-        df = pd.read_csv(path, sep=sep, nrows=2000, low_memory=False)
+        return pd.read_csv(path, sep=sep, nrows=2000, low_memory=False)
     except Exception as exc:  # noqa: BLE001 - a preview must never fail the run
-        return f"  (could not parse as a table: {type(exc).__name__})"
+        return exc
+
+
+def _rows(path: Path) -> str:
     lines_total = _count_lines(path)
-    rows = f"{lines_total - 1} rows" if lines_total else "many rows"
-    out = [f"  {rows} x {df.shape[1]} columns"]
+    return f"{lines_total - 1} rows" if lines_total else "many rows"
+
+
+def _describe_table(path: Path, df: pd.DataFrame | Exception) -> str:
+    if isinstance(df, Exception):
+        return f"  (could not parse as a table: {type(df).__name__})"
+    out = [f"  {_rows(path)} x {df.shape[1]} columns"]
     for col in list(df.columns)[:_MAX_COLUMNS_SHOWN]:
         s = df[col]
         missing = int(s.isna().sum())
@@ -163,24 +172,68 @@ def _describe_table(path: Path) -> str:
     return "\n".join(out)
 
 
-def data_preview(public_dir: Path) -> str:
-    """A compact listing of the data: files, sizes, and for tables columns with dtypes/examples."""
-    public_dir = Path(public_dir)
-    files = sorted(p for p in public_dir.rglob("*") if p.is_file() and p.name != "description.md")
-    lines: list[str] = []
-    by_dir: dict[Path, int] = {}
-    shown = 0
-    for path in files:
-        rel = path.relative_to(public_dir)
-        if shown >= _MAX_FILES_LISTED:
-            by_dir[rel.parent] = by_dir.get(rel.parent, 0) + 1
+def _same_as(df: pd.DataFrame, others: dict[str, pd.DataFrame]) -> tuple[str, list[str]] | None:
+    """A table described in full whose columns include all of `df`'s (more of them, same dtypes
+    for the shared ones): (its name, the columns `df` lacks); None when there is none. Saves
+    the prefix a second listing of the same columns (a test table beside its train table)."""
+    cols = [str(c) for c in df.columns]
+    if len(cols) < 3:
+        return None
+    for name, other in others.items():
+        other_cols = [str(c) for c in other.columns]
+        if len(other_cols) <= len(cols) or not set(cols) <= set(other_cols):
             continue
-        shown += 1
-        lines.append(f"- {rel} ({_human_size(path.stat().st_size)})")
-        if path.suffix in {".csv", ".tsv"}:
-            lines.append(_describe_table(path))
-    for folder, count in sorted(by_dir.items()):
-        lines.append(f"- ... {count} more files in {folder}/")
+        if all(df[c].dtype == other[c].dtype for c in cols):
+            return name, [c for c in other_cols if c not in set(cols)]
+    return None
+
+
+_FOLDER_LISTED = 5  # a folder with more files than this is summarised (count, kinds, examples)
+
+
+def data_preview(public_dir: Path) -> str:
+    """A compact listing of the data: the top-level files with sizes, tables with their columns'
+    dtypes and examples (a table whose columns another one has, with the same dtypes, by
+    reference), and each folder of many files as a count with its kinds and a few examples."""
+    public_dir = Path(public_dir)
+    files = sorted((p for p in public_dir.rglob("*") if p.is_file() and p.name != "description.md"),
+                   key=lambda p: p.relative_to(public_dir).as_posix())
+    by_dir: dict[str, list[Path]] = {}
+    for path in files:
+        by_dir.setdefault(path.relative_to(public_dir).parent.as_posix(), []).append(path)
+    listed = [p for d, ps in sorted(by_dir.items()) if d == "." or len(ps) <= _FOLDER_LISTED
+              for p in ps][:_MAX_FILES_LISTED]
+    tables = {path: _read_table(path) for path in listed if path.suffix in {".csv", ".tsv"}}
+    readable = {path.relative_to(public_dir).as_posix(): df for path, df in tables.items()
+                if not isinstance(df, Exception)}
+    lines: list[str] = []
+    for path in listed:
+        rel = path.relative_to(public_dir)
+        lines.append(f"- {rel.as_posix()} ({_human_size(path.stat().st_size)})")
+        if path not in tables:
+            continue
+        df = tables[path]
+        others = {k: v for k, v in readable.items() if k != rel.as_posix()}
+        ref = None if isinstance(df, Exception) else _same_as(df, others)
+        if ref is not None:
+            name, lacks = ref
+            lines.append(f"  {_rows(path)} x {df.shape[1]} columns: the columns of {name} (same dtypes) "
+                         f"without {', '.join(lacks[:10])}{' ...' if len(lacks) > 10 else ''}")
+        else:
+            lines.append(_describe_table(path, df))
+    shown = set(listed)
+    for folder, paths in sorted(by_dir.items()):
+        rest = [p for p in paths if p not in shown]
+        if not rest:
+            continue
+        kinds = Counter(p.suffix.lower() or "(no extension)" for p in rest)
+        top = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        kind_text = ", ".join(f"{n} {k}" for k, n in top)
+        examples = ", ".join(f"{p.relative_to(public_dir).as_posix()} ({_human_size(p.stat().st_size)})"
+                             for p in rest[:3])
+        where = "./" if folder == "." else f"{folder}/"
+        more = "more " if len(rest) < len(paths) else ""
+        lines.append(f"- {where}: {len(rest)} {more}files ({kind_text}), e.g. {examples}")
     return "\n".join(lines) if lines else "(no data files)"
 
 

@@ -174,6 +174,32 @@ def test_data_preview_and_task_context(toy_task: Path):
     assert ctx.system_prompt() == text  # byte-identical: the server's prefix cache relies on it
 
 
+def test_data_preview_lists_tables_first_and_summarises_big_folders(tmp_path: Path):
+    """Tables stay visible beside folders of thousands of files (each folder one line with its
+    count, kinds and examples), and a test table with the train table's columns is listed by
+    reference instead of column by column."""
+    import pandas as pd
+
+    public = tmp_path / "public"
+    (public / "test").mkdir(parents=True)
+    (public / "train").mkdir()
+    for i in range(60):
+        (public / ("train" if i < 45 else "test") / f"{1000 + i}.png").write_bytes(b"PNG")
+    (public / "train" / "notes.txt").write_text("x")
+    train = pd.DataFrame({"id": range(45), "a": range(45), "b": [0.5] * 45, "label": [1, 2, 3] * 15})
+    train.to_csv(public / "train.csv", index=False)
+    train.drop(columns="label").iloc[:15].to_csv(public / "test.csv", index=False)
+    (public / "few").mkdir()
+    train.head(3).to_csv(public / "few" / "extra.csv", index=False)
+    lines = data_preview(public).splitlines()
+    tops = [line for line in lines if line.startswith("- ")]
+    assert [t.split(" (")[0] for t in tops[:3]] == ["- test.csv", "- train.csv", "- few/extra.csv"]
+    assert "  15 rows x 3 columns: the columns of train.csv (same dtypes) without label" in lines
+    assert "  - label: int64, 3 distinct; e.g. 1, 2, 3" in lines  # train.csv in full
+    assert lines[-2] == "- test/: 15 files (15 .png), e.g. test/1045.png (3 B), test/1046.png (3 B), test/1047.png (3 B)"
+    assert lines[-1].startswith("- train/: 46 files (45 .png, 1 .txt), e.g. train/1000.png (3 B)")
+
+
 def test_backticks_inside_code_do_not_cut_the_block():
     from nodes.code_extract import extract_plan_and_code
     answer = 'Plan: quote fences.\n\n```python\nprint("```")\nx = 1\n```\nThat is all.'
