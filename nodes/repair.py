@@ -14,7 +14,8 @@ past the stage that failed (static: it passes the static check; early_crash: it 
 static check and does not crash early; outputs: it is a valid run); `then` says how it did.
 
 Known errors (prompts/known_errors.yaml): a regular expression on the error text -> the usual
-remedy in one line; the debug and repair prompts add the first match as "Known remedy: ...".
+remedy in one line (which may quote what the pattern's named groups caught); the debug and
+repair prompts add the first match as "Known remedy: ...".
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _TABLE = Path(prompts.__file__).parent / "known_errors.yaml"
 _TRACEBACK = "Traceback (most recent call last)"
 _SCRIPT_LINE = re.compile(r'File "(?:[^"]*/)?solution\.py", line (\d+)')
 _LINE = re.compile(r"\bline (\d+)")
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 # ---------------------------------------------------------------- known-error guidance
@@ -83,9 +85,17 @@ def match_known_error(*texts: str | None) -> KnownError | None:
 
 
 def known_remedy(*texts: str | None) -> str | None:
-    """The one-line remedy for an error text, or None when the table has none."""
-    entry = match_known_error(*texts)
-    return entry.remedy if entry else None
+    """The one-line remedy for an error text, or None when the table has none. A remedy may
+    quote what the pattern's named groups caught (`{value}`: the value in the error message)."""
+    for text in texts:
+        if not text:
+            continue
+        for entry in known_errors():
+            found = entry.pattern.search(text)
+            if found:
+                caught = {k: (v or "")[:80] for k, v in found.groupdict().items()}
+                return _PLACEHOLDER.sub(lambda m: caught.get(m.group(1), m.group(0)), entry.remedy)
+    return None
 
 
 # ---------------------------------------------------------------- what needs a repair

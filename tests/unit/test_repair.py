@@ -20,7 +20,7 @@ from graphs.settings import RunServices, RunSettings, SearchContext
 from nodes.candidate import Candidate
 from nodes.debug import debug_prompt
 from nodes.execute import Execution, check_script, execute_script
-from nodes.repair import excerpt, known_errors, match_known_error, repair_need
+from nodes.repair import excerpt, known_errors, known_remedy, match_known_error, repair_need
 from nodes.review import establish_facts, last_error_line
 from nodes.static_check import ImportChecker, static_report
 from nodes.tree import Node, NodeStore
@@ -252,11 +252,19 @@ def test_repair_flags(tmp_path, toy_task, capsys):
 
 # (table entry expected, script that raises it) -- run for real, one file each
 ERROR_SCRIPTS = {
-    "string-to-numeric": """
+    "string-value-to-numeric": """
         import pandas as pd
         from sklearn.linear_model import LogisticRegression
         X = pd.DataFrame({"color": ["red", "blue", "red", "green"]})
         LogisticRegression().fit(X, [0, 1, 0, 1])
+    """,
+    "string-to-numeric": """
+        import pandas as pd
+        pd.Series(["15", "red"]).astype(int)
+    """,
+    "invalid-parameter": """
+        from sklearn.preprocessing import OrdinalEncoder
+        OrdinalEncoder(handle_unknown="ignore").fit([["a"], ["b"]])
     """,
     "string-to-numeric/cast": """
         import numpy as np
@@ -376,7 +384,12 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
     entry = match_known_error(node.bug_reason, output)
     assert entry is not None and entry.name == expected, (node.bug_reason, entry)
     prompt = debug_prompt(node, [])
-    assert f"Known remedy: {entry.remedy}" in prompt
+    remedy = known_remedy(node.bug_reason, output)
+    assert f"Known remedy: {remedy}" in prompt
+    if case == "string-value-to-numeric":  # the remedy quotes the value the error names
+        assert remedy.startswith("the text 'red' reached a numeric estimator. If 'red' is a class of the target")
+    if case == "invalid-parameter":
+        assert remedy.startswith("the 'handle_unknown' parameter got a value this version does not accept")
     assert "Known remedy" not in debug_prompt(node, [], known_errors=False)
 
 
