@@ -303,9 +303,13 @@ ERROR_SCRIPTS = {
         test = pd.DataFrame({"id": [1, 2], "x1": [3, 4]})
         X = test.drop(columns=["label"])
     """,
-    "missing-column/key": """
+    "missing-named-column": """
         import pandas as pd
         pd.DataFrame({"id": [1]})["label"]
+    """,
+    "missing-column/index": """
+        import pandas as pd
+        pd.DataFrame({"id": [1]})[["id", "label"]]
     """,
     "missing-file": """
         import pandas as pd
@@ -388,6 +392,8 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
     assert f"Known remedy: {remedy}" in prompt
     if case == "string-value-to-numeric":  # the remedy quotes the value the error names
         assert remedy.startswith("the text 'red' reached a numeric estimator. If 'red' is a class of the target")
+    if case == "missing-named-column":
+        assert remedy.startswith("there is no column 'label' in that table. If 'label' is the target")
     if case == "invalid-parameter":
         assert remedy.startswith("the 'handle_unknown' parameter got a value this version does not accept")
     assert "Known remedy" not in debug_prompt(node, [], known_errors=False)
