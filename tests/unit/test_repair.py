@@ -333,8 +333,13 @@ ERROR_SCRIPTS = {
         import numpy as np
         x = np.float(3)
     """,
-    "name-error": """
+    "undefined-name": """
         print(X_val.shape)
+    """,
+    "name-error": """
+        def f():
+            x += 1
+        f()
     """,
     "no-metric": """
         print("training done, accuracy 0.8")
@@ -394,6 +399,8 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
         assert remedy.startswith("the text 'red' reached a numeric estimator. If 'red' is a class of the target")
     if case == "missing-named-column":
         assert remedy.startswith("there is no column 'label' in that table. If 'label' is the target")
+    if case == "undefined-name":
+        assert remedy.startswith("`X_val` is used but never assigned: add the line that creates it")
     if case == "invalid-parameter":
         assert remedy.startswith("the 'handle_unknown' parameter got a value this version does not accept")
     assert "Known remedy" not in debug_prompt(node, [], known_errors=False)
