@@ -7,6 +7,7 @@ from langchain_core.language_models import BaseChatModel
 
 import prompts
 from nodes.candidate import Candidate, ask_for_script
+from nodes.import_hints import missing_imports
 from nodes.repair import known_remedy
 from nodes.tree import Node
 
@@ -24,6 +25,7 @@ def debug_prompt(
     error unless `known_errors` is off: matched on the failure line first, then the output's end)."""
     output = tail(parent.output, output_chars)
     remedy = known_remedy(parent.bug_reason, tail(parent.output, 2000)) if known_errors else None
+    imports = missing_imports(parent.bug_reason, tail(parent.output, 2000)) if known_errors else []
     return prompts.render(
         "debug",
         code=parent.code.rstrip(),
@@ -31,6 +33,7 @@ def debug_prompt(
         output=output or "(no output)",
         earlier_errors=earlier_errors,
         remedy=remedy,
+        imports=imports,
     )
 
 

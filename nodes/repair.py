@@ -33,6 +33,7 @@ from langchain_core.language_models import BaseChatModel
 import prompts
 from nodes.candidate import Candidate, ask_for_script
 from nodes.execute import Execution
+from nodes.import_hints import missing_imports
 
 DEFAULT_REPAIRS = 2
 EARLY_CRASH_S = 10.0
@@ -178,6 +179,7 @@ def repair_prompt(code: str, need: RepairNeed, *, known: bool = True) -> str:
         stage=need.stage,
         error=need.error,
         remedy=known_remedy(need.error) if known else None,
+        imports=missing_imports(need.error) if known else [],
         line=need.line,
         excerpt=excerpt(code, need.line),
         code=code.rstrip(),

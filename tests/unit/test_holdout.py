@@ -8,8 +8,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.holdout import (HoldoutPlan, Unsplittable, build_view, held_answers, holdout_score, plan_holdout,
-                           split_submission)
+from tasks.holdout import (
+    HoldoutPlan,
+    Unsplittable,
+    build_view,
+    held_answers,
+    holdout_score,
+    plan_holdout,
+    split_submission,
+)
 from tests.conftest import make_toy_task
 
 

@@ -453,3 +453,26 @@ def test_progress_shows_a_repair_line():
         progress.handle({"kind": "repairing", "step": 0, "attempt": 1, "total": 2, "stage": "static",
                          "error": "static check: line 6: undefined name 'X_val'"})
     assert "repair 1/2 (static): static check: line 6: undefined name 'X_val'" in out.getvalue()
+
+
+def test_an_undefined_library_name_gets_its_import_line_in_repair_and_debug_prompts():
+    from nodes.import_hints import import_for, missing_imports
+    from nodes.repair import RepairNeed, repair_prompt
+
+    code = ("import pandas as pd\ntrain = pd.read_csv('input/train.csv')\n"
+            "X_tr, X_va, y_tr, y_va = train_test_split(train[['x1']], train.label)\n"
+            "model = LogisticRegression().fit(X_tr, y_tr)\nprint(np.mean(model.predict(X_va) == y_va))\n")
+    problems, _ = static_report(code, None)
+    assert problems == ["line 3: undefined name 'train_test_split'", "line 4: undefined name 'LogisticRegression'",
+                        "line 5: undefined name 'np'"]
+    need = RepairNeed("static", "\n".join(problems), "static check", 3)
+    text = repair_prompt(code, need)
+    assert ("Missing imports (add them at the top of the script):\n```python\n"
+            "from sklearn.model_selection import train_test_split\n"
+            "from sklearn.linear_model import LogisticRegression\nimport numpy as np\n```") in text
+    assert "Missing imports" not in repair_prompt(code, need, known=False)
+    # names that are the script's own variables get no import line
+    assert missing_imports("undefined name 'X_val'; undefined name 'model'; undefined name 'y_pred'") == []
+    assert import_for("check_array") == "from sklearn.utils import check_array"  # not a re-export
+    node = _failed_node(1, "Traceback (most recent call last):\nNameError: name 'accuracy_score' is not defined")
+    assert "from sklearn.metrics import accuracy_score" in debug_prompt(node, [])

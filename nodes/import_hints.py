@@ -1,0 +1,76 @@
+"""Where an undefined name usually comes from: `LogisticRegression` -> `from sklearn.linear_model
+import LogisticRegression`, `np` -> `import numpy as np`.
+
+Small models often use a class or function they never import. The static check catches the
+undefined name; the repair and debug prompts then add the import line, looked up in the public
+names of the common data-science modules installed here (a lookup, so whatever version is
+installed is what it says; nothing is added to a script by the harness).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import types
+from functools import lru_cache
+
+# conventional module aliases and plain modules
+_ALIASES = {
+    "np": "import numpy as np", "pd": "import pandas as pd", "plt": "import matplotlib.pyplot as plt",
+    "sns": "import seaborn as sns", "lgb": "import lightgbm as lgb", "xgb": "import xgboost as xgb",
+    "torch": "import torch", "nn": "import torch.nn as nn", "F": "import torch.nn.functional as F",
+}
+_PLAIN = ("os", "sys", "re", "json", "math", "random", "time", "glob", "pickle", "warnings", "itertools",
+          "collections", "pathlib", "string", "functools", "shutil", "csv", "gc", "scipy", "sklearn")
+# searched in this order; the first module with the name wins
+_MODULES = (
+    "sklearn.model_selection", "sklearn.linear_model", "sklearn.ensemble", "sklearn.metrics",
+    "sklearn.preprocessing", "sklearn.pipeline", "sklearn.compose", "sklearn.impute",
+    "sklearn.feature_extraction.text", "sklearn.svm", "sklearn.neighbors", "sklearn.tree",
+    "sklearn.naive_bayes", "sklearn.decomposition", "sklearn.feature_selection", "sklearn.cluster",
+    "sklearn.neural_network", "sklearn.calibration", "sklearn.utils", "scipy.stats", "scipy.sparse",
+    "collections", "pathlib", "lightgbm", "xgboost", "catboost",
+)
+_UNDEFINED = re.compile(r"(?:undefined name|NameError: name) '(\w+)'")
+
+
+@lru_cache(maxsize=1)
+def _index() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for module in _MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - a module that is not installed (or breaks) offers nothing
+            continue
+        declared = getattr(mod, "__all__", None)
+        for name in declared or [n for n in dir(mod) if not n.startswith("_")]:
+            try:
+                obj = getattr(mod, name, None) if isinstance(name, str) and name[:1].isalpha() else None
+            except Exception:  # noqa: BLE001 - a lazy attribute that refuses (experimental APIs)
+                continue
+            if obj is None or isinstance(obj, types.ModuleType):
+                continue  # submodules are not what an undefined name means
+            if declared is None and not str(getattr(obj, "__module__", "")).startswith(module):
+                continue  # without __all__: only what the module defines, not what it imported
+            found.setdefault(name, f"from {module} import {name}")
+    return found
+
+
+def import_for(name: str) -> str | None:
+    """The usual import line for `name`, or None when it is not an importable public name."""
+    if name in _ALIASES:
+        return _ALIASES[name]
+    if name in _PLAIN:
+        return f"import {name}"
+    return _index().get(name)
+
+
+def missing_imports(*texts: str | None) -> list[str]:
+    """The import lines for the undefined names the texts mention (each once, in order)."""
+    lines: list[str] = []
+    for text in texts:
+        for name in _UNDEFINED.findall(text or ""):
+            line = import_for(name)
+            if line and line not in lines:
+                lines.append(line)
+    return lines
