@@ -206,7 +206,8 @@ def _stratified(train: pd.DataFrame, targets: list[str], count: int, rng: random
         for value, members in shares:
             take = min(len(members) - 1, int(round(count * len(members) / len(train))))
             chosen += rng.sample(members, max(0, take))
-        left = [i for i in rows if i not in set(chosen)]
+        taken = set(chosen)
+        left = [i for i in rows if i not in taken]
         while len(chosen) < count:  # rounding: top up uniformly
             pick = rng.choice(left)
             left.remove(pick)
@@ -229,12 +230,11 @@ def _place(src: Path, dest: Path) -> None:
 
 
 def _with_held_rows(real: pd.DataFrame, held: pd.DataFrame, positions: list[int]) -> pd.DataFrame:
-    total = len(real) + len(held)
+    # rows 0..len(real)-1 are the real ones, then the held ones; `order` interleaves them
     at = set(positions)
-    real_iter, held_iter = iter(range(len(real))), iter(range(len(held)))
-    take = [("h", next(held_iter)) if i in at else ("r", next(real_iter)) for i in range(total)]
-    parts = [held.iloc[[j]] if kind == "h" else real.iloc[[j]] for kind, j in take]
-    return pd.concat(parts, ignore_index=True)
+    real_rows, held_rows = iter(range(len(real))), iter(range(len(real), len(real) + len(held)))
+    order = [next(held_rows) if i in at else next(real_rows) for i in range(len(real) + len(held))]
+    return pd.concat([real, held], ignore_index=True).iloc[order].reset_index(drop=True)
 
 
 def build_view(public_dir: Path, plan: HoldoutPlan, view_dir: Path) -> Path:
