@@ -131,6 +131,11 @@ def _canonical_text(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return text, missing
 
 
+def canonical_ids(values: pd.Series | Sequence[Any]) -> np.ndarray:
+    """Ids as the graders compare them: text, trimmed, numbers without a trailing `.0`."""
+    return _canonical_text(pd.Series(values) if not isinstance(values, pd.Series) else values)[0]
+
+
 def _numbers(series: pd.Series, column: str) -> np.ndarray:
     """Finite floats, or InvalidSubmissionError naming the first problem."""
     if is_bool_dtype(series.dtype):

@@ -86,7 +86,8 @@ PER_RUN_COLUMNS = [
     "run_id", "task", "strategy", "model", "seed", "status", "steps", "best_node_id", "best_metric",
     "best_node_test_score", "valid_submission", "above_median", "any_medal", "gold_medal",
     "silver_medal", "bronze_medal", "prompt_tokens", "completion_tokens", "reasoning_tokens",
-    "tokens", "llm_seconds", "exec_seconds", "wall_seconds", "submission_path",
+    "tokens", "llm_seconds", "exec_seconds", "wall_seconds", "selection", "best_node_holdout_score",
+    "self_test_gap", "holdout_test_gap", "picks_differ", "submission_path",
 ]
 _COSTS = ("steps", "best_node_id", "best_metric", "best_node_test_score", "prompt_tokens",
           "completion_tokens", "reasoning_tokens", "llm_seconds", "exec_seconds", "wall_seconds")
@@ -122,7 +123,38 @@ def run_row(cell: Cell, failure: str | None = None) -> dict[str, Any]:
         row["valid_submission"] = int(bool(summary.get("valid_submission")))
     medals = summary.get("medals")
     row.update({k: (int(bool(medals.get(k))) if isinstance(medals, dict) else None) for k in medal_keys})
+    row.update(selection_numbers(summary))
     return row
+
+
+def optimism(validation: Any, test: Any, lower_is_better: bool) -> float | None:
+    """How much better a validation number is than the hidden test score, in the task's units
+    (positive: validation promised more than the test gave)."""
+    if validation is None or test is None:
+        return None
+    gap = float(validation) - float(test)
+    return -gap if lower_is_better else gap
+
+
+def selection_numbers(summary: dict[str, Any]) -> dict[str, Any]:
+    """A run's selection columns: what selected (holdout or self-report), the chosen node's
+    validation-test gap by its own metric and by the holdout score, and whether the METRIC lines
+    alone would have picked another node (holdout runs only)."""
+    selection = summary.get("selection") or {}
+    by = selection.get("by") if isinstance(selection, dict) else None
+    lower = bool(summary.get("lower_is_better"))
+    test = summary.get("best_node_test_score")
+    held = summary.get("best_node_holdout_score")
+    differ = None
+    if by == "holdout" and summary.get("best_node_id"):
+        differ = int(summary.get("best_by_self_report_id") != summary.get("best_node_id"))
+    return {
+        "selection": by,
+        "best_node_holdout_score": held,
+        "self_test_gap": optimism(summary.get("best_metric"), test, lower),
+        "holdout_test_gap": optimism(held, test, lower),
+        "picks_differ": differ,
+    }
 
 
 def per_run_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -147,9 +179,12 @@ def aggregate(per_run: pd.DataFrame, k: int) -> pd.DataFrame:
         for task in tasks:
             scores = pd.to_numeric(group.loc[group["task"] == task, "best_node_test_score"]).dropna()
             row[f"test_score[{task}]"] = float(scores.mean()) if len(scores) else math.nan
-        for col in ("tokens", "llm_seconds", "wall_seconds"):
-            values = pd.to_numeric(group[col]).dropna()
+        for col in ("tokens", "llm_seconds", "wall_seconds", "self_test_gap", "holdout_test_gap"):
+            values = pd.to_numeric(group[col]).dropna() if col in group else pd.Series(dtype=float)
             row[f"mean_{col}"] = float(values.mean()) if len(values) else math.nan
+        differ = pd.to_numeric(group["picks_differ"]).dropna() if "picks_differ" in group else pd.Series()
+        row["picks_differ_pct"] = 100 * float(differ.mean()) if len(differ) else math.nan
+        row["holdout_runs"] = len(differ)
         out.append(row)
     return pd.DataFrame(out)
 
@@ -168,7 +203,8 @@ def markdown_table(agg: pd.DataFrame, k: int) -> str:
         title = _OUTCOME_TITLES[outcome]
         header += [f"{title} pass@{k} %", f"{title} mean ± SEM %"]
     header += [f"test score {c[len('test_score['):-1]}" for c in score_cols]
-    header += ["tokens/run", "LLM s/run", "wall s/run"]
+    header += ["tokens/run", "LLM s/run", "wall s/run", "val-test gap, own metric",
+               "val-test gap, holdout", "METRIC lines pick another node %"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in agg.to_dict("records"):
         cells = [str(row["model"]), str(row["strategy"]), str(row["n_runs"])]
@@ -178,12 +214,19 @@ def markdown_table(agg: pd.DataFrame, k: int) -> str:
             cells.append("n/a" if math.isnan(mean) else f"{mean:.1f} ± {sem:.1f}")
         cells += [_fmt(row[c], 4) for c in score_cols]
         cells += [_fmt(row["mean_tokens"], 0), _fmt(row["mean_llm_seconds"]), _fmt(row["mean_wall_seconds"])]
+        cells += [_fmt(row.get("mean_self_test_gap", math.nan), 4),
+                  _fmt(row.get("mean_holdout_test_gap", math.nan), 4),
+                  (f"{_fmt(row['picks_differ_pct'])} of {row['holdout_runs']}" if row.get("holdout_runs")
+                   else "n/a")]
         lines.append("| " + " | ".join(cells) + " |")
     legend = (
         f"\npass@{k}: % of tasks where any of the {k} seeds achieved it. mean ± SEM: per-run 0/1 over all"
         " runs (SEM = sample std / sqrt(n)). Tasks without a leaderboard are left out of the medal columns"
         " (n/a when none). Failed runs count as no submission. test score: mean hidden test score of the"
-        " best node over the task's runs that have one.\n"
+        " best node over the task's runs that have one. val-test gap: how much better the chosen node's"
+        " validation number (its own METRIC line, or the harness's holdout score) was than its hidden"
+        " test score, in the tasks' units (mean over runs; positive: validation promised more). METRIC"
+        " lines pick another node: runs selected by the holdout where the self-report's best differs.\n"
     )
     return "\n".join(lines) + "\n" + legend
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -50,7 +51,8 @@ _TREE_FIELDS = [
     "exit_code", "timed_out", "metric", "is_buggy", "bug_reason", "review", "review_says_bug",
     "has_submission", "debug_depth", "prompt_tokens", "completion_tokens", "reasoning_tokens",
     "cached_tokens", "llm_calls", "llm_seconds", "exec_seconds", "llm_error", "reasoning",
-    "test_score", "test_valid", "test_reason", "created_at", "calls", "extra",
+    "test_score", "test_valid", "test_reason", "by_holdout", "holdout_score", "holdout_note",
+    "self_report_flag", "created_at", "calls", "extra",
 ]
 
 
@@ -66,12 +68,25 @@ def tree_json(nodes: list[Node], *, run_id: str, lower_is_better: bool) -> dict[
     }
 
 
+def best_by_self_report(nodes: list[Node], lower_is_better: bool) -> Node | None:
+    """The node the scripts' own METRIC lines would pick (earliest wins ties)."""
+    good = [n for n in nodes if not n.is_buggy and n.metric is not None and math.isfinite(n.metric)]
+    if not good:
+        return None
+    sign = 1.0 if lower_is_better else -1.0
+    return min(good, key=lambda n: (sign * n.metric, n.step))  # type: ignore[operator]
+
+
 def summarize(
-    nodes: list[Node], tree: Tree, *, run_id: str, wall_seconds: float, settings: dict[str, Any]
+    nodes: list[Node], tree: Tree, *, run_id: str, wall_seconds: float, settings: dict[str, Any],
+    selection: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Headline numbers of a run."""
     best = tree.best()
     best_node = next((n for n in nodes if best is not None and n.id == best.id), None)
+    by_self = best_by_self_report(nodes, tree.lower_is_better)
+    if selection is None:  # a run written before its selection was recorded: read it off the nodes
+        selection = {"by": "holdout" if any(n.by_holdout for n in nodes) else "self_report"}
     graded = [n for n in nodes if n.test_score is not None]
     by_stage = Counter(n.stage for n in nodes)
     buggy_by_stage = Counter(n.stage for n in nodes if n.is_buggy)
@@ -88,6 +103,13 @@ def summarize(
         # the test score of the node picked by validation metric: what would be submitted
         "best_node_test_score": best_node.test_score if best_node else None,
         "best_node_test_valid": best_node.test_valid if best_node else None,
+        # what picked the best node: the harness's held split, or the scripts' METRIC lines (why)
+        "selection": selection,
+        "best_node_holdout_score": best_node.holdout_score if best_node else None,
+        # the node the METRIC lines alone would have picked, and its hidden test score
+        "best_by_self_report_id": by_self.id if by_self else None,
+        "best_by_self_report_test_score": by_self.test_score if by_self else None,
+        "self_report_flags": sum(1 for n in nodes if n.self_report_flag),
         "graded_nodes": len(graded),
         "nodes_by_stage": dict(by_stage),
         "buggy_by_stage": dict(buggy_by_stage),
@@ -130,13 +152,15 @@ def cost_by_role(nodes: list[Node]) -> dict[str, dict[str, float]]:
 def export_run(
     run_dir: Path, nodes: list[Node], tree: Tree, *, run_id: str, wall_seconds: float,
     settings: dict[str, Any], medal_report: Callable[[float | None], dict[str, Any]] | None = None,
+    selection: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write every derived file of a run and return the summary (with medals when possible)."""
     write_atomically(
         run_dir / "tree.json",
         json.dumps(tree_json(nodes, run_id=run_id, lower_is_better=tree.lower_is_better), indent=1),
     )
-    summary = summarize(nodes, tree, run_id=run_id, wall_seconds=wall_seconds, settings=settings)
+    summary = summarize(nodes, tree, run_id=run_id, wall_seconds=wall_seconds, settings=settings,
+                        selection=selection)
     if medal_report is not None:
         summary["medals"] = medal_report(summary["best_node_test_score"])
     best = tree.best()

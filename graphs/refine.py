@@ -101,13 +101,10 @@ def judge_round(
     cand = Candidate.model_validate(state["candidate"])
     ex = Execution.model_validate(state["execution"])
     best = state.get("best")
-    improved = ex.valid and (
-        best is None
-        or _better(
-            ex.metric,
-            best["execution"]["metric"],  # type: ignore[arg-type]
-            svc.lower_is_better,
-        )
+    # compared by score: the holdout score in a run that holds a split, else the metric
+    best_score = Execution.model_validate(best["execution"]).score if best is not None else None
+    improved = ex.score is not None and (
+        best_score is None or _better(ex.score, best_score, svc.lower_is_better)
     )
     new_best = (
         {"round": r, "candidate": cand.model_dump(), "execution": ex.model_dump()} if improved else best

@@ -79,15 +79,24 @@ def _is_good(node: dict[str, Any]) -> bool:
     return not node.get("is_buggy", True) and node.get("metric") is not None
 
 
+def _score(node: dict[str, Any]) -> float | None:
+    """What selection ranked the node by: the harness's holdout score in a run that holds a
+    split, else its own metric (nodes.tree.Node.score)."""
+    if node.get("is_buggy", True):
+        return None
+    return node.get("holdout_score") if node.get("by_holdout") else node.get("metric")
+
+
 def _better(a: float, b: float, lower_is_better: bool) -> bool:
     return a < b if lower_is_better else a > b
 
 
 def best_node_id(nodes: list[dict[str, Any]], lower_is_better: bool) -> str | None:
-    """The search's own rule: best metric among valid nodes, the earliest on ties."""
+    """The search's own rule: best score (holdout score, else metric) among valid nodes, the
+    earliest on ties."""
     best: dict[str, Any] | None = None
-    for node in _ordered(n for n in nodes if _is_good(n)):
-        if best is None or _better(node["metric"], best["metric"], lower_is_better):
+    for node in _ordered(n for n in nodes if _score(n) is not None):
+        if best is None or _better(_score(node), _score(best), lower_is_better):  # type: ignore[arg-type]
             best = node
     return best["id"] if best else None
 
@@ -153,7 +162,8 @@ def _steps(nodes: list[dict[str, Any]]) -> list[int]:
 
 
 def metric_figure(nodes: list[dict[str, Any]], lower_is_better: bool) -> Figure:
-    """Validation metric per node, the best so far, and its hidden test score when graded."""
+    """Validation metric per node (and the harness's holdout score, in a run that holds a
+    split), the best so far by what selection ranks, and that node's hidden test score."""
     nodes = _ordered(nodes)
     fig = Figure(figsize=(8, 4.2), dpi=_DPI, layout="constrained")
     ax = fig.add_subplot()
@@ -166,6 +176,10 @@ def metric_figure(nodes: list[dict[str, Any]], lower_is_better: bool) -> Figure:
         if good:
             ax.scatter(_steps(good), [n["metric"] for n in good], s=28, color=STAGE_COLOURS[stage],
                        label=f"{stage} (valid)", zorder=3)
+    held = [n for n in nodes if n.get("by_holdout") and _score(n) is not None]
+    if held:
+        ax.scatter(_steps(held), [n["holdout_score"] for n in held], s=46, facecolors="none",
+                   edgecolors="black", label="holdout score (harness)", zorder=4)
     buggy = [n for n in nodes if not _is_good(n)]
     if buggy:
         # x in data coordinates, y pinned just above the axis: nodes without a metric
@@ -174,16 +188,18 @@ def metric_figure(nodes: list[dict[str, Any]], lower_is_better: bool) -> Figure:
     best_x, best_y, test_x, test_y = [], [], [], []
     best: dict[str, Any] | None = None
     for node in nodes:
-        if _is_good(node) and (best is None or _better(node["metric"], best["metric"], lower_is_better)):
+        score = _score(node)
+        if score is not None and (best is None or _better(score, _score(best), lower_is_better)):  # type: ignore[arg-type]
             best = node
         if best is not None:
             best_x.append(node.get("step", 0))
-            best_y.append(best["metric"])
+            best_y.append(_score(best))
             if best.get("test_score") is not None:
                 test_x.append(node.get("step", 0))
                 test_y.append(best["test_score"])
     if best_x:
-        ax.step(best_x, best_y, where="post", color="black", linewidth=1.6, label="best validation so far")
+        what = "holdout score" if held else "validation"
+        ax.step(best_x, best_y, where="post", color="black", linewidth=1.6, label=f"best {what} so far")
     if test_x:
         ax.step(test_x, test_y, where="post", color="#d62728", linestyle="--", linewidth=1.6,
                 label="hidden test score of that node")
@@ -450,6 +466,10 @@ def _node_view(node: dict[str, Any], status: str) -> dict[str, Any]:
         "test_score": node.get("test_score"),
         "test_valid": node.get("test_valid"),
         "test_reason": node.get("test_reason"),
+        "by_holdout": bool(node.get("by_holdout")),
+        "holdout_score": node.get("holdout_score"),
+        "holdout_note": node.get("holdout_note"),
+        "self_report_flag": node.get("self_report_flag"),
         "reasoning": node.get("reasoning") or "",
         "cost": [
             ("prompt tokens", _fmt(node.get("prompt_tokens"))),
@@ -484,6 +504,21 @@ def _headline(tree: dict[str, Any], summary: dict[str, Any], nodes: list[dict[st
          (f"{_fmt(best['metric'])} (node {best['id']}; {'lower' if lower else 'higher'} is better)"
           if best else "none (no valid node)")),
     ]
+    selection = summary.get("selection") if summary else None
+    if isinstance(selection, dict) and selection.get("by") == "holdout":
+        facts.append(("selected by", f"the harness's held split ({selection.get('rows', '?')} training "
+                                     "rows, scored with the task's grader)"))
+        if best is not None:
+            facts.append(("holdout score of best node", _fmt(best.get("holdout_score"))))
+        other = summary.get("best_by_self_report_id")
+        if other:
+            same = other == (best or {}).get("id")
+            other_test = _fmt(summary.get("best_by_self_report_test_score"))
+            facts.append(("the METRIC lines alone would pick",
+                          "the same node" if same else f"node {other} (hidden test score {other_test})"))
+        facts.append(("self-reports far better than the holdout", _fmt(summary.get("self_report_flags", 0))))
+    elif isinstance(selection, dict) and selection.get("reason"):
+        facts.append(("selected by", f"the scripts' METRIC lines (no held split: {selection['reason']})"))
     if best is not None and best.get("test_valid") is not None:
         facts.append(("hidden test score of best node", _medal_text(best.get("test_score"), summary)))
     if summary:
@@ -548,6 +583,7 @@ def render_tree_html(tree: dict[str, Any], summary: dict[str, Any]) -> str:
     rows = max((r for _, r in pos.values()), default=0)
     data = [{"id": n["id"], "parent_id": n.get("parent_id"), "step": n.get("step"),
              "stage": n.get("stage"), "status": status[n["id"]], "metric": _finite(n.get("metric")),
+             "holdout_score": _finite(n.get("holdout_score")),
              "test_score": _finite(n.get("test_score"))} for n in nodes]
     return _env().get_template("tree.html.j2").render(
         run_id=tree.get("run_id") or summary.get("run_id") or "run",
@@ -570,6 +606,23 @@ def render_tree_html(tree: dict[str, Any], summary: dict[str, Any]) -> str:
 
 def _md(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def score_table(nodes: list[dict[str, Any]]) -> list[str]:
+    """report.md's per-node scores: the script's own metric, the harness's holdout score and the
+    hidden test score, for every node that ran cleanly (empty when no node did)."""
+    good = [n for n in nodes if not n.get("is_buggy", True)]
+    if not good:
+        return []
+    lines = ["| node | stage | self-reported | holdout | hidden test | flag |", "|---|---|---|---|---|---|"]
+    for n in good:
+        held = _fmt(n.get("holdout_score")) if n.get("by_holdout") else "-"
+        if n.get("by_holdout") and n.get("holdout_score") is None and n.get("holdout_note"):
+            held = f"none ({n['holdout_note']})"
+        flag = "far better than holdout" if n.get("self_report_flag") else ""
+        lines.append(f"| {_md(n['id'])} | {_md(n.get('stage'))} | {_fmt(n.get('metric'))} | {_md(held)} | "
+                     f"{_fmt(n.get('test_score'))} | {flag} |")
+    return [*lines, ""]
 
 
 def report_markdown(tree: dict[str, Any], summary: dict[str, Any], figures: dict[str, str]) -> str:
@@ -597,6 +650,7 @@ def report_markdown(tree: dict[str, Any], summary: dict[str, Any], figures: dict
             lines += ["| stage | valid | buggy |", "|---|---|---|"]
             lines += [f"| {s} | {c['valid']} | {c['buggy']} |" for s, c in counts.items()]
             lines.append("")
+            lines += score_table(nodes)
         if key == "cost" and summary.get("cost_by_role"):
             lines += ["| role | calls | prompt tokens | completion tokens | LLM s | failed |",
                       "|---|---|---|---|---|---|"]

@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a crash within this many seconds of the start is repaired (default 10)")
     gr.add_argument("--no-known-errors", dest="known_errors", action="store_false", default=None,
                     help="leave the known remedy of a known error out of debug and repair prompts")
+    gh = p.add_argument_group("selection (a validation split held by the harness)")
+    gh.add_argument("--no-holdout", dest="holdout", action="store_false", default=None,
+                    help="select by the scripts' own METRIC lines, with no training rows held out")
+    gh.add_argument("--holdout-fraction", type=holdout_share, default=None, metavar="F",
+                    help="share of the training rows held (default 0.1; at least 10 rows, at most 5000)")
     gp = p.add_argument_group("prompts")
     gp.add_argument("--no-data-facts", dest="data_facts", action="store_false", default=None,
                     help="leave out the facts checked from the data files (targets, classes, "
@@ -164,10 +169,19 @@ _OVERRIDABLE = {
     "planner_temperature": "planner_temperature", "top_p": "top_p", "mem_limit_mb": "mem_limit_mb",
     "max_procs": "max_procs", "max_file_mb": "max_file_mb", "cpu_limit": "cpu_limit_s", "gpus": "gpus",
     "data_facts": "data_facts", "branch_memory": "branch_memory",
+    "holdout": "holdout", "holdout_fraction": "holdout_fraction",
     "repairs": "repairs", "repair_window": "repair_window_s", "known_errors": "known_errors",
     "vllm_model": "vllm_model", "tensor_parallel_size": "tensor_parallel_size",
     "max_model_len": "max_model_len", "python": "python",
 }
+
+
+def holdout_share(text: str) -> float:
+    """A share of the training rows to hold: above 0, at most 0.5."""
+    value = float(text)
+    if not 0 < value <= 0.5:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 0.5, got {value}")
+    return value
 
 
 def check_interpreter(python: str) -> str:
@@ -320,6 +334,7 @@ def run(args: argparse.Namespace) -> int:
             services = build_run_services(settings, comp, run_path, store, base_url, model, say)
             settings = services.settings
             write_atomically(run_path / "run.json", settings.model_dump_json(indent=2))
+            selection = services.selection
             _search(services, resumed)
         elapsed = time.monotonic() - started
         wall = float(store.get_meta("wall_seconds", 0.0)) + elapsed  # type: ignore[arg-type]
@@ -329,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
         summary = export_run(run_path, nodes, store.load_tree(lower),
                              run_id=settings.run_id, wall_seconds=wall,
                              settings=settings.model_dump(),
-                             medal_report=medal_reporter_for(comp, lower))
+                             medal_report=medal_reporter_for(comp, lower), selection=selection)
         write_report_safely(run_path, say)  # tree.html and report/: a failure is one warning line
     finally:
         store.close()
@@ -381,6 +396,17 @@ def _print_summary(summary: dict[str, Any], run_path: Path) -> None:
         f"{summary['prompt_tokens'] + summary['completion_tokens']} tokens, "
         f"{summary['llm_seconds']:.0f} s LLM, {summary['wall_seconds']:.0f} s wall"
     )
+    selection = summary.get("selection") or {}
+    if selection.get("by") == "holdout" and summary["best_node_id"]:
+        held = summary.get("best_node_holdout_score")
+        line = (f"picked by the harness's held rows: node {summary['best_node_id']}"
+                + (f" (holdout score {held:.6g})" if held is not None else ""))
+        other = summary.get("best_by_self_report_id")
+        if other and other != summary["best_node_id"]:
+            line += f"; the METRIC lines alone would have picked node {other}"
+        if summary.get("self_report_flags"):
+            line += f"; {summary['self_report_flags']} node(s) reported far better than their holdout score"
+        print(line)
     if summary.get("best_node_test_score") is not None:
         line = f"hidden test score of the best node: {summary['best_node_test_score']:.6g}"
         medals = summary.get("medals")

@@ -201,7 +201,7 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Lite
                         public_dir=svc.competition.public_dir,
                         sample_submission=svc.competition.sample_submission,
                         timeout_s=svc.settings.exec_timeout, backend=svc.settings.sandbox,
-                        llm_error=cand.llm_error, limits=svc.settings.limits())
+                        llm_error=cand.llm_error, limits=svc.settings.limits(), held=svc.held)
     window = svc.settings.repair_window_s
     if repairs and repairs[-1].get("fixed") is None:  # the script a repair just wrote
         repairs[-1] = close_record(repairs[-1], ex, early_crash_s=window)
@@ -310,6 +310,10 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
         llm_error=cand.llm_error or verdict.get("error"),
         created_at=time.time(),
         extra=_extra(details, repairs, ex.get("notes") or []),
+        by_holdout=bool(ex.get("by_holdout")),
+        holdout_score=ex.get("holdout_score"),
+        holdout_note=ex.get("holdout_note"),
+        self_report_flag=ex.get("self_report_flag") if verdict.get("failure") is None else None,
         **usage.model_dump(),
     )
     if svc.hidden_grader is not None and node.has_submission:

@@ -190,6 +190,7 @@ def select(state: SCState, runtime: Runtime[StrategyContext]) -> dict:
             {
                 "index": a.index,
                 "metric": a.execution.metric,
+                **({"holdout": a.execution.holdout_score} if a.execution.by_holdout else {}),
                 "failure": (a.execution.failure or "")[:200] or None,
                 "tokens": a.candidate.usage.prompt_tokens + a.candidate.usage.completion_tokens,
                 **({"repairs": repairs[a.index]} if repairs[a.index] else {}),

@@ -4,6 +4,7 @@ expansion graph with its runtime context. Shared by the CLI and the Studio entry
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,15 @@ from serving.llm import (
     token_budget,
 )
 from tasks.competition import Competition, CompetitionError
+from tasks.holdout import (
+    HOLDOUT_DIR,
+    HeldSplit,
+    HoldoutPlan,
+    Unsplittable,
+    give_up,
+    prepare_split,
+    read_table,
+)
 
 
 def build_run_services(
@@ -49,19 +59,79 @@ def build_run_services(
     llm = make_chat_model(llm_settings, on_detect=say)
     say_caps(llm, say)
     use_system = bool(llm_settings.system_prompt)
-    settings, system_text = _prepare_prompts(settings, comp, store, llm, use_system, say)
+    held, agent_comp, selection = held_split_for(settings, comp, run_path, store)
+    settings, system_text = _prepare_prompts(settings, agent_comp, store, llm, use_system, say)
     lower = bool(settings.lower_is_better)
+    if held is not None:
+        held.lower_is_better = lower
+    say(selection["line"])
     services = RunServices(
-        settings=settings, run_dir=run_path, competition=comp, llm=llm,
+        settings=settings, run_dir=run_path, competition=agent_comp, llm=llm,
         system_text=system_text, use_system_prompt=use_system, store=store,
         tree=store.load_tree(lower), lower_is_better=lower,
         structured=StructuredOutputSupport(), hidden_grader=hidden_grader_for(comp, say),
+        held=held, selection=selection,
     )
     builder = strategy_builder(settings.strategy)
     if builder is not None:
         services.expander = builder().compile()  # inherits the search's checkpointer
         services.strategy_context = strategy_context(settings, services, base_url, model)
     return services
+
+
+def held_split_for(
+    settings: RunSettings, comp: Competition, run_path: Path, store: NodeStore,
+) -> tuple[HeldSplit | None, Competition, dict[str, Any]]:
+    """(the run's live held split or None, the task as the agent sees it, the selection record
+    for summary.json with its one line for the user)."""
+    plan, grader, grader_line = held_split_plan(settings, comp, run_path, store)
+    if isinstance(plan, HoldoutPlan) and grader is not None:
+        held = HeldSplit(plan=plan, root=run_path / HOLDOUT_DIR, public_dir=comp.public_dir,
+                         real_sample=read_table(comp.sample_submission),  # type: ignore[arg-type]
+                         grade=grader, grader_name=grader_line,
+                         lower_is_better=bool(comp.lower_is_better))
+        return held, agent_competition(comp, plan, run_path), {
+            "by": "holdout", "rows": plan.rows, "line": held.describe()}
+    why = plan.reason if isinstance(plan, Unsplittable) else grader_line
+    return None, comp, {"by": "self_report", "reason": why, "line": (
+        f"no held validation split ({why}): selection uses the scripts' own METRIC lines")}
+
+
+def held_split_plan(
+    settings: RunSettings, comp: Competition, run_path: Path, store: NodeStore,
+) -> tuple[HoldoutPlan | Unsplittable, HiddenGrader | None, str]:
+    """The run's held split (tasks.holdout; stored, so a resume reuses it) and the task's grader
+    on its rows: (plan or why there is none, grader or None, the grader's name or why none).
+    A split is made only before the prompt prefix exists (a new run); the grader must score the
+    held rows' own labels, or the run records that it selects by the self-report."""
+    root = run_path / HOLDOUT_DIR
+    if not settings.holdout:
+        return Unsplittable(reason="switched off with --no-holdout"), None, ""
+    fresh = not isinstance(store.get_meta("system_text"), str)
+    plan = prepare_split(comp.public_dir, comp.sample_submission, root, seed=settings.seed,
+                         fraction=settings.holdout_fraction, may_create=fresh)
+    if isinstance(plan, Unsplittable):
+        return plan, None, plan.reason
+    grader, line = grading_plan(comp, root / "answers.csv")
+    if grader is None:
+        return give_up(root, "the task's grader is not available here"), None, line
+    try:
+        check = grader(root / "answers.csv")  # the held labels as a submission: must score
+        problem = None if check.valid and check.score is not None else (check.reason or "not gradable")
+    except Exception as exc:  # noqa: BLE001 - a grader that cannot score them means no split
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:
+        reason = f"the task's grader cannot score held training rows: {problem}"[:300]
+        return give_up(root, reason), None, line
+    return plan, grader, line
+
+
+def agent_competition(comp: Competition, plan: HoldoutPlan | Unsplittable, run_path: Path) -> Competition:
+    """The task as the agent sees it: the held split's view instead of the public files."""
+    if not isinstance(plan, HoldoutPlan):
+        return comp
+    view = run_path / HOLDOUT_DIR / "view"
+    return comp.model_copy(update={"public_dir": view, "sample_submission": view / plan.sample_table})
 
 
 def say_caps(llm: Any, say: Callable[[str], None]) -> None:
@@ -106,7 +176,7 @@ def strategy_context(settings: RunSettings, svc: RunServices, base_url: str, mod
         work_dir=svc.run_dir / "workspaces", exec_timeout=settings.exec_timeout, sandbox=settings.sandbox,
         lower_is_better=svc.lower_is_better, sampling=sampling_support(settings),
         exec_slots=threading.BoundedSemaphore(settings.workers), structured=svc.structured,
-        limits=settings.limits(),
+        limits=settings.limits(), held=svc.held,
     )
     return StrategyContext(samples=settings.samples, rounds=settings.rounds, workers=settings.workers,
                            sampling=settings.sampling, judge=settings.judge, repairs=settings.repairs,
@@ -152,14 +222,20 @@ def hidden_grading_plan(comp: Competition) -> tuple[HiddenGrader | None, str]:
     """(the hidden grader or None, one line saying which grader it is or why there is none)."""
     if comp.answers is None:
         return None, "none (the task has no answers)"
-    official = mlebench_grader_for(comp)
+    return grading_plan(comp, Path(comp.answers))
+
+
+def grading_plan(comp: Competition, answers: Path) -> tuple[HiddenGrader | None, str]:
+    """The task's grader on `answers` (the private answers, or the held rows' labels): (grader
+    or None, one line saying which it is or why there is none)."""
+    same = comp.answers is not None and Path(answers).resolve() == Path(comp.answers).resolve()
+    official = mlebench_grader_for(comp, None if same else answers)
     if official is not None:
         return official, f"MLE-bench's grader for '{comp.id}'"
     own_failure = None
     for task_grader in _own_graders(comp):
         own_failure = task_grader.check()
         if own_failure is None:
-            answers = Path(comp.answers)
 
             def grade_own(path: Path, g: TaskGrader = task_grader) -> HiddenGrade:
                 result = g.grade(Path(path), answers)
@@ -168,7 +244,7 @@ def hidden_grading_plan(comp: Competition) -> tuple[HiddenGrader | None, str]:
             return grade_own, f"the task's own grader ({task_grader.label}, in a separate process)"
     ours, _lower = resolve_grader(comp.grader)
     if ours is not None:
-        answers_df = pd.read_csv(comp.answers)
+        answers_df = pd.read_csv(answers)
 
         def grade(path: Path) -> HiddenGrade:
             result = grade_submission(ours, path, answers_df)
@@ -193,9 +269,10 @@ def _own_graders(comp: Competition) -> list[TaskGrader]:
     return graders
 
 
-def mlebench_grader_for(comp: Competition) -> HiddenGrader | None:
-    """MLE-bench's `grade_csv` for a competition in its data dir (`<data dir>/<id>/prepared/`);
-    None when the package is not installed or does not know the competition."""
+def mlebench_grader_for(comp: Competition, answers: Path | None = None) -> HiddenGrader | None:
+    """MLE-bench's `grade_csv` for a competition in its data dir (`<data dir>/<id>/prepared/`),
+    on its answers or on `answers` (the held rows); None when the package is not installed or
+    does not know the competition."""
     try:
         from mlebench.grade import grade_csv
         from mlebench.registry import registry
@@ -205,6 +282,11 @@ def mlebench_grader_for(comp: Competition) -> HiddenGrader | None:
         competition = registry.set_data_dir(comp.root.parent).get_competition(comp.id)
     except Exception:  # noqa: BLE001 - an unknown id is simply not an MLE-bench competition
         return None
+    if answers is not None:  # the held rows' labels instead of the competition's answers
+        try:
+            competition = dataclasses.replace(competition, answers=Path(answers))
+        except (TypeError, ValueError):  # not a dataclass in this version: no MLE-bench grader
+            return None
 
     def grade(path: Path) -> HiddenGrade:
         report = grade_csv(Path(path), competition)

@@ -63,6 +63,10 @@ class RunSettings(BaseModel):
     memory_size: int = 8  # lines of prompt memory at most
     branch_memory: bool = True  # memory of the parent's lineage + best nodes (else: last nodes of the run)
     data_facts: bool = True  # facts checked from the data files in the stable prefix
+    # a share of the training rows held by the harness and scored with the task's grader after
+    # every execution; selection uses that score (tasks.holdout). Off: the scripts' METRIC lines.
+    holdout: bool = True
+    holdout_fraction: float = 0.1
     metric_name: str | None = None
     lower_is_better: bool | None = None
     # inference-time-scaling strategies (ignored by aide)
@@ -118,6 +122,8 @@ class RunServices:
     lower_is_better: bool
     structured: StructuredOutputSupport = field(default_factory=StructuredOutputSupport)
     hidden_grader: HiddenGrader | None = None
+    held: Any = None  # tasks.holdout.HeldSplit: the harness's validation split; None: self-report
+    selection: dict = field(default_factory=lambda: {"by": "self_report", "reason": "not set up"})
     expander: Any = None  # the compiled strategy graph; None for plain AIDE
     strategy_context: StrategyContext | None = None
 

@@ -69,6 +69,7 @@ class StrategyServices:
     structured: StructuredOutputSupport = field(default_factory=StructuredOutputSupport)
     planner_structured: StructuredOutputSupport = field(default_factory=StructuredOutputSupport)
     limits: Limits | None = None  # None: sandbox defaults
+    held: Any = None  # tasks.holdout.HeldSplit: the harness scores held rows; None: self-report
 
     def execute(self, cand: Candidate, workspace: Path) -> Execution:
         """Check and run a candidate in `workspace` (bounded by the run's worker slots)."""
@@ -82,6 +83,7 @@ class StrategyServices:
             llm_error=cand.llm_error,
             slots=self.exec_slots,
             limits=self.limits,
+            held=self.held,
         )
 
 

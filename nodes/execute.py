@@ -18,6 +18,7 @@ from nodes.review import Facts, check_submission, establish_facts, last_error_li
 from nodes.static_check import import_checker_for, static_report
 from prompts import fenced
 from sandbox import Limits, create_workspace, run_script
+from tasks.holdout import KEPT_SUBMISSION, HeldSplit
 
 
 class Execution(BaseModel):
@@ -35,11 +36,24 @@ class Execution(BaseModel):
     submission_file: str | None = None  # host path of a submission matching the sample format
     metric: float | None = None
     failure: str | None = None  # why the run counts as buggy; None when it is a valid result
+    # the harness's validation split (tasks.holdout): the held rows' score, never shown to the agent
+    by_holdout: bool = False  # the run holds a split: selection uses holdout_score
+    holdout_score: float | None = None
+    holdout_note: str | None = None  # why a well-formed submission got no holdout score
+    self_report_flag: str | None = None  # the METRIC line is far better than the holdout score
 
     @property
     def valid(self) -> bool:
         """Ran cleanly, printed a metric and wrote a well-formed submission."""
         return self.failure is None and self.metric is not None
+
+    @property
+    def score(self) -> float | None:
+        """What selection compares: the harness's holdout score in a run that holds a split,
+        else the script's own metric; None for a run that is not valid."""
+        if not self.valid:
+            return None
+        return self.holdout_score if self.by_holdout else self.metric
 
     def facts(self) -> Facts:
         """The harness's facts, for review and reflection prompts."""
@@ -62,6 +76,8 @@ class Execution(BaseModel):
         verdict = (
             f"It failed: {self.failure}" if self.failure else f"It ran cleanly; METRIC {self.metric:.6g}"
         )
+        if self.self_report_flag and not self.failure:
+            verdict += f"\nHarness check: {self.self_report_flag}."
         return f"{verdict}\n\nOutput (end):\n{fenced(out or '(no output)')}"
 
 
@@ -97,9 +113,11 @@ def execute_script(
     slots: threading.Semaphore | None = None,
     limits: Limits | None = None,
     python: str | None = None,
+    held: HeldSplit | None = None,
 ) -> Execution:
     """Check and run one script with `python` (default: the one `limits` names, else this
-    interpreter); `slots` bounds how many run at the same time."""
+    interpreter); `slots` bounds how many run at the same time. With a held split (`held`), a
+    well-formed submission is taken apart: its held rows are scored, its real test rows kept."""
     if python is None and limits is not None:
         python = limits.python
     checked = check_script(code, llm_error, python)
@@ -122,6 +140,16 @@ def execute_script(
         last_error=last_error_line(output),
         timeout_s=timeout_s,
     )
+    kept = str(sub_path) if problem is None else None
+    holdout: dict = {}
+    if held is not None:
+        holdout["by_holdout"] = True
+        if problem is None:
+            scored = held.score(sub_path, workspace.root / KEPT_SUBMISSION)
+            kept = scored.kept
+            holdout.update(holdout_score=scored.score, holdout_note=scored.note)
+            if facts.failure is None:
+                holdout["self_report_flag"] = held.flag(facts.metric, scored.score)
     return Execution(
         exit_code=result.exit_code,
         timed_out=result.timed_out,
@@ -129,8 +157,9 @@ def execute_script(
         seconds=result.seconds,
         output=output,
         submission_problem=problem,
-        submission_file=str(sub_path) if problem is None else None,
+        submission_file=kept,
         metric=facts.metric,
         failure=facts.failure,
         notes=checked.notes if checked is not None else [],
+        **holdout,
     )

@@ -20,6 +20,7 @@ def improve_prompt(parent: Node, memory: list[str], *, lower_is_better: bool) ->
         metric=f"{parent.metric:.6g}" if parent.metric is not None else "n/a",
         direction="lower is better" if lower_is_better else "higher is better",
         analysis=parent.review.strip(),
+        flag=parent.self_report_flag,
         memory=memory,
     )
 

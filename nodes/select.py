@@ -2,7 +2,9 @@
 
 The rule, in order:
 1. Candidates with a valid result (ran cleanly, printed a metric, wrote a well-formed
-   submission) compete on the validation metric in the task's direction.
+   submission) compete on their score in the task's direction: in a run that holds a
+   validation split, the harness's score of the held rows (tasks.holdout; the METRIC line is
+   the script's own view and decides nothing), else the validation metric.
 2. Candidates tied on the best metric, or -- when none has a metric -- the candidates that
    still wrote a well-formed submission, are ranked by majority agreement: the mean share of
    test rows on which their predictions equal those of the other candidates' submissions.
@@ -100,13 +102,14 @@ def select_best(
     if not attempts:
         raise ValueError("nothing to select from")
     ordered = sorted(attempts, key=lambda a: a.index)
-    valid = [a for a in ordered if a.execution.valid]
+    valid = [a for a in ordered if a.execution.score is not None and math.isfinite(a.execution.score)]
     if valid:
-        key = (min if lower_is_better else max)(a.execution.metric for a in valid)  # type: ignore[type-var]
-        tied = [a for a in valid if _same(a.execution.metric, key)]  # type: ignore[arg-type]
+        key = (min if lower_is_better else max)(a.execution.score for a in valid)  # type: ignore[type-var]
+        tied = [a for a in valid if _same(a.execution.score, key)]  # type: ignore[arg-type]
+        what = "holdout score" if tied[0].execution.by_holdout else "validation metric"
         if len(tied) == 1:
-            return Selection(tied[0].index, "best validation metric", Usage())
-        return _by_agreement(tied, ordered, "tie on the best metric", judge)
+            return Selection(tied[0].index, f"best {what}", Usage())
+        return _by_agreement(tied, ordered, f"tie on the best {what}", judge)
     with_submission = [a for a in ordered if a.execution.submission_file]
     if with_submission:
         return _by_agreement(with_submission, ordered, "no valid metric", judge)

@@ -56,12 +56,26 @@ class Node(Usage):
     debug_depth: int = 0
     reasoning: str = ""
     llm_error: str | None = None
+    # the harness's validation split (tasks.holdout): the held rows' score with the task's
+    # grader, never shown to the agent; selection uses it when the run holds a split
+    by_holdout: bool = False
+    holdout_score: float | None = None
+    holdout_note: str | None = None  # why a well-formed submission got no holdout score
+    self_report_flag: str | None = None  # the METRIC line is far better than the holdout score
     # graded against the private answers after execution; never shown to the agent
     test_score: float | None = None
     test_valid: bool | None = None
     test_reason: str | None = None
     created_at: float = 0.0
     extra: dict = Field(default_factory=dict)
+
+    @property
+    def score(self) -> float | None:
+        """What selection compares: the holdout score in a run that holds a split, else the
+        script's own metric (None for a buggy node)."""
+        if self.is_buggy:
+            return None
+        return self.holdout_score if self.by_holdout else self.metric
 
 
 @dataclass
@@ -72,11 +86,12 @@ class NodeSummary:
     step: int
     parent_id: str | None
     stage: str
-    metric: float | None
+    metric: float | None  # the script's own (its METRIC line): what prompts show
     is_buggy: bool
     debug_depth: int
     note: str  # why it failed, or the review of a working node: one line for prompt memory
     plan: str = ""  # the plan's first words: one line for prompt memory
+    score: float | None = None  # what selection ranks by (Node.score)
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -103,10 +118,10 @@ class Tree:
         self._top: list[NodeSummary] = []  # the best good nodes, best first
 
     def _rank(self, n: NodeSummary) -> tuple[float, int]:
-        return (n.metric if self.lower_is_better else -n.metric, n.step)  # type: ignore[operator]
+        return (n.score if self.lower_is_better else -n.score, n.step)  # type: ignore[operator]
 
     def _is_ranked(self, n: NodeSummary) -> bool:
-        return not n.is_buggy and n.metric is not None and math.isfinite(n.metric)
+        return not n.is_buggy and n.score is not None and math.isfinite(n.score)
 
     def add(self, node: Node) -> None:
         """Insert or replace a node (replay after a crash replaces)."""
@@ -124,6 +139,7 @@ class Tree:
             metric=node.metric,
             is_buggy=node.is_buggy,
             debug_depth=node.debug_depth,
+            score=node.score,
             note=_one_line((node.bug_reason if node.is_buggy else node.review) or "", 240),
             plan=_one_line(node.plan, _PLAN_CHARS),
         )
@@ -153,8 +169,9 @@ class Tree:
         return len(self._roots)
 
     def good_nodes(self) -> list[NodeSummary]:
-        """Nodes that ran cleanly and reported a metric."""
-        return [n for n in self.nodes.values() if not n.is_buggy and n.metric is not None]
+        """Nodes that ran cleanly and have a score (their metric, or in a run that holds a
+        split, the held rows' score)."""
+        return [n for n in self.nodes.values() if not n.is_buggy and n.score is not None]
 
     def buggy_leaves(self) -> list[NodeSummary]:
         """Buggy nodes nobody has tried to fix yet, in step order."""
@@ -166,10 +183,10 @@ class Tree:
         return a < b if self.lower_is_better else a > b
 
     def best(self) -> NodeSummary | None:
-        """The good node with the best metric (earliest wins ties)."""
+        """The good node with the best score (earliest wins ties)."""
         best: NodeSummary | None = None
         for node in sorted(self.good_nodes(), key=lambda n: n.step):
-            if best is None or self.better(node.metric, best.metric):  # type: ignore[arg-type]
+            if best is None or self.better(node.score, best.score):  # type: ignore[arg-type]
                 best = node
         return best
 

@@ -19,16 +19,21 @@ for data in folders, one file per id named `<id><ext>` in a train folder and a t
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
 import string
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from pydantic import BaseModel
 
-from benchmark.graders import GradeResult, grade_submission
+from benchmark.graders import GradeResult, canonical_ids, grade_submission
 
 DEFAULT_FRACTION = 0.1
 MIN_ROWS = 10  # fewer held rows than this would make a score of noise
@@ -56,6 +61,8 @@ class HoldoutPlan(BaseModel):
     fresh_ids: list[str]  # their ids in the view, in the same order
     positions: list[int]  # where each held row sits in the view's test table (row index)
     folder: tuple[str, str, str] | None = None  # (train folder, test folder, extension) for file data
+    stratified: bool = False  # drawn per class of a categorical target
+    train_rows: int = 0  # rows of the public train table
 
     @property
     def rows(self) -> int:
@@ -65,8 +72,12 @@ class HoldoutPlan(BaseModel):
 # ---------------------------------------------------------------- planning
 
 
-def _read(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV as text, exactly as written (no NA guessing, no float rounding)."""
     return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+_read = read_table
 
 
 def _find_table(public: Path, word: str, exclude: set[str]) -> Path | None:
@@ -190,7 +201,8 @@ def plan_holdout(
         seed=seed, train_table=train_path.name, test_table=test_path.name, sample_table=sample_path.name,
         id_column=id_col, target_columns=targets,
         held_train_ids=[str(train[id_col].iloc[held[i]]) for i in order], fresh_ids=fresh,
-        positions=positions, folder=folder)
+        positions=positions, folder=folder, train_rows=len(train),
+        stratified=len(targets) == 1 and train[targets[0]].nunique() <= _CLASS_LIMIT)
 
 
 def _stratified(train: pd.DataFrame, targets: list[str], count: int, rng: random.Random) -> list[int]:
@@ -284,17 +296,19 @@ def held_answers(public_dir: Path, plan: HoldoutPlan) -> pd.DataFrame:
 
 def split_submission(submission: pd.DataFrame, plan: HoldoutPlan,
                      real_sample: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the held rows' predictions, the real test rows in the real sample's order); the
-    submission's ids are compared as text."""
+    """(the held rows' predictions, the real test rows in the real sample's order, under the
+    sample's own id text); ids are compared as the graders compare them (`123.0` is `123`),
+    a repeated id counts once, and a real id the submission lacks is left out."""
     idc = plan.id_column
-    ids = submission[idc].astype(str)
-    fresh = set(plan.fresh_ids)
-    held = submission.loc[ids.isin(fresh)].reset_index(drop=True)
-    real = submission.loc[~ids.isin(fresh)].copy()
-    real["_key"] = real[idc].astype(str)
-    order = real_sample[idc].astype(str)
-    real = real.set_index("_key").reindex(order).reset_index(drop=True)
-    real = real.dropna(how="all")
+    keys = pd.Index(canonical_ids(submission[idc]))
+    is_held = keys.isin(set(canonical_ids(pd.Series(plan.fresh_ids))))
+    held = submission.loc[is_held].reset_index(drop=True)
+    real = submission.loc[~is_held].set_axis(keys[~is_held], axis=0)
+    real = real.loc[~real.index.duplicated()]
+    order = pd.Index(canonical_ids(real_sample[idc]))
+    present = order.isin(real.index)
+    real = real.reindex(order[present]).reset_index(drop=True)
+    real[idc] = real_sample[idc].to_numpy()[present]
     return held, real
 
 
@@ -303,3 +317,126 @@ def holdout_score(held: pd.DataFrame, answers: pd.DataFrame, plan: HoldoutPlan, 
     return grade_submission(grader, held.astype(str), answers.astype(str), id_column=plan.id_column,
                             target_columns=plan.target_columns)
 
+
+
+# ---------------------------------------------------------------- one run's split
+
+HOLDOUT_DIR = "holdout"  # under the run directory: plan, answers, the view (outside the sandbox)
+KEPT_SUBMISSION = "submission.kept.csv"  # in a workspace: the real test rows of a submission
+GAP_SHARE = 0.25  # a self-report better than the harness score by this share of the larger is flagged
+
+
+class HeldScore(BaseModel):
+    """What the harness made of one submission written for the view."""
+
+    kept: str | None = None  # host path of the real test rows (what the node keeps)
+    score: float | None = None  # the held rows' score with the task's grader
+    note: str | None = None  # why there is no score
+
+
+@dataclass
+class HeldSplit:
+    """A run's held validation split, live: scores submissions written for the view."""
+
+    plan: HoldoutPlan
+    root: Path  # run_dir/holdout
+    public_dir: Path  # the task's real public files
+    real_sample: pd.DataFrame
+    grade: Callable[[Path], Any]  # held predictions file -> object with score, valid, reason
+    grader_name: str
+    lower_is_better: bool
+
+    @property
+    def view(self) -> Path:
+        return self.root / "view"
+
+    def describe(self) -> str:
+        """The run's one line about selection."""
+        how = "stratified" if self.plan.stratified else "uniform"
+        return (f"validation held by the harness: {self.plan.rows} of {self.plan.train_rows} training rows "
+                f"({how}, seed {self.plan.seed}) are predicted among the test rows and scored with "
+                f"{self.grader_name}; selection uses that score")
+
+    def score(self, submission: Path, keep: Path) -> HeldScore:
+        """Split a well-formed submission: keep its real test rows at `keep`, score the held ones."""
+        try:
+            sub = _read(submission)
+        except (OSError, ValueError) as exc:
+            return HeldScore(note=f"submission unreadable: {type(exc).__name__}")
+        if self.plan.id_column not in sub.columns:
+            return HeldScore(note=f"submission has no `{self.plan.id_column}` column")
+        held, real = split_submission(sub, self.plan, self.real_sample)
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        real.to_csv(keep, index=False)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix="held-", suffix=".csv")
+        os.close(fd)
+        try:
+            held.to_csv(tmp, index=False)
+            try:
+                result = self.grade(Path(tmp))
+            except Exception as exc:  # noqa: BLE001 - a grader failure is recorded, the run goes on
+                return HeldScore(kept=str(keep), note=f"grader failed: {type(exc).__name__}: {exc}"[:300])
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        if not result.valid or result.score is None:
+            return HeldScore(kept=str(keep), note=(result.reason or "not gradable")[:300])
+        return HeldScore(kept=str(keep), score=float(result.score))
+
+    def flag(self, metric: float | None, score: float | None) -> str | None:
+        """A fact for the prompts when the script's own number is far better than the harness's
+        (which is never shown): likely leakage or another metric."""
+        if metric is None or score is None or not (math.isfinite(metric) and math.isfinite(score)):
+            return None
+        better_by = (score - metric) if self.lower_is_better else (metric - score)
+        if better_by <= GAP_SHARE * max(abs(metric), abs(score), 1e-12):
+            return None
+        return (f"the script's own validation number ({metric:.6g}) is far better than what its "
+                "predictions score on training rows the harness held out of input/ (their labels "
+                "are not there): its validation likely leaks the target (rows it trained on, the "
+                f"target or an id among the features) or computes another metric than {self.grader_name}")
+
+
+def prepare_split(
+    public_dir: Path, sample_submission: Path | None, root: Path, *, seed: int, fraction: float,
+    may_create: bool,
+) -> HoldoutPlan | Unsplittable:
+    """The run's split, stored under `root` (run_dir/holdout) so a resume reuses it, with its
+    view and answers (re)built when missing; `may_create` False (the run began without one)
+    records that there is none."""
+    root.mkdir(parents=True, exist_ok=True)
+    plan_file, none_file = root / "plan.json", root / "unsplittable.json"
+    if plan_file.is_file():
+        plan: HoldoutPlan | Unsplittable = HoldoutPlan.model_validate_json(plan_file.read_text())
+    elif none_file.is_file():
+        return Unsplittable.model_validate_json(none_file.read_text())
+    elif not may_create:
+        plan = Unsplittable(reason="the run began without a held split")
+    else:
+        plan = plan_holdout(public_dir, sample_submission, seed=seed, fraction=fraction)
+    if isinstance(plan, Unsplittable):
+        _write(none_file, plan.model_dump_json(indent=1))
+        return plan
+    if not (root / "view").is_dir():
+        build_view(public_dir, plan, root / "view")
+    if not (root / "answers.csv").is_file():
+        _write(root / "answers.csv", held_answers(public_dir, plan).to_csv(index=False))
+    if not plan_file.is_file():
+        _write(plan_file, plan.model_dump_json(indent=1))
+    return plan
+
+
+def give_up(root: Path, reason: str) -> Unsplittable:
+    """Record that the run selects by the self-report after all (e.g. the grader cannot score
+    the held rows); the view is removed."""
+    (root / "plan.json").unlink(missing_ok=True)
+    shutil.rmtree(root / "view", ignore_errors=True)
+    (root / "answers.csv").unlink(missing_ok=True)
+    none = Unsplittable(reason=reason)
+    _write(root / "unsplittable.json", none.model_dump_json(indent=1))
+    return none
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

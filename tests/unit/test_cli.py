@@ -232,6 +232,44 @@ def test_mlebench_grader_is_used_when_installed(tmp_path, toy_task, monkeypatch)
     assert graded_by_ours.valid and graded_by_ours.score != 0.42
 
 
+def test_mlebench_grader_scores_the_held_rows_on_their_labels(tmp_path, toy_task, monkeypatch):
+    """The held split is graded by MLE-bench's grade_csv too, on a copy of its competition whose
+    answers are the held rows' labels (MLE-bench's Competition is a dataclass)."""
+    import dataclasses
+    import sys
+    import types
+
+    from graphs.services import grading_plan, hidden_grading_plan
+    from tasks.competition import load_competition
+
+    @dataclasses.dataclass(frozen=True)
+    class Competition:
+        id: str
+        answers: object
+
+    comp = load_competition(toy_task)
+    registry_mod = types.ModuleType("mlebench.registry")
+    registry_mod.registry = types.SimpleNamespace(
+        set_data_dir=lambda _d: registry_mod.registry,
+        get_competition=lambda cid: Competition(cid, comp.answers))
+    graded = []
+
+    def grade_csv(path, competition):
+        graded.append(competition.answers)
+        return types.SimpleNamespace(score=0.5, valid_submission=True)
+
+    grade_mod = types.ModuleType("mlebench.grade")
+    grade_mod.grade_csv = grade_csv
+    monkeypatch.setitem(sys.modules, "mlebench", types.ModuleType("mlebench"))
+    monkeypatch.setitem(sys.modules, "mlebench.grade", grade_mod)
+    monkeypatch.setitem(sys.modules, "mlebench.registry", registry_mod)
+    held, line = grading_plan(comp, tmp_path / "held.csv")
+    hidden, _ = hidden_grading_plan(comp)
+    held(tmp_path / "a.csv")
+    hidden(tmp_path / "b.csv")
+    assert "MLE-bench" in line and graded == [tmp_path / "held.csv", comp.answers]
+
+
 def _no_description(t):
     (t / "description.md").unlink()
 

@@ -85,6 +85,17 @@ def test_a_submission_for_the_view_is_split_and_its_held_rows_scored(tmp_path):
     # a submission without the held rows is invalid for the harness's score
     held, _ = split_submission(sub[~sub.id.astype(str).isin(set(plan.fresh_ids))], plan, real_sample)
     assert not holdout_score(held, answers, plan, "accuracy").valid
+    # ids written as floats, rows shuffled, one row twice: compared as the graders compare them;
+    # the real rows come back in the sample's order under the sample's id text
+    odd = pd.concat([sub, sub.iloc[[3]]]).sample(frac=1.0, random_state=0)
+    odd["id"] = odd.id.astype(float)
+    held, real = split_submission(odd, plan, real_sample.astype(str))
+    assert len(held) == plan.rows and holdout_score(held, answers, plan, "accuracy").score == 1.0
+    assert real.id.tolist() == real_sample.id.astype(str).tolist()
+    assert real.label.tolist() == sub.set_index("id").loc[real_sample.id, "label"].tolist()
+    # a real id the submission lacks is left out (hidden grading then calls it invalid)
+    _, short = split_submission(sub[sub.id != real_sample.id.iloc[0]], plan, real_sample)
+    assert len(short) == len(real_sample) - 1
 
 
 def test_files_in_folders_follow_their_rows_under_the_new_ids(tmp_path):

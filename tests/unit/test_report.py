@@ -32,7 +32,10 @@ def _run(task: Path, runs: Path, run_id: str, strategy: str, steps: int, server:
     # no repairs: the scripted failures stay failures, so the tree has buggy nodes to show
     rc = main(["--task", str(task), "--strategy", strategy, "--steps", str(steps), "--samples", "3",
                "--base-url", server.base_url, "--run-dir", str(runs), "--run-id", run_id,
-               "--exec-timeout", "30", "--sandbox", "plain", "--repairs", "0"])
+               "--exec-timeout", "30", "--sandbox", "plain", "--repairs", "0",
+               # a seed whose scripted outcomes give a best, a valid and a buggy node (the
+               # stub's scripts all copy the sample: on the held split they tie, the earliest wins)
+               "--seed", "2"])
     assert rc == 0
     return runs / run_id
 
@@ -219,14 +222,16 @@ def test_figures_agree_with_the_summary(runs):
         assert v + b == summary["nodes_by_stage"].get(stage, 0)
     # metric: the best-so-far line ends at the summary's best metric, its test line at the test score
     ax = report.metric_figure(nodes, tree["lower_is_better"]).axes[0]
-    best_line = next(line for line in ax.lines if line.get_label() == "best validation so far")
+    # the run holds a split (40 training rows): the line follows the holdout score, as selection does
+    assert summary["selection"]["by"] == "holdout"
+    best_line = next(line for line in ax.lines if line.get_label() == "best holdout score so far")
     running, best = [], None
     for n in nodes:
-        if not n["is_buggy"] and n["metric"] is not None and (best is None or n["metric"] > best):
-            best = n["metric"]
+        if not n["is_buggy"] and n["holdout_score"] is not None and (best is None or n["holdout_score"] > best):
+            best = n["holdout_score"]
         if best is not None:
             running.append(best)
-    assert list(best_line.get_ydata()) == running and running[-1] == summary["best_metric"]
+    assert list(best_line.get_ydata()) == running and running[-1] == summary["best_node_holdout_score"]
     test_line = next(line for line in ax.lines if line.get_label() == "hidden test score of that node")
     assert test_line.get_ydata()[-1] == summary["best_node_test_score"]
     # cost: the token bars add up to the run's tokens, the second panel to its LLM + exec seconds

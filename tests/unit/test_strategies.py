@@ -326,7 +326,7 @@ def test_select_breaks_metric_ties_by_agreement_and_handles_metric_less(tmp_path
             _attempt(tmp_path, 2, 0.9, [1, 1, 0, 0]), _attempt(tmp_path, 3, 0.9, [1, 1, 1, 0])]
     chosen = select_best(tied, lower_is_better=False)
     # agreement with the others: #2 (1/4 + 3/4 + 3/4) / 3 beats #3 (0 + 2/4 + 3/4) / 3 and #0
-    assert chosen.index == 2 and chosen.rule.startswith("tie on the best metric; majority agreement")
+    assert chosen.index == 2 and chosen.rule.startswith("tie on the best validation metric; majority agreement")
     metric_less = [_attempt(tmp_path, 0, None, [0, 1, 0, 1]), _attempt(tmp_path, 1, None, [0, 1, 0, 0]),
                    _attempt(tmp_path, 2, None, [1, 0, 1, 0])]
     chosen = select_best(metric_less, lower_is_better=False)

@@ -123,6 +123,15 @@ def _expected(out: Path) -> dict[tuple[str, str], dict]:
         row["mean_tokens"] = statistics.mean(r["prompt_tokens"] + r["completion_tokens"] for r in runs)
         row["mean_llm_seconds"] = statistics.mean(r["llm_seconds"] for r in runs)
         row["mean_wall_seconds"] = statistics.mean(r["wall_seconds"] for r in runs)
+        # accuracy (higher is better): the chosen node's validation minus its test score
+        for col, key_ in (("mean_self_test_gap", "best_metric"), ("mean_holdout_test_gap", "best_node_holdout_score")):
+            gaps = [r[key_] - r["best_node_test_score"] for r in runs
+                    if r[key_] is not None and r["best_node_test_score"] is not None]
+            row[col] = statistics.mean(gaps) if gaps else math.nan
+        held = [r for r in runs if r["selection"]["by"] == "holdout" and r["best_node_id"]]
+        row["holdout_runs"] = len(held)
+        row["picks_differ_pct"] = (100 * statistics.mean(
+            int(r["best_by_self_report_id"] != r["best_node_id"]) for r in held) if held else math.nan)
         expected[key] = row
     return expected
 
@@ -144,12 +153,14 @@ def test_results_csv_matches_summaries(sweep):
             else:
                 assert row[col] == pytest.approx(value, rel=1e-9, abs=1e-9), col
             checked += 1
-    assert len(results) == 4 and checked == 4 * 18  # every column of every model+strategy row
+    assert len(results) == 4 and checked == 4 * 22  # every column of every model+strategy row
     # the scripted endpoint makes the data non-degenerate: with aide, task A succeeds (with a
     # medal) and B does not
     aide = results[results["strategy"] == "aide"]
     assert set(aide["valid_submission_pass_at_k"]) == {50.0}
     assert set(aide["any_medal_mean"]) == {50.0}
+    # toy-a's runs hold a split (40 training rows: 10 held) and have a best node
+    assert set(aide["holdout_runs"]) == {2}
     md = (out / "results.md").read_text()
     assert "| m-a | aide | 4 | 50.0 | 50.0 ± 28.9 |" in md
 
