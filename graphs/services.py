@@ -59,11 +59,11 @@ def build_run_services(
     llm = make_chat_model(llm_settings, on_detect=say)
     say_caps(llm, say)
     use_system = bool(llm_settings.system_prompt)
-    held, agent_comp, selection = held_split_for(settings, comp, run_path, store)
-    settings, system_text = _prepare_prompts(settings, agent_comp, store, llm, use_system, say)
+    plan = planned_split(settings, comp, run_path, store)
+    settings = decide_metric(settings, agent_competition(comp, plan, run_path), llm, use_system, say)
     lower = bool(settings.lower_is_better)
-    if held is not None:
-        held.lower_is_better = lower
+    held, agent_comp, selection = held_split_for(settings, comp, run_path, plan)
+    system_text = stable_prefix(settings, agent_comp, store)
     say(selection["line"])
     services = RunServices(
         settings=settings, run_dir=run_path, competition=agent_comp, llm=llm,
@@ -79,58 +79,59 @@ def build_run_services(
     return services
 
 
+def planned_split(settings: RunSettings, comp: Competition, run_path: Path,
+                  store: NodeStore) -> HoldoutPlan | Unsplittable:
+    """The run's held split (tasks.holdout), stored so a resume reuses it; made only before the
+    prompt prefix exists (a new run)."""
+    if not settings.holdout:
+        return Unsplittable(reason="switched off with --no-holdout")
+    fresh = not isinstance(store.get_meta("system_text"), str)
+    return prepare_split(comp.public_dir, comp.sample_submission, run_path / HOLDOUT_DIR, seed=settings.seed,
+                         fraction=settings.holdout_fraction, may_create=fresh)
+
+
 def held_split_for(
-    settings: RunSettings, comp: Competition, run_path: Path, store: NodeStore,
+    settings: RunSettings, comp: Competition, run_path: Path, plan: HoldoutPlan | Unsplittable,
 ) -> tuple[HeldSplit | None, Competition, dict[str, Any]]:
     """(the run's live held split or None, the task as the agent sees it, the selection record
-    for summary.json with its one line for the user)."""
-    plan, grader, grader_line = held_split_plan(settings, comp, run_path, store)
+    for summary.json with its one line for the user). The held rows are scored with the task's
+    grader, or for a task that names none, ours of the metric the run uses; that grader must
+    score the held rows' own labels, or the run records that it selects by the self-report."""
+    root = run_path / HOLDOUT_DIR
+    grader, why, line = None, plan.reason if isinstance(plan, Unsplittable) else "", ""
+    if isinstance(plan, HoldoutPlan):
+        named = comp if comp.grader else comp.model_copy(update={"grader": settings.metric_name})
+        grader, line = grading_plan(named, root / "answers.csv")
+        problem = "the task's grader is not available here" if grader is None else _self_check(grader, root)
+        if problem is not None:
+            why = give_up(root, problem).reason
+            grader = None
     if isinstance(plan, HoldoutPlan) and grader is not None:
-        held = HeldSplit(plan=plan, root=run_path / HOLDOUT_DIR, public_dir=comp.public_dir,
+        held = HeldSplit(plan=plan, root=root, public_dir=comp.public_dir,
                          real_sample=read_table(comp.sample_submission),  # type: ignore[arg-type]
-                         grade=grader, grader_name=grader_line,
-                         lower_is_better=bool(comp.lower_is_better))
+                         grade=grader, grader_name=line, lower_is_better=bool(settings.lower_is_better))
         return held, agent_competition(comp, plan, run_path), {
             "by": "holdout", "rows": plan.rows, "line": held.describe()}
-    why = plan.reason if isinstance(plan, Unsplittable) else grader_line
     return None, comp, {"by": "self_report", "reason": why, "line": (
         f"no held validation split ({why}): selection uses the scripts' own METRIC lines")}
 
 
-def held_split_plan(
-    settings: RunSettings, comp: Competition, run_path: Path, store: NodeStore,
-) -> tuple[HoldoutPlan | Unsplittable, HiddenGrader | None, str]:
-    """The run's held split (tasks.holdout; stored, so a resume reuses it) and the task's grader
-    on its rows: (plan or why there is none, grader or None, the grader's name or why none).
-    A split is made only before the prompt prefix exists (a new run); the grader must score the
-    held rows' own labels, or the run records that it selects by the self-report."""
-    root = run_path / HOLDOUT_DIR
-    if not settings.holdout:
-        return Unsplittable(reason="switched off with --no-holdout"), None, ""
-    fresh = not isinstance(store.get_meta("system_text"), str)
-    plan = prepare_split(comp.public_dir, comp.sample_submission, root, seed=settings.seed,
-                         fraction=settings.holdout_fraction, may_create=fresh)
-    if isinstance(plan, Unsplittable):
-        return plan, None, plan.reason
-    grader, line = grading_plan(comp, root / "answers.csv")
-    if grader is None:
-        return give_up(root, "the task's grader is not available here"), None, line
+def _self_check(grader: HiddenGrader, root: Path) -> str | None:
+    """None when the grader scores the held rows' labels submitted as predictions, else why not."""
     try:
-        check = grader(root / "answers.csv")  # the held labels as a submission: must score
-        problem = None if check.valid and check.score is not None else (check.reason or "not gradable")
+        check = grader(root / "answers.csv")
     except Exception as exc:  # noqa: BLE001 - a grader that cannot score them means no split
-        problem = f"{type(exc).__name__}: {exc}"
-    if problem is not None:
-        reason = f"the task's grader cannot score held training rows: {problem}"[:300]
-        return give_up(root, reason), None, line
-    return plan, grader, line
+        return f"the task's grader cannot score held training rows: {type(exc).__name__}: {exc}"[:300]
+    if check.valid and check.score is not None:
+        return None
+    return f"the task's grader cannot score held training rows: {check.reason or 'not gradable'}"[:300]
 
 
 def agent_competition(comp: Competition, plan: HoldoutPlan | Unsplittable, run_path: Path) -> Competition:
     """The task as the agent sees it: the held split's view instead of the public files."""
-    if not isinstance(plan, HoldoutPlan):
-        return comp
     view = run_path / HOLDOUT_DIR / "view"
+    if not isinstance(plan, HoldoutPlan) or not view.is_dir():
+        return comp
     return comp.model_copy(update={"public_dir": view, "sample_submission": view / plan.sample_table})
 
 
@@ -309,11 +310,11 @@ def medal_reporter_for(comp: Competition, lower_is_better: bool) -> Any:
     return report
 
 
-def _prepare_prompts(
-    settings: RunSettings, comp: Competition, store: NodeStore, llm: Any, use_system: bool, say: Any
-) -> tuple[RunSettings, str]:
-    """The run's stable prompt prefix (stored, so a resume reuses it byte for byte)."""
-    system_text = store.get_meta("system_text")
+def decide_metric(
+    settings: RunSettings, comp: Competition, llm: Any, use_system: bool, say: Any,
+) -> RunSettings:
+    """Settings with the metric's name and direction: as given, as the task says, or as the model
+    reads them off the description (asked once; run.json keeps the answer for a resume)."""
     lower = settings.lower_is_better if settings.lower_is_better is not None else comp.lower_is_better
     metric = settings.metric_name or comp.grader
     if lower is None:
@@ -325,14 +326,18 @@ def _prepare_prompts(
             say("could not tell the metric direction from the description; assuming higher is better")
         else:
             say(f"metric: {metric}, {'lower' if lower else 'higher'} is better (asked the model)")
-    settings = settings.model_copy(update={"lower_is_better": lower, "metric_name": metric})
+    return settings.model_copy(update={"lower_is_better": lower, "metric_name": metric})
+
+
+def stable_prefix(settings: RunSettings, comp: Competition, store: NodeStore) -> str:
+    """The run's stable prompt prefix (stored, so a resume reuses it byte for byte)."""
+    system_text = store.get_meta("system_text")
     if not isinstance(system_text, str):
+        lower = bool(settings.lower_is_better)
         ctx = build_task_context(comp.description, comp.public_dir, time_limit_s=settings.exec_timeout,
-                                 metric_name=metric, lower_is_better=lower,
+                                 metric_name=settings.metric_name, lower_is_better=lower,
                                  sample_submission=comp.sample_submission, python=settings.python,
                                  gpus=settings.gpus, data_facts=settings.data_facts)
         system_text = ctx.system_prompt()
         store.set_meta("system_text", system_text)
-    return settings, system_text
-
-
+    return system_text

@@ -135,6 +135,28 @@ def test_plain_folder_asks_direction_once_and_writes_outputs(tmp_path, stub):
     assert summary["steps"] == 3 and summary["nodes_by_stage"]["draft"] == 1
     assert sum(summary["nodes_by_stage"].values()) == 3
     assert summary["prompt_tokens"] > 0 and summary["wall_seconds"] > 0
+    # no grader named: the held rows are scored with ours of the metric the model named
+    assert "validation held by the harness: 10 of 40 training rows" in proc.stdout
+    assert "scored with grader 'accuracy'" in proc.stdout
+    assert summary["selection"]["by"] == "holdout" and summary["selection"]["rows"] == 10
+    assert all(n["by_holdout"] for n in tree["nodes"])
+    view = run_path / "holdout" / "view"
+    assert len((view / "train.csv").read_text().splitlines()) == 31  # header + 30 rows
+
+
+def test_no_holdout_says_so_and_selects_by_the_metric_lines(tmp_path, stub):
+    runs = tmp_path / "runs"
+    proc = cli("--task", make_toy_task(tmp_path / "t"), "--base-url", stub.base_url, "--steps", "1",
+               "--run-dir", runs, "--exec-timeout", "30", "--no-holdout")
+    assert proc.returncode == 0, proc.stderr
+    line = ("no held validation split (switched off with --no-holdout): selection uses the scripts' "
+            "own METRIC lines")
+    assert line in proc.stdout.splitlines()
+    (run_path,) = runs.iterdir()
+    summary = json.loads((run_path / "summary.json").read_text())
+    assert summary["selection"] == {"by": "self_report", "reason": "switched off with --no-holdout",
+                                    "line": line}
+    assert not (run_path / "holdout" / "view").exists()
 
 
 def test_bundled_task_run_is_graded_with_medal_report(tmp_path, stub):

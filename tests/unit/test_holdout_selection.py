@@ -19,7 +19,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from graphs.export import export_run
 from graphs.search import build_search_graph
 from graphs.self_consistency import build_self_consistency_graph
-from graphs.services import held_split_for
+from graphs.services import held_split_for, planned_split
 from graphs.settings import RunServices, RunSettings, SearchContext
 from graphs.strategy import StrategyContext, StrategyServices
 from nodes.improve import improve_prompt
@@ -82,6 +82,11 @@ def alternating_model(perfect: str, first: str = "liar") -> RuleFakeModel:
     return RuleFakeModel(rule=rule)
 
 
+def split_for(settings, comp, run_dir, store):
+    """What build_run_services does before the prompt prefix exists."""
+    return held_split_for(settings, comp, run_dir, planned_split(settings, comp, run_dir, store))
+
+
 def services_for(tmp_path, task, llm, lower, **overrides):
     comp = load_competition(task)
     settings = RunSettings(run_id="t", task_dir=str(task), exec_timeout=60, sandbox="auto",
@@ -89,13 +94,11 @@ def services_for(tmp_path, task, llm, lower, **overrides):
     run_dir = tmp_path / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     store = NodeStore(run_dir / "nodes.sqlite")
-    held, agent_comp, selection = held_split_for(settings, comp, run_dir, store)
+    held, agent_comp, selection = split_for(settings, comp, run_dir, store)
     system = build_task_context(agent_comp.description, agent_comp.public_dir, time_limit_s=60,
                                 metric_name=comp.grader, lower_is_better=lower,
                                 sample_submission=agent_comp.sample_submission).system_prompt()
     store.set_meta("system_text", system)
-    if held is not None:
-        held.lower_is_better = lower
     svc = RunServices(settings=settings, run_dir=run_dir, competition=agent_comp, llm=llm,
                       system_text=system, use_system_prompt=True, store=store,
                       tree=store.load_tree(lower), lower_is_better=lower, held=held, selection=selection)
@@ -216,7 +219,7 @@ def test_a_resume_reuses_the_split(tmp_path):
 
     shutil.rmtree(svc.run_dir / "holdout" / "view")  # a lost view is rebuilt the same
     settings = svc.settings.model_copy(update={"seed": 99})  # the stored plan wins over settings
-    again, agent, _sel = held_split_for(settings, load_competition(task), svc.run_dir, svc.store)
+    again, agent, _sel = split_for(settings, load_competition(task), svc.run_dir, svc.store)
     assert again.plan == first
     assert {p.name: p.read_bytes() for p in agent.public_dir.iterdir() if p.is_file()} == files
 
@@ -244,7 +247,7 @@ def test_an_unsplittable_task_falls_back_with_one_line(tmp_path):
     line = svc.selection["line"]
     assert svc.selection["by"] == "self_report" and "\n" not in line
     assert line.startswith("no held validation split (") and "per-class probabilities" in line
-    off, _c, sel = held_split_for(svc.settings.model_copy(update={"holdout": False}), comp,
+    off, _c, sel = split_for(svc.settings.model_copy(update={"holdout": False}), comp,
                                   tmp_path / "other", NodeStore(tmp_path / "o.sqlite"))
     assert off is None and "--no-holdout" in sel["line"]
 

@@ -17,7 +17,8 @@ from tests.conftest import ROOT, make_toy_task
 
 STEPS = 7
 COMPARED = ("id", "step", "parent_id", "stage", "plan", "code", "metric", "is_buggy",
-            "bug_reason", "review", "exit_code", "has_submission", "debug_depth")
+            "bug_reason", "review", "exit_code", "has_submission", "debug_depth", "holdout_score",
+            "test_score")
 
 
 def start(args, env=None):
@@ -109,6 +110,7 @@ def test_killed_run_resumes_to_the_same_tree(tmp_path, stub, reference, kill_whe
     proc.wait(timeout=10)
     run_id = run_path().name
     assert not (run_path() / "tree.json").exists()  # it really died mid-run
+    plan = (run_path() / "holdout" / "plan.json").read_bytes()  # the split was made before any step
     # no script outlives the agent (a killed process may take a moment to exit on a loaded machine)
     wait_for(lambda: not scripts_running_under(run_path()), timeout=5)
     if kill_when is _mid_execution:  # every scripted script prints only after its 0.6 s sleep:
@@ -119,6 +121,8 @@ def test_killed_run_resumes_to_the_same_tree(tmp_path, stub, reference, kill_whe
                              timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "resuming" in resumed.stdout
+    assert (run_path() / "holdout" / "plan.json").read_bytes() == plan  # the same held rows
+    assert "validation held by the harness" in resumed.stdout
     got = tree_of(run_path())
     assert [n["id"] for n in got] == [f"{s:05d}-0" for s in range(STEPS)]  # none lost or repeated
     assert got == expected
