@@ -333,6 +333,10 @@ ERROR_SCRIPTS = {
         import numpy as np
         x = np.float(3)
     """,
+    "test-labels": """
+        pred = [0, 1]
+        print(sum(p == t for p, t in zip(pred, y_test)) / len(pred))
+    """,
     "undefined-name": """
         print(X_val.shape)
     """,
@@ -401,6 +405,8 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
         assert remedy.startswith("there is no column 'label' in that table. If 'label' is the target")
     if case == "undefined-name":
         assert remedy.startswith("`X_val` is used but never assigned: add the line that creates it")
+    if case == "test-labels":  # not the generic "add the line that creates it": there is none
+        assert remedy.startswith("`y_test` is never assigned. If it stands for the test rows' labels")
     if case == "invalid-parameter":
         assert remedy.startswith("the 'handle_unknown' parameter got a value this version does not accept")
     assert "Known remedy" not in debug_prompt(node, [], known_errors=False)
