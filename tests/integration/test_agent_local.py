@@ -13,6 +13,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.timeout(1800)  # the subprocess's own bound; 3 steps with repairs on 2 busy cores
 def test_three_steps_on_embedded_model(tmp_path):
     runs = tmp_path / "runs"
     proc = subprocess.run(

@@ -19,6 +19,7 @@ EXPECTED_ROLES = {
 }
 
 
+@pytest.mark.timeout(1500)  # the subprocess's own bound
 @pytest.mark.parametrize("strategy", ["self_consistency", "self_reflection", "planner_coder"])
 def test_strategy_on_embedded_model(tmp_path, strategy):
     runs = tmp_path / "runs"
