@@ -107,7 +107,7 @@ def held_split_for(
             why = give_up(root, problem).reason
             grader = None
     if isinstance(plan, HoldoutPlan) and grader is not None:
-        held = HeldSplit(plan=plan, root=root, public_dir=comp.public_dir,
+        held = HeldSplit(plan=plan, root=root,
                          real_sample=read_table(comp.sample_submission),  # type: ignore[arg-type]
                          grade=grader, grader_name=line, lower_is_better=bool(settings.lower_is_better))
         return held, agent_competition(comp, plan, run_path), {

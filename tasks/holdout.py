@@ -77,8 +77,6 @@ def read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
-_read = read_table
-
 
 def _find_table(public: Path, word: str, exclude: set[str]) -> Path | None:
     tables = sorted(p for p in public.iterdir() if p.is_file() and p.suffix.lower() == ".csv"
@@ -169,7 +167,7 @@ def plan_holdout(
     train_path = _find_table(public, "train", {sample_path.name})
     if test_path is None or train_path is None:
         return Unsplittable(reason="no single train table and test table at the top of the public files")
-    sample, test, train = _read(sample_path), _read(test_path), _read(train_path)
+    sample, test, train = read_table(sample_path), read_table(test_path), read_table(train_path)
     id_col = str(sample.columns[0])
     if sample.shape[1] < 2 or id_col not in test.columns or id_col not in train.columns:
         return Unsplittable(reason=f"the sample's first column `{id_col}` is not an id shared by "
@@ -261,7 +259,8 @@ def build_view(public_dir: Path, plan: HoldoutPlan, view_dir: Path) -> Path:
         rel = path.relative_to(public).as_posix()
         if path.is_file() and rel not in rewritten:
             _place(path, tmp / rel)
-    train, test, sample = (_read(public / t) for t in (plan.train_table, plan.test_table, plan.sample_table))
+    tables = (plan.train_table, plan.test_table, plan.sample_table)
+    train, test, sample = (read_table(public / t) for t in tables)
     idc = plan.id_column
     by_id = train.set_index(idc, drop=False)
     held = by_id.loc[plan.held_train_ids].reset_index(drop=True)
@@ -285,7 +284,7 @@ def build_view(public_dir: Path, plan: HoldoutPlan, view_dir: Path) -> Path:
 
 def held_answers(public_dir: Path, plan: HoldoutPlan) -> pd.DataFrame:
     """The held rows' labels under their fresh ids (the grader's answers)."""
-    train = _read(Path(public_dir) / plan.train_table).set_index(plan.id_column, drop=False)
+    train = read_table(Path(public_dir) / plan.train_table).set_index(plan.id_column, drop=False)
     answers = train.loc[plan.held_train_ids, [plan.id_column, *plan.target_columns]].reset_index(drop=True)
     answers[plan.id_column] = plan.fresh_ids
     return answers
@@ -340,7 +339,6 @@ class HeldSplit:
 
     plan: HoldoutPlan
     root: Path  # run_dir/holdout
-    public_dir: Path  # the task's real public files
     real_sample: pd.DataFrame
     grade: Callable[[Path], Any]  # held predictions file -> object with score, valid, reason
     grader_name: str
@@ -360,7 +358,7 @@ class HeldSplit:
     def score(self, submission: Path, keep: Path) -> HeldScore:
         """Split a well-formed submission: keep its real test rows at `keep`, score the held ones."""
         try:
-            sub = _read(submission)
+            sub = read_table(submission)
         except (OSError, ValueError) as exc:
             return HeldScore(note=f"submission unreadable: {type(exc).__name__}")
         if self.plan.id_column not in sub.columns:
