@@ -335,13 +335,14 @@ def run(args: argparse.Namespace) -> int:
             settings = services.settings
             write_atomically(run_path / "run.json", settings.model_dump_json(indent=2))
             selection = services.selection
-            _search(services, resumed)
+            final = _search(services, resumed)
         elapsed = time.monotonic() - started
         wall = float(store.get_meta("wall_seconds", 0.0)) + elapsed  # type: ignore[arg-type]
         store.set_meta("wall_seconds", wall)
-        nodes = store.all()
+        # the branch the thread ended on (a thread forked in Studio holds others beside it)
+        nodes = store.branch(final.get("head"), legacy_steps=0 if final.get("head") else final.get("step", 0))
         lower = bool(settings.lower_is_better)
-        summary = export_run(run_path, nodes, store.load_tree(lower),
+        summary = export_run(run_path, nodes, store.load_tree(lower, nodes),
                              run_id=settings.run_id, wall_seconds=wall,
                              settings=settings.model_dump(),
                              medal_report=medal_reporter_for(comp, lower), selection=selection)
@@ -352,7 +353,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search(services: RunServices, resumed: bool) -> None:
+def _search(services: RunServices, resumed: bool) -> dict[str, Any]:
+    """Run (or resume) the thread's search to its end; returns the final state's values."""
     settings = services.settings
     with open_checkpointer(services.run_dir) as saver:
         graph = build_search_graph().compile(checkpointer=saver)
@@ -364,10 +366,9 @@ def _search(services: RunServices, resumed: bool) -> None:
         # a superstep whose tasks all finished (their writes saved) before the kill has no `next`
         # but still has `tasks`: it is interrupted, not finished
         pending = bool(snapshot.next or snapshot.tasks)
-        # The checkpoint is the source of truth: nodes stored after its step (a crash between
-        # the node write and the checkpoint write) are dropped and produced again.
-        if snapshot.values and services.store.discard_from_step(snapshot.values.get("step", 0)):
-            services.tree = services.store.load_tree(services.lower_is_better)
+        # The checkpoint is the source of truth: its `head` names the branch. A node stored by a
+        # step whose checkpoint was never written is on no branch; the replayed step's task
+        # claims the same id and writes it again, so nothing is trimmed.
         # A fresh run starts from step 0; an interrupted one continues where its checkpoint
         # stopped; a finished one asked for more steps starts its loop again from the state.
         graph_input: dict | None
@@ -378,12 +379,13 @@ def _search(services: RunServices, resumed: bool) -> None:
         else:
             graph_input = {}
         context = SearchContext(services=services)
-        with RunProgress(settings.steps, len(services.tree)) as progress:
+        with RunProgress(settings.steps, int((snapshot.values or {}).get("step", 0))) as progress:
             # sync durability: each superstep's checkpoint is on disk before the next one starts
             # subgraphs=True: the strategy graphs' progress events reach the display too
             for _namespace, event in graph.stream(graph_input, config, context=context,
                                                   stream_mode="custom", durability="sync", subgraphs=True):
                 progress.handle(event)
+        return dict(graph.get_state(config).values or {})
 
 
 def _print_summary(summary: dict[str, Any], run_path: Path) -> None:

@@ -7,7 +7,11 @@ calls inside the step (nodes.repair); the node records the last script and every
 other than `aide`, `generate` runs that strategy's graph as the expansion operator (a subgraph
 sharing this graph's checkpointer, so a killed fan-out or loop resumes inside itself) and
 `execute` only keeps the submission of the candidate it returned. The state holds
-only the step in flight (constant size); the tree itself lives in the run's NodeStore.
+the step in flight and the branch's newest node id (`head`): constant size. The nodes themselves
+live in the run's NodeStore, append-only and linked per branch, so forking from any checkpoint
+(Studio, `update_state`, a replay) gives an independent branch that sees only its own past, and
+every file a step writes (workspace, submission, node row) is named by a claim of the task that
+writes it: a crash replay reuses the name, a fork gets a new one.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from nodes.improve import improve_prompt
 from nodes.policy import choose_action, step_rng
 from nodes.repair import apply_repair, ask_for_repair, close_record, repair_need
 from nodes.review import llm_verdict
-from nodes.tree import Node, NodeStore, Tree, node_id_for
+from nodes.tree import Node, NodeStore, Tree
 from nodes.usage import Usage
 from serving.llm import list_endpoint_models
 from tasks.competition import load_competition
@@ -54,9 +58,30 @@ class SearchState(TypedDict, total=False):
     details: dict | None  # what a strategy graph reports about its expansion
     repairs: list[dict] | None  # the repair attempts of this step (nodes.repair)
     verdict: dict | None
+    head: str | None  # the branch's newest node (NodeStore.branch reads the branch from it)
     best_id: str | None
     best_metric: float | None
     last: str | None
+
+
+def branch_tree(svc: RunServices, state: SearchState) -> Tree:
+    """The tree of the branch the state names: the services' cached tree when it is that
+    branch, else read from the store (after a fork, a replay or a resume)."""
+    head = state.get("head")
+    key = (head, 0 if head else state.get("step", 0))  # no head after step 0: a run from before
+    if svc.tree_key != key:
+        nodes = svc.store.branch(head, legacy_steps=key[1])
+        svc.tree = svc.store.load_tree(svc.lower_is_better, nodes)
+        svc.tree_key = key
+    return svc.tree
+
+
+def claimed(svc: RunServices, runtime: Runtime[Any], kind: str, step: int) -> str:
+    """The name this task writes under (`NodeStore.claim`): its own after a crash replay, a
+    fresh one in a fork. A call outside a graph run claims as "direct"."""
+    info = getattr(runtime, "execution_info", None)
+    owner = info.task_id if info is not None else f"direct-{step}"
+    return svc.store.claim(kind, f"{step:05d}", owner)
 
 
 def _services(runtime: Runtime[SearchContext]) -> RunServices:
@@ -115,29 +140,37 @@ def memory_lines(tree: Tree, k: int, parent_id: str | None = None, *, branch: bo
     return lines
 
 
-def choose(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Literal["generate", "__end__"]]:
-    """Pick the next action with the search policy, or finish."""
+def choose(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
+    """Pick the next action with the search policy (no action: the budget is spent)."""
     svc = _services(runtime)
     step = state.get("step", 0)
     if step >= svc.settings.steps:
-        return Command(goto=END)
-    action = choose_action(svc.tree, svc.settings.policy(), step_rng(svc.settings.seed, step))
+        return {"action": None}
+    action = choose_action(branch_tree(svc, state), svc.settings.policy(), step_rng(svc.settings.seed, step))
     _emit(runtime, kind="step", step=step, total=svc.settings.steps, stage=action.stage,
           parent=action.parent_id)
-    return Command(goto="generate", update={"action": {"stage": action.stage, "parent_id": action.parent_id}})
+    return {"action": {"stage": action.stage, "parent_id": action.parent_id}}
 
 
-def stage_request(svc: RunServices, action: dict) -> str:
-    """The prompt of the action's operator (draft, improve or debug), without the stable prefix."""
+def after_choose(state: SearchState) -> Literal["generate", "__end__"]:
+    """An edge, not a `Command`: a state edited as if `choose` wrote it (Studio's fork, or
+    `update_state(..., as_node="choose")`) goes on to `generate` the same way."""
+    return "generate" if state.get("action") else END
+
+
+def stage_request(svc: RunServices, action: dict, tree: Tree | None = None) -> str:
+    """The prompt of the action's operator (draft, improve or debug), without the stable prefix;
+    its memory is of `tree` (the step's branch; default: the services' current tree)."""
     stage = action["stage"]
-    memory = memory_lines(svc.tree, svc.settings.memory_size, action.get("parent_id"),
+    tree = svc.tree if tree is None else tree
+    memory = memory_lines(tree, svc.settings.memory_size, action.get("parent_id"),
                           branch=svc.settings.branch_memory)
     if stage == "draft":
         return draft_prompt(memory)
     parent = svc.store.get(action["parent_id"])
     if stage == "improve":
         return improve_prompt(parent, memory, lower_is_better=svc.lower_is_better)
-    earlier = [n.note for n in list(svc.tree.ancestors(parent.id, limit=8))[1:] if n.is_buggy]
+    earlier = [n.note for n in list(tree.ancestors(parent.id, limit=8))[1:] if n.is_buggy]
     return debug_prompt(parent, earlier, known_errors=svc.settings.known_errors)
 
 
@@ -146,11 +179,11 @@ def generate(state: SearchState) -> dict:
     from the strategy graph (self-consistency, self-reflection, planner -> coder)."""
     runtime = get_runtime(SearchContext)
     svc = _services(runtime)
-    request = stage_request(svc, state["action"] or {})
+    request = stage_request(svc, state["action"] or {}, branch_tree(svc, state))
     if svc.expander is None:
         cand = ask_for_script(svc.llm, svc.system_text, request, system_prompt=svc.use_system_prompt)
         return _generated(runtime, state, {"candidate": cand.model_dump()})
-    out = svc.expander.invoke(_expansion_input(svc, state, request), context=svc.strategy_context)
+    out = svc.expander.invoke(_expansion_input(svc, runtime, state, request), context=svc.strategy_context)
     return _generated(runtime, state, out["result"])
 
 
@@ -159,18 +192,24 @@ async def agenerate(state: SearchState) -> dict:
     server's async checkpointer, which has no synchronous methods."""
     runtime = get_runtime(SearchContext)
     svc = await asyncio.to_thread(_services, runtime)
-    request = await asyncio.to_thread(stage_request, svc, state["action"] or {})
+    tree = await asyncio.to_thread(branch_tree, svc, state)
+    request = await asyncio.to_thread(stage_request, svc, state["action"] or {}, tree)
     if svc.expander is None:
         cand = await asyncio.to_thread(ask_for_script, svc.llm, svc.system_text, request,
                                        system_prompt=svc.use_system_prompt)
         return _generated(runtime, state, {"candidate": cand.model_dump()})
-    out = await svc.expander.ainvoke(_expansion_input(svc, state, request), context=svc.strategy_context)
+    label = await asyncio.to_thread(claimed, svc, runtime, "workspace", state.get("step", 0))
+    out = await svc.expander.ainvoke(_expansion_input(svc, runtime, state, request, label),
+                                     context=svc.strategy_context)
     return _generated(runtime, state, out["result"])
 
 
-def _expansion_input(svc: RunServices, state: SearchState, request: str) -> dict:
+def _expansion_input(svc: RunServices, runtime: Runtime[Any], state: SearchState, request: str,
+                     label: str | None = None) -> dict:
+    """The strategy graph's input; its workspaces go under `label`, claimed by this task."""
     step = state.get("step", 0)
-    return {"request": request, "label": node_id_for(step), "seed": svc.settings.seed * 1_000_003 + step}
+    label = label or claimed(svc, runtime, "workspace", step)
+    return {"request": request, "label": label, "seed": svc.settings.seed * 1_000_003 + step}
 
 
 def _generated(runtime: Runtime[SearchContext], state: SearchState, out: dict) -> dict:
@@ -189,15 +228,14 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Lite
     well-formed submission under the node's id and go on to review."""
     svc = _services(runtime)
     step = state.get("step", 0)
-    node_id = node_id_for(step)
     repairs = list(state.get("repairs") or [])
     if state.get("execution") is not None:
         ex = Execution.model_validate(state["execution"])
-        _keep_submission(svc, node_id, ex)
         return Command(goto="review", update={"execution": ex.model_dump()})
     cand = Candidate.model_validate(state["candidate"])
     _emit(runtime, kind="executing", step=step)
-    ex = execute_script(cand.code, svc.run_dir / "workspaces" / node_id,
+    # every execution (a repair's too) runs in a workspace of its own, claimed by this task
+    ex = execute_script(cand.code, svc.run_dir / "workspaces" / claimed(svc, runtime, "workspace", step),
                         public_dir=svc.competition.public_dir,
                         sample_submission=svc.competition.sample_submission,
                         timeout_s=svc.settings.exec_timeout, backend=svc.settings.sandbox,
@@ -208,7 +246,6 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Lite
     update = {"execution": ex.model_dump(), "repairs": repairs}
     if len(repairs) < svc.settings.repairs and repair_need(cand, ex, early_crash_s=window) is not None:
         return Command(goto="repair", update=update)
-    _keep_submission(svc, node_id, ex)
     return Command(goto="review", update=update)
 
 
@@ -223,7 +260,6 @@ def repair(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
     repairs = list(state.get("repairs") or [])
     need = repair_need(cand, ex, early_crash_s=svc.settings.repair_window_s)
     if need is None:  # only reached when execute found something to repair
-        _keep_submission(svc, node_id_for(step), ex)
         return Command(goto="review")
     _emit(runtime, kind="repairing", step=step, attempt=len(repairs) + 1, total=svc.settings.repairs,
           stage=need.stage, error=need.summary)
@@ -232,14 +268,26 @@ def repair(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
     cand, record, runnable = apply_repair(cand, answer, need)
     update = {"candidate": cand.model_dump(), "repairs": [*repairs, record]}
     if not runnable:  # the script stays as it was, with its execution
-        _keep_submission(svc, node_id_for(step), ex)
         return Command(goto="review", update=update)
     return Command(goto="execute", update={**update, "execution": None})
 
 
-def _keep_submission(svc: RunServices, node_id: str, ex: Execution) -> None:
-    if ex.submission_file and Path(ex.submission_file).is_file():
-        _save_atomically(Path(ex.submission_file), svc.run_dir / "submissions" / f"{node_id}.csv")
+def _keep_submission(svc: RunServices, node_id: str, ex: dict) -> None:
+    """Copy a well-formed submission under the node's id (for the hidden grader and exports)."""
+    sub = ex.get("submission_file")
+    if sub and Path(sub).is_file():
+        _save_atomically(Path(sub), svc.run_dir / "submissions" / f"{node_id}.csv")
+
+
+def _workspace_of(svc: RunServices, ex: dict) -> str:
+    """Where the execution ran, relative to the run directory ("" when it never ran)."""
+    where = ex.get("workspace")
+    if not where:
+        return ""
+    try:
+        return str(Path(where).resolve().relative_to(svc.run_dir.resolve()))
+    except ValueError:
+        return str(where)
 
 
 def _save_atomically(src: Path, dest: Path) -> None:
@@ -273,10 +321,12 @@ def review(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     return {"verdict": verdict}
 
 
-def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Literal["choose"]]:
-    """Append the node to the tree (idempotent by node id) and move to the next step."""
+def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
+    """Append the node to the branch under an id claimed by this task (a crash replay writes the
+    same row again, a fork a new one), and move to the next step."""
     svc = _services(runtime)
     step = state.get("step", 0)
+    tree = branch_tree(svc, state)
     action = state["action"] or {}
     cand = Candidate.model_validate(state["candidate"])
     ex = state["execution"] or {}
@@ -286,11 +336,12 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
     usage = cand.usage.model_copy()
     usage.add(Usage.model_validate(verdict.get("usage") or {}))
     parent_id = action.get("parent_id")
-    parent_depth = svc.tree.get(parent_id).debug_depth if parent_id else 0
+    parent_depth = tree.get(parent_id).debug_depth if parent_id else 0
     node = Node(
-        id=node_id_for(step),
+        id=claimed(svc, runtime, "node", step),
         step=step,
         parent_id=parent_id,
+        prev_id=state.get("head"),
         stage=action["stage"],
         strategy=svc.settings.strategy,
         plan=cand.plan,
@@ -308,6 +359,7 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
         debug_depth=parent_depth + 1 if action["stage"] == "debug" else 0,
         reasoning=cand.reasoning,
         llm_error=cand.llm_error or verdict.get("error"),
+        workspace=_workspace_of(svc, ex),
         created_at=time.time(),
         extra=_extra(details, repairs, ex.get("notes") or []),
         by_holdout=bool(ex.get("by_holdout")),
@@ -316,31 +368,31 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
         self_report_flag=ex.get("self_report_flag") if verdict.get("failure") is None else None,
         **usage.model_dump(),
     )
+    _keep_submission(svc, node.id, ex)
     if svc.hidden_grader is not None and node.has_submission:
         node = node.model_copy(update=_hidden_grade(svc, node.id))
     svc.store.put(node)
-    svc.tree.add(node)
-    best = svc.tree.best()
+    tree.add(node)
+    svc.tree_key = (node.id, 0)
+    best = tree.best()
     outcome = f"buggy: {node.bug_reason}" if node.is_buggy else f"metric {node.metric:.6g}"
     _emit(runtime, kind="recorded", step=step, node_id=node.id, stage=node.stage,
           buggy=node.is_buggy, metric=node.metric, outcome=outcome,
           best_metric=best.metric if best else None, tokens=node.prompt_tokens + node.completion_tokens,
           llm_seconds=node.llm_seconds, exec_seconds=node.exec_seconds)
-    return Command(
-        goto="choose",
-        update={
-            "step": step + 1,
-            "action": None,
-            "candidate": None,
-            "execution": None,
-            "details": None,
-            "repairs": None,
-            "verdict": None,
-            "best_id": best.id if best else None,
-            "best_metric": best.metric if best else None,
-            "last": f"{node.id} {node.stage}: {outcome}"[:300],
-        },
-    )
+    return {
+        "step": step + 1,
+        "action": None,
+        "candidate": None,
+        "execution": None,
+        "details": None,
+        "repairs": None,
+        "verdict": None,
+        "head": node.id,
+        "best_id": best.id if best else None,
+        "best_metric": best.metric if best else None,
+        "last": f"{node.id} {node.stage}: {outcome}"[:300],
+    }
 
 
 def _extra(details: dict, repairs: list[dict], notes: list[str]) -> dict[str, Any]:
@@ -377,6 +429,8 @@ def build_search_graph() -> StateGraph:
     graph.add_node("review", review)
     graph.add_node("record", record)
     graph.add_edge(START, "choose")
+    graph.add_conditional_edges("choose", after_choose)
     graph.add_edge("generate", "execute")
     graph.add_edge("review", "record")
+    graph.add_edge("record", "choose")
     return graph

@@ -22,7 +22,7 @@ from nodes.direction import decide_direction
 from nodes.sample import SamplingSupport
 from nodes.structured import StructuredOutputSupport
 from nodes.task_context import build_task_context
-from nodes.tree import NodeStore
+from nodes.tree import NodeStore, Tree
 from serving.llm import (
     EndpointError,
     LLMSettings,
@@ -68,7 +68,7 @@ def build_run_services(
     services = RunServices(
         settings=settings, run_dir=run_path, competition=agent_comp, llm=llm,
         system_text=system_text, use_system_prompt=use_system, store=store,
-        tree=store.load_tree(lower), lower_is_better=lower,
+        tree=Tree(lower), lower_is_better=lower,
         structured=StructuredOutputSupport(), hidden_grader=hidden_grader_for(comp, say),
         held=held, selection=selection,
     )

@@ -118,7 +118,7 @@ class RunServices:
     system_text: str
     use_system_prompt: bool
     store: NodeStore
-    tree: Tree
+    tree: Tree  # the tree of the branch named by `tree_key` (graphs.search.branch_tree keeps it)
     lower_is_better: bool
     structured: StructuredOutputSupport = field(default_factory=StructuredOutputSupport)
     hidden_grader: HiddenGrader | None = None
@@ -126,6 +126,7 @@ class RunServices:
     selection: dict = field(default_factory=lambda: {"by": "self_report", "reason": "not set up"})
     expander: Any = None  # the compiled strategy graph; None for plain AIDE
     strategy_context: StrategyContext | None = None
+    tree_key: tuple = (None, 0)  # (the branch's head node id, legacy step count) `tree` is of
 
 
 @dataclass

@@ -34,6 +34,7 @@ class Execution(BaseModel):
     output: str = ""
     submission_problem: str | None = None
     submission_file: str | None = None  # host path of a submission matching the sample format
+    workspace: str | None = None  # host path of the workspace the script ran in
     metric: float | None = None
     failure: str | None = None  # why the run counts as buggy; None when it is a valid result
     # the harness's validation split (tasks.holdout): the held rows' score, never shown to the agent
@@ -161,5 +162,6 @@ def execute_script(
         metric=facts.metric,
         failure=facts.failure,
         notes=checked.notes if checked is not None else [],
+        workspace=str(workspace.root),
         **holdout,
     )

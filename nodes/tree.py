@@ -1,8 +1,13 @@
 """The search tree: one `Node` per solution attempt, kept in a SQLite table of its own.
 
 Node payloads (code, output, reasoning) live outside the LangGraph checkpoint so each step
-writes a constant number of bytes however large the tree grows. Node ids are deterministic
-(`step`, `branch`), so a step replayed after a crash overwrites its row instead of adding one.
+writes a constant number of bytes however large the tree grows. The store is append-only and
+holds every branch of a thread: a fork from a past checkpoint (Studio, `update_state`) adds nodes
+beside the original branch's, never over them. Each node links to the node its branch recorded
+before it (`prev_id`), so the graph state names a whole branch by its newest node (`head`) in a
+few bytes, and `NodeStore.branch` reads it back. Ids and workspace names are claimed
+(`NodeStore.claim`) by the LangGraph task that writes them: a task replayed after a crash gets its
+name back, a fork's task (a new task id) gets the next free one (`00003-0`, then `00003-1`).
 `Tree` is the in-memory index the search policy reads: small summaries, updated per node.
 It also keeps the prompt memory of a branch (`Tree.branch_memory`): the attempts on a node's
 lineage and the best few nodes of the run, built by walking parents, never by scanning the tree.
@@ -28,7 +33,8 @@ Stage = Literal["draft", "improve", "debug"]
 
 
 def node_id_for(step: int, branch: int = 0) -> str:
-    """Deterministic id of the node produced at `step` (and fan-out `branch`)."""
+    """The id of the `branch`-th node claimed at `step` (`00003-0`: the first, as in a run that
+    was never forked)."""
     return f"{step:05d}-{branch}"
 
 
@@ -39,6 +45,7 @@ class Node(Usage):
     step: int
     branch: int = 0
     parent_id: str | None = None
+    prev_id: str | None = None  # the node its branch recorded before it (None: the first)
     stage: Stage
     strategy: str = "aide"
     plan: str = ""
@@ -56,6 +63,7 @@ class Node(Usage):
     debug_depth: int = 0
     reasoning: str = ""
     llm_error: str | None = None
+    workspace: str = ""  # where the node's script last ran, relative to the run directory
     # the harness's validation split (tasks.holdout): the held rows' score with the task's
     # grader, never shown to the agent; selection uses it when the run holds a split
     by_holdout: bool = False
@@ -268,6 +276,36 @@ class NodeStore:
         self._conn.execute(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
         )
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS claims (kind TEXT NOT NULL, name TEXT NOT NULL,"
+            " owner TEXT NOT NULL, PRIMARY KEY (kind, name))"
+        )
+        self._conn.execute("CREATE INDEX IF NOT EXISTS claims_owner ON claims (kind, owner)")
+
+    def claim(self, kind: str, base: str, owner: str) -> str:
+        """A name `base-k` of `kind` ("node", "workspace") for `owner` (a LangGraph task id):
+        the one it claimed before (a task replayed after a crash), else the first free `k`.
+        Nothing else ever gets that name, so no branch writes over another's."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute(
+                    "SELECT name FROM claims WHERE kind = ? AND owner = ? AND name LIKE ?",
+                    (kind, owner, f"{base}-%")).fetchone()
+                if row is None:
+                    taken = {r[0] for r in self._conn.execute(
+                        "SELECT name FROM claims WHERE kind = ? AND name LIKE ?", (kind, f"{base}-%"))}
+                    k = 0
+                    while f"{base}-{k}" in taken:
+                        k += 1
+                    row = (f"{base}-{k}",)
+                    self._conn.execute("INSERT INTO claims (kind, name, owner) VALUES (?, ?, ?)",
+                                       (kind, row[0], owner))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return str(row[0])
 
     def put(self, node: Node) -> None:
         """Write (or overwrite) one node atomically."""
@@ -291,11 +329,24 @@ class NodeStore:
             rows = self._conn.execute("SELECT data FROM nodes ORDER BY step, id").fetchall()
         return [Node.model_validate_json(r[0]) for r in rows]
 
-    def discard_from_step(self, step: int) -> int:
-        """Drop nodes at or after `step`: the checkpoint had not committed them, so they rerun."""
-        with self._lock:
-            cur = self._conn.execute("DELETE FROM nodes WHERE step >= ?", (step,))
-            return cur.rowcount
+    def branch(self, head: str | None, *, legacy_steps: int = 0) -> list[Node]:
+        """The nodes of the branch whose newest node is `head`, in step order (walking `prev_id`
+        links: O(branch length)). `head` None: the empty branch, or for a run written before
+        branches were state (its nodes have no links) the nodes below `legacy_steps`."""
+        if head is None:
+            if legacy_steps <= 0:
+                return []
+            with self._lock:
+                rows = self._conn.execute("SELECT data FROM nodes WHERE step < ? ORDER BY step, id",
+                                          (legacy_steps,)).fetchall()
+            return [Node.model_validate_json(r[0]) for r in rows]
+        out: list[Node] = []
+        current: str | None = head
+        while current is not None:
+            node = self.get(current)
+            out.append(node)
+            current = node.prev_id
+        return out[::-1]
 
     def count(self) -> int:
         """Number of stored nodes."""
@@ -315,10 +366,10 @@ class NodeStore:
             row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
-    def load_tree(self, lower_is_better: bool) -> Tree:
-        """Build the policy index from the stored nodes (once, at start or resume)."""
+    def load_tree(self, lower_is_better: bool, nodes: list[Node] | None = None) -> Tree:
+        """Build the policy index from `nodes` (a branch), or from every stored node."""
         tree = Tree(lower_is_better)
-        for node in self.all():
+        for node in self.all() if nodes is None else nodes:
             tree.add(node)
         return tree
 

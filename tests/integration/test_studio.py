@@ -198,3 +198,67 @@ def test_tree_search_run_completes(studio, stub, http, tmp_path):
     with sqlite3.connect(store) as db:
         (n,) = db.execute("SELECT COUNT(*) FROM nodes").fetchone()
     assert n == 2
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run)): p.read_bytes() for sub in ("workspaces", "submissions")
+            for p in sorted((run / sub).rglob("*")) if p.is_file()}
+
+
+def _branch(store: Path, head: str) -> list[str]:
+    """The node ids of the branch ending at `head`, oldest first (the store's prev links)."""
+    with sqlite3.connect(store) as db:
+        rows = {i: json.loads(d) for i, d in db.execute("SELECT id, data FROM nodes")}
+    out, current = [], head
+    while current is not None:
+        out.append(current)
+        current = rows[current]["prev_id"]
+    return out[::-1]
+
+
+def test_tree_search_forks_over_http_as_studio_does(studio, stub, http, tmp_path):
+    """Studio's two ways back in time, through the API server: run again from a past checkpoint,
+    and edit a past state (a new action) then run from the edit. Every branch finishes on the
+    same run directory; no branch changes a byte of another's files."""
+    url = studio["url"]
+    task = make_toy_task(tmp_path / "toy")
+    thread = http.post(f"{url}/threads", json={}).json()["thread_id"]
+    context = {"task_dir": str(task), "base_url": stub.base_url, "sandbox": "plain", "exec_timeout": 30,
+               "run_dir": str(tmp_path / "runs"), "steps": 4, "repairs": 0}
+    run = tmp_path / "runs" / thread
+    store = run / "nodes.sqlite"
+
+    def wait(**body):
+        r = http.post(f"{url}/threads/{thread}/runs/wait",
+                      json={"assistant_id": "tree_search", "context": context, **body})
+        assert r.status_code == 200, f"{r.text}\n{_tail(studio['log'])}"
+        final = r.json()
+        assert final.get("step") == 4, f"{final}\n{_tail(studio['log'])}"
+        return final
+
+    first = wait(input={"step": 0})
+    assert _branch(store, first["head"]) == ["00000-0", "00001-0", "00002-0", "00003-0"]
+    files = _files(run)
+    history = http.post(f"{url}/threads/{thread}/history", json={"limit": 200}).json()
+    after_step_1 = next(s for s in history if s["next"] == ["choose"] and s["values"]["step"] == 2)
+    # 1. run again from the checkpoint after step 1: steps 2 and 3 again, on a branch of their own
+    again = wait(input=None, checkpoint_id=after_step_1["checkpoint"]["checkpoint_id"])
+    assert _branch(store, again["head"]) == ["00000-0", "00001-0", "00002-1", "00003-1"]
+    # 2. edit the state where step 1's action was chosen (a fresh draft instead), run from there
+    at_choice = next(s for s in history if s["next"] == ["generate"] and s["values"]["step"] == 1)
+    r = http.post(f"{url}/threads/{thread}/state", json={
+        "values": {"action": {"stage": "draft", "parent_id": None}}, "as_node": "choose",
+        "checkpoint_id": at_choice["checkpoint"]["checkpoint_id"]})
+    assert r.status_code == 200, r.text
+    edited = wait(input=None, checkpoint_id=r.json()["checkpoint"]["checkpoint_id"])
+    ids = _branch(store, edited["head"])
+    assert ids == ["00000-0", "00001-1", "00002-2", "00003-2"]
+    with sqlite3.connect(store) as db:
+        stage = json.loads(db.execute("SELECT data FROM nodes WHERE id = '00001-1'").fetchone()[0])["stage"]
+        (count,) = db.execute("SELECT COUNT(*) FROM nodes").fetchone()
+    assert stage == "draft" and count == 4 + 2 + 3
+    after = _files(run)
+    assert {k: after.get(k) for k in files} == files  # the first branch's files, byte for byte
+    # the thread's state is the last branch's; the first branch's head still names its own
+    state = http.get(f"{url}/threads/{thread}/state").json()
+    assert state["values"]["head"] == edited["head"]

@@ -118,7 +118,8 @@ def test_step_through_search_notebook(tmp_path, kernels, stub):
 
     # the fork took another action at the fork step, and its node differs from the original's
     orig, fork = r["original_node"], r["fork_node"]
-    assert orig["id"] == fork["id"] == f"{FORK_STEP:05d}-0"
+    # same run directory, same step, a name of its own: the fork never writes over the original
+    assert (orig["id"], fork["id"]) == (f"{FORK_STEP:05d}-0", f"{FORK_STEP:05d}-1")
     assert r["fork_action"] != r["original_action"]
     assert orig["stage"] == r["original_action"]["stage"] and fork["stage"] == r["fork_action"]["stage"]
     assert fork["parent"] == r["fork_action"]["parent_id"] and fork["stage"] != orig["stage"]
@@ -142,12 +143,15 @@ def test_step_through_search_notebook(tmp_path, kernels, stub):
         assert fork_point.values["action"] == r["original_action"]
     finally:
         conn.close()
-    stores = {"original": work / "runs" / "notebook", "fork": work / "fork-runs" / "notebook"}
-    nodes = {}
-    for name, path in stores.items():
-        store = NodeStore(path / "nodes.sqlite")
-        nodes[name] = {n.step: n for n in store.all()}
+    store = NodeStore(work / "runs" / "notebook" / "nodes.sqlite")  # both branches, one store
+    try:
+        nodes = {name: {n.step: n for n in store.branch(heads[key].values["head"])}
+                 for name, key in (("original", "original_head"), ("fork", "fork_head"))}
+        assert store.count() == STEPS + (STEPS - FORK_STEP)
+    finally:
         store.close()
+    assert not (work / "fork-runs").exists()
+    for name in nodes:
         assert sorted(nodes[name]) == list(range(STEPS))
     # the model answered every step of both branches: a generate call per step, and a review for
     # each run that did not fail (a failed run is not reviewed); nothing else
@@ -162,8 +166,8 @@ def test_step_through_search_notebook(tmp_path, kernels, stub):
     assert at_fork.metric == fork["metric"] and nodes["original"][FORK_STEP].metric == orig["metric"]
     # the best node per branch is what each head's state says
     for name, key in (("original", "original_head"), ("fork", "fork_head")):
-        good = [n for n in nodes[name].values() if not n.is_buggy and n.metric is not None]
-        best = max(good, key=lambda n: (n.metric, -n.step)) if good else None
+        good = [n for n in nodes[name].values() if n.score is not None]  # selection's number
+        best = max(good, key=lambda n: (n.score, -n.step)) if good else None
         assert heads[key].values["best_id"] == (best.id if best else None)
 
     # the metric plots of both branches were drawn

@@ -78,7 +78,7 @@ def test_static_failure_is_repaired_inside_the_step(tmp_path, toy_task, draft, p
     assert "Known remedy: " in request.content
     assert [e["stage"] for e in events if e["kind"] == "repairing"] == ["static"]
     # the static check ran no script for the draft: the one workspace run is the repaired script's
-    assert "METRIC: 0.9" in (svc.run_dir / "workspaces" / node.id / "output.log").read_text()
+    assert "METRIC: 0.9" in (svc.run_dir / node.workspace / "output.log").read_text()
 
 
 def test_early_crash_is_repaired_and_rerun(tmp_path, toy_task):

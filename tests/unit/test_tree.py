@@ -42,10 +42,32 @@ def test_recent_is_bounded_and_ordered():
     assert t.best().step == 0
 
 
-def test_discard_from_step_trims_uncommitted_nodes(tmp_path):
+def test_claims_give_a_task_its_name_back_and_every_other_task_a_fresh_one(tmp_path):
     store = NodeStore(tmp_path / "n.sqlite")
-    for s in range(5):
-        store.put(Node(id=node_id_for(s), step=s, stage="draft"))
-    assert store.discard_from_step(3) == 2
-    assert [n.step for n in store.all()] == [0, 1, 2]
-    assert store.discard_from_step(3) == 0
+    assert store.claim("node", "00003", "task-a") == "00003-0"
+    assert store.claim("node", "00003", "task-a") == "00003-0"  # a crash replay of the same task
+    assert store.claim("node", "00003", "task-b") == "00003-1"  # a fork's task
+    assert store.claim("node", "00004", "task-a") == "00004-0"  # its own step, its own names
+    assert store.claim("workspace", "00003", "task-b") == "00003-0"  # kinds are apart
+    store.close()
+    again = NodeStore(tmp_path / "n.sqlite")  # claims survive the process
+    assert again.claim("node", "00003", "task-b") == "00003-1"
+    assert again.claim("node", "00003", "task-c") == "00003-2"
+    again.close()
+
+
+def test_branch_follows_prev_links_and_ignores_the_other_branch(tmp_path):
+    store = NodeStore(tmp_path / "n.sqlite")
+    store.put(Node(id="00000-0", step=0, stage="draft"))
+    store.put(Node(id="00001-0", step=1, stage="draft", prev_id="00000-0"))
+    store.put(Node(id="00002-0", step=2, stage="draft", prev_id="00001-0"))
+    store.put(Node(id="00001-1", step=1, stage="debug", parent_id="00000-0", prev_id="00000-0"))
+    store.put(Node(id="00002-1", step=2, stage="draft", prev_id="00001-1"))
+    assert [n.id for n in store.branch("00002-0")] == ["00000-0", "00001-0", "00002-0"]
+    assert [n.id for n in store.branch("00002-1")] == ["00000-0", "00001-1", "00002-1"]
+    assert store.branch(None) == []
+    # a run written before branches were state: its nodes below the checkpoint's step
+    assert [n.id for n in store.branch(None, legacy_steps=2)] == ["00000-0", "00001-0", "00001-1"]
+    tree = store.load_tree(False, store.branch("00002-1"))
+    assert sorted(tree.nodes) == ["00000-0", "00001-1", "00002-1"]
+    store.close()
