@@ -43,8 +43,14 @@ from graphs.progress import RunProgress
 from graphs.registry import STRATEGIES, UnknownStrategyError, strategy_builder
 from graphs.report import write_report_safely
 from graphs.search import build_search_graph
-from graphs.services import build_run_services, check_model, check_task_files, medal_reporter_for
-from graphs.settings import RunServices, RunSettings, SearchContext
+from graphs.services import (
+    attached_context,
+    build_run_services,
+    check_model,
+    check_task_files,
+    medal_reporter_for,
+)
+from graphs.settings import RunServices, RunSettings
 from nodes.tree import NodeStore
 from sandbox import SandboxError
 from serving.llm import EndpointError, list_endpoint_models
@@ -378,7 +384,7 @@ def _search(services: RunServices, resumed: bool) -> dict[str, Any]:
             graph_input = None
         else:
             graph_input = {}
-        context = SearchContext(services=services)
+        context = attached_context(services)  # the run's settings, as Studio would send them, + services
         with RunProgress(settings.steps, int((snapshot.values or {}).get("step", 0))) as progress:
             # sync durability: each superstep's checkpoint is on disk before the next one starts
             # subgraphs=True: the strategy graphs' progress events reach the display too

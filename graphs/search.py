@@ -19,9 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import threading
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +30,7 @@ from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Command
 from typing_extensions import TypedDict
 
-from graphs.settings import RunServices, RunSettings, SearchContext
+from graphs.settings import RunServices, SearchContext
 from graphs.strategy import safe_name
 from nodes.candidate import Candidate, ask_for_script
 from nodes.debug import debug_prompt
@@ -42,10 +40,8 @@ from nodes.improve import improve_prompt
 from nodes.policy import choose_action, step_rng
 from nodes.repair import apply_repair, ask_for_repair, close_record, repair_need
 from nodes.review import llm_verdict
-from nodes.tree import Node, NodeStore, Tree
+from nodes.tree import Node, Tree
 from nodes.usage import Usage
-from serving.llm import list_endpoint_models
-from tasks.competition import load_competition
 
 
 class SearchState(TypedDict, total=False):
@@ -85,40 +81,15 @@ def claimed(svc: RunServices, runtime: Runtime[Any], kind: str, step: int) -> st
 
 
 def _services(runtime: Runtime[SearchContext]) -> RunServices:
-    ctx = runtime.context
+    """The attached services (the CLI's), else those built for the context's plain settings
+    (Studio, notebooks: `graphs.services.services_for`, the run named after the thread)."""
+    ctx = runtime.context if runtime.context is not None else SearchContext()
     if ctx.services is not None:
         return ctx.services
+    from graphs.services import services_for  # the builder imports the strategy graphs
+
     thread = str((get_config().get("configurable") or {}).get("thread_id") or "studio")
-    key = (thread, *(getattr(ctx, f.name) for f in fields(ctx) if f.name != "services"))
-    with _BUILD_LOCK:
-        if key not in _BUILT:
-            _BUILT[key] = _services_from_plain_context(ctx, thread)
-        return _BUILT[key]
-
-
-_BUILT: dict[tuple, RunServices] = {}
-_BUILD_LOCK = threading.Lock()
-
-
-def _services_from_plain_context(ctx: SearchContext, thread: str) -> RunServices:
-    """Studio / notebook path: a run named after the thread, on the context's endpoint."""
-    from graphs.services import build_run_services  # the CLI's own builder
-
-    base_url = ctx.base_url or os.environ.get("ITS_MLE_BASE_URL", "")
-    if not ctx.task_dir or not base_url:
-        raise ValueError("the run context needs task_dir and base_url (or set ITS_MLE_BASE_URL)")
-    model = ctx.model or (list_endpoint_models(base_url) or [""])[0]
-    comp = load_competition(ctx.task_dir)
-    run_id = safe_name(thread)
-    settings = RunSettings(run_id=run_id, task_dir=str(comp.root), strategy=ctx.strategy, steps=ctx.steps,
-                           seed=ctx.seed, base_url=base_url, model=model, exec_timeout=ctx.exec_timeout,
-                           sandbox=ctx.sandbox, samples=ctx.samples, rounds=ctx.rounds,
-                           llm_review=ctx.llm_review, skip_failed_review=ctx.skip_failed_review,
-                           repairs=ctx.repairs)
-    run_path = Path(ctx.run_dir).expanduser().resolve() / run_id
-    run_path.mkdir(parents=True, exist_ok=True)
-    store = NodeStore(run_path / "nodes.sqlite")
-    return build_run_services(settings, comp, run_path, store, base_url, model, lambda _msg: None)
+    return services_for(ctx, safe_name(thread))
 
 
 def _emit(runtime: Runtime[SearchContext], **event: Any) -> None:

@@ -1,11 +1,16 @@
 """Building a run's live services from its settings: the chat clients, the stable prompt prefix,
 the node store's index, the hidden grader and, for a strategy other than `aide`, the compiled
-expansion graph with its runtime context. Shared by the CLI and the Studio entry points."""
+expansion graph with its runtime context. One builder (`build_run_services`) for every way a run
+starts: the CLI calls it, and a graph given plain settings (Studio, notebooks) gets it through
+`services_for` / `strategy_services_for`, cached per thread and settings, closed when evicted."""
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,8 +21,8 @@ from benchmark.graders import grade_submission, resolve_grader
 from benchmark.medals import medal_thresholds, read_leaderboard, report_for
 from benchmark.task_grader import TaskGrader
 from graphs.registry import strategy_builder
-from graphs.settings import HiddenGrade, HiddenGrader, RunServices, RunSettings
-from graphs.strategy import StrategyContext, StrategyServices
+from graphs.settings import HiddenGrade, HiddenGrader, RunContext, RunServices, RunSettings
+from graphs.strategy import StrategyServices
 from nodes.direction import decide_direction
 from nodes.sample import SamplingSupport
 from nodes.structured import StructuredOutputSupport
@@ -31,7 +36,7 @@ from serving.llm import (
     make_chat_model,
     token_budget,
 )
-from tasks.competition import Competition, CompetitionError
+from tasks.competition import Competition, CompetitionError, load_competition
 from tasks.holdout import (
     HOLDOUT_DIR,
     HeldSplit,
@@ -154,8 +159,9 @@ def check_model(base_url: str, model: str | None) -> list[str]:
     return served
 
 
-def strategy_context(settings: RunSettings, svc: RunServices, base_url: str, model: str) -> StrategyContext:
-    """The strategy graphs' runtime context for this run, with its live services attached."""
+def strategy_context(settings: RunSettings, svc: RunServices, base_url: str, model: str) -> RunContext:
+    """The strategy graphs' runtime context for this run: its settings, with the live services
+    attached."""
     planner, planner_system = svc.llm, svc.use_system_prompt
     if settings.planner_base_url or settings.planner_model or settings.planner_temperature is not None:
         p_url = settings.planner_base_url or base_url
@@ -179,10 +185,14 @@ def strategy_context(settings: RunSettings, svc: RunServices, base_url: str, mod
         exec_slots=threading.BoundedSemaphore(settings.workers), structured=svc.structured,
         limits=settings.limits(), held=svc.held,
     )
-    return StrategyContext(samples=settings.samples, rounds=settings.rounds, workers=settings.workers,
-                           sampling=settings.sampling, judge=settings.judge, repairs=settings.repairs,
-                           repair_window_s=settings.repair_window_s, known_errors=settings.known_errors,
-                           services=services)
+    return attached_context(svc, services)
+
+
+def attached_context(svc: RunServices, services: Any = None) -> RunContext:
+    """A graph's runtime context for a run whose services are built: its settings (the same
+    model Studio sends) with `services` (default: the run's own) attached."""
+    return RunContext(**svc.settings.model_dump(), run_dir=str(svc.run_dir.parent),
+                      services=svc if services is None else services)
 
 
 def sampling_support(settings: RunSettings) -> SamplingSupport:
@@ -341,3 +351,61 @@ def stable_prefix(settings: RunSettings, comp: Competition, store: NodeStore) ->
         system_text = ctx.system_prompt()
         store.set_meta("system_text", system_text)
     return system_text
+
+
+_CACHED = 8  # plain-context services kept at most; the oldest is closed when a ninth is built
+_BUILT: OrderedDict[str, RunServices] = OrderedDict()
+_BUILT_LOCK = threading.Lock()
+
+
+def services_for(ctx: RunContext, thread: str) -> RunServices:
+    """The run services of a graph given plain settings (Studio, notebooks): built once per
+    thread and settings with `build_run_services`, the run kept under `ctx.run_dir/<run id>/`
+    (the run id: `ctx.run_id`, else the thread), the endpoint `ctx.base_url` or $ITS_MLE_BASE_URL,
+    the model `ctx.model` or the first one it serves. No endpoint is started here."""
+    settings = ctx.run_settings(thread)
+    key = f"{thread}|{Path(ctx.run_dir).expanduser().resolve()}|{settings.model_dump_json()}"
+    with _BUILT_LOCK:
+        if key in _BUILT:
+            _BUILT.move_to_end(key)
+            return _BUILT[key]
+        services = _build_for(settings, Path(ctx.run_dir))
+        _BUILT[key] = services
+        while len(_BUILT) > _CACHED:
+            _key, old = _BUILT.popitem(last=False)
+            old.store.close()
+        return services
+
+
+def strategy_services_for(ctx: RunContext, thread: str) -> StrategyServices:
+    """A strategy graph's services for plain settings: the run's (`services_for`), as the tree
+    search would hand them to its expansion."""
+    svc = services_for(ctx, thread)
+    if svc.strategy_context is None:
+        svc.strategy_context = strategy_context(svc.settings, svc, svc.settings.base_url or "",
+                                                svc.settings.model or "")
+    return svc.strategy_context.services
+
+
+def close_services() -> None:
+    """Close every cached plain-context run (their node stores); later calls build afresh."""
+    with _BUILT_LOCK:
+        while _BUILT:
+            _key, old = _BUILT.popitem(last=False)
+            old.store.close()
+
+
+atexit.register(close_services)
+
+
+def _build_for(settings: RunSettings, run_dir: Path) -> RunServices:
+    base_url = settings.base_url or os.environ.get("ITS_MLE_BASE_URL", "")
+    if not settings.task_dir or not base_url:
+        raise ValueError("the run context needs task_dir and base_url (or set ITS_MLE_BASE_URL)")
+    model = settings.model or (list_endpoint_models(base_url) or [""])[0]
+    comp = load_competition(settings.task_dir)
+    settings = settings.model_copy(update={"task_dir": str(comp.root), "base_url": base_url, "model": model})
+    run_path = run_dir.expanduser().resolve() / settings.run_id
+    run_path.mkdir(parents=True, exist_ok=True)
+    store = NodeStore(run_path / "nodes.sqlite")
+    return build_run_services(settings, comp, run_path, store, base_url, model, lambda _msg: None)

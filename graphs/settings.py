@@ -1,4 +1,5 @@
-"""Per-run settings (persisted with the run so a resume uses the same ones) and services."""
+"""Per-run settings (persisted with the run so a resume uses the same ones), the runtime context
+of all four graphs built from them, and the live services."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from graphs.strategy import StrategyContext
 from nodes.policy import PolicySettings, draft_budget
 from nodes.structured import StructuredOutputSupport
 from nodes.tree import NodeStore, Tree
@@ -20,10 +20,12 @@ from tasks.competition import Competition
 
 
 class RunSettings(BaseModel):
-    """Everything that defines a run; written to `run.json` at start."""
+    """Everything that defines a run; written to `run.json` at start. One set of defaults for
+    every way a run starts (CLI, Studio, notebooks, sweeps): `RunContext` is this plus where the
+    run lives and its live services."""
 
-    run_id: str
-    task_dir: str
+    run_id: str = ""  # "" in a graph's context: the thread id names the run
+    task_dir: str = ""
     strategy: str = "aide"
     steps: int = 20
     base_url: str | None = None
@@ -125,30 +127,30 @@ class RunServices:
     held: Any = None  # tasks.holdout.HeldSplit: the harness's validation split; None: self-report
     selection: dict = field(default_factory=lambda: {"by": "self_report", "reason": "not set up"})
     expander: Any = None  # the compiled strategy graph; None for plain AIDE
-    strategy_context: StrategyContext | None = None
+    strategy_context: RunContext | None = None  # the strategy graphs' context, with their services
     tree_key: tuple = (None, 0)  # (the branch's head node id, legacy step count) `tree` is of
 
 
-@dataclass
-class SearchContext:
-    """LangGraph runtime context of the tree-search graph.
+class RunContext(RunSettings):
+    """The LangGraph runtime context (`context_schema`) of all four graphs: a run's settings,
+    the directory its runs go under, and the live services built from them.
 
-    The CLI attaches live `services`. Studio and notebooks send plain values instead; the run
-    is then kept under `run_dir/<thread id>/` and its services are built on first use.
+    The CLI and the tree search (for its strategy graph) attach `services`. Studio and notebooks
+    send plain values (a dict LangGraph turns into this model); the graph then builds its
+    services on first use with the CLI's own builder (`graphs.services.services_for`) and keeps
+    the run under `run_dir/<thread id>/`. `base_url` defaults to $ITS_MLE_BASE_URL there.
     """
 
-    services: Any = None  # RunServices (typed Any so Studio can derive a schema)
-    task_dir: str = ""
-    base_url: str = ""  # default: the ITS_MLE_BASE_URL environment variable
-    model: str = ""
-    strategy: str = "aide"
-    steps: int = 5
-    seed: int = 0
-    run_dir: str = "runs/studio"
-    exec_timeout: float = 600.0
-    sandbox: str = "auto"
-    samples: int = 4
-    rounds: int = 3
-    llm_review: bool = True
-    skip_failed_review: bool = True  # no LLM review of a run the facts call failed
-    repairs: int = 2  # quick repair calls per step (nodes.repair); 0: none
+    # a key that is not a setting (a typo, a setting of another version) is an error, not dropped
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    run_dir: str = "runs"
+    services: Any = Field(default=None, exclude=True)  # RunServices or StrategyServices
+
+    def run_settings(self, run_id: str) -> RunSettings:
+        """The settings alone (what run.json holds), named `run_id` when they name no run."""
+        values = self.model_dump(exclude={"run_dir", "services"})
+        return RunSettings(**{**values, "run_id": self.run_id or run_id})
+
+
+SearchContext = RunContext  # the tree search's context: the same model

@@ -5,9 +5,11 @@ compiled WITHOUT a checkpointer (the API server refuses graphs that carry one an
 own); persistence comes from langgraph.json's `"checkpointer": {"path": ...}`, which replaces the
 dev server's in-memory checkpointer with `make_checkpointer`'s SQLite file.
 
-The strategy graphs take plain settings in the run's context (`StrategyContext`: task_dir,
-base_url, sandbox, ...); the tree search takes `SearchContext`'s plain fields (task_dir, base_url,
-strategy, steps, run_dir, ...) and keeps each thread's run under run_dir/<thread id>/.
+All four take the same runtime context, `graphs.settings.RunContext`: a run's settings (the
+fields of run.json and of the CLI's flags: task_dir, base_url, strategy, steps, samples, top_p,
+mem_limit_mb, ...) and `run_dir`. Given plain values they build their services with the CLI's own
+builder and keep each thread's run under run_dir/<thread id>/ (or run_dir/<run_id>/). A key that
+is not a setting is refused, not dropped.
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ def test_strategy_run_completes(studio, stub, http, tmp_path, graph):
         "base_url": stub.base_url,
         "sandbox": "plain",
         "exec_timeout": 30,
-        "work_dir": str(tmp_path / "work"),
+        "run_dir": str(tmp_path / "work"),
         "samples": 3,
         "rounds": 2,
     }

@@ -111,7 +111,7 @@ def services_for(tmp_path, task, llm, lower, **overrides):
 def run_search(svc):
     graph = build_search_graph().compile(checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "t"}, "recursion_limit": 200}
-    list(graph.stream({"step": 0}, config, context=SearchContext(svc), stream_mode="custom"))
+    list(graph.stream({"step": 0}, config, context=SearchContext(services=svc), stream_mode="custom"))
 
 
 @pytest.mark.parametrize("name", list(TASKS))

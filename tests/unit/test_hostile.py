@@ -101,7 +101,7 @@ def run_case(env: Env, script: str):
     try:
         graph = build_search_graph().compile(checkpointer=InMemorySaver())
         graph.invoke({"step": 0}, {"configurable": {"thread_id": "h"}, "recursion_limit": 100},
-                     context=SearchContext(svc))
+                     context=SearchContext(services=svc))
     finally:
         done.set()
         watcher.join()

@@ -33,12 +33,16 @@ def test_tree_search_from_a_plain_context(tmp_path, toy_task, stub):
 def test_strategy_graph_alone_on_a_task(tmp_path, toy_task, stub):
     graph = build_self_consistency_graph().compile(checkpointer=InMemorySaver())
     context = {"task_dir": str(toy_task), "base_url": stub.base_url, "samples": 3,
-               "work_dir": str(tmp_path / "studio"), "sandbox": "plain", "exec_timeout": 30}
+               "run_dir": str(tmp_path / "studio"), "sandbox": "plain", "exec_timeout": 30}
     out = graph.invoke({}, {"configurable": {"thread_id": "alone"}}, context=context)
     result = out["result"]
     assert result["candidate"]["code"] and result["details"]["strategy"] == "self_consistency"
     assert len(result["details"]["attempts"]) == 3
-    assert sorted(p.name for p in (tmp_path / "studio" / "alone").iterdir()) == ["s0", "s1", "s2"]
+    # the run is kept as the tree search keeps one: under run_dir/<thread>/, its samples'
+    # workspaces under the expansion's label (alone: the thread)
+    run = tmp_path / "studio" / "alone"
+    assert sorted(p.name for p in (run / "workspaces" / "alone").iterdir()) == ["s0", "s1", "s2"]
+    assert (run / "holdout" / "plan.json").is_file()  # the harness's split, as in a CLI run
     # a second run on the same thread starts a fresh fan-out instead of adding to the first
     again = graph.invoke({}, {"configurable": {"thread_id": "alone"}}, context=context)
     assert len(again["result"]["details"]["attempts"]) == 3
@@ -49,3 +53,11 @@ def test_plain_context_without_an_endpoint_is_a_clear_error(tmp_path, toy_task, 
     graph = build_self_consistency_graph().compile()
     with pytest.raises(ValueError, match="base_url"):
         graph.invoke({}, context={"task_dir": str(toy_task)})
+
+
+def test_an_unknown_context_key_is_a_clear_error(tmp_path, toy_task, stub):
+    """A misspelt setting must not be dropped silently: the context is the run's settings."""
+    graph = build_search_graph().compile(checkpointer=InMemorySaver())
+    with pytest.raises(ValueError, match="stepz"):
+        graph.invoke({"step": 0}, {"configurable": {"thread_id": "t"}},
+                     context={"task_dir": str(toy_task), "base_url": stub.base_url, "stepz": 2})

@@ -49,7 +49,7 @@ def services(tmp_path, task, llm, **overrides) -> RunServices:
 def run_steps(svc: RunServices) -> list[dict]:
     graph = build_search_graph().compile(checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "t"}, "recursion_limit": 100}
-    return list(graph.stream({"step": 0}, config, context=SearchContext(svc), stream_mode="custom"))
+    return list(graph.stream({"step": 0}, config, context=SearchContext(services=svc), stream_mode="custom"))
 
 
 @pytest.mark.parametrize(("draft", "problem"), [

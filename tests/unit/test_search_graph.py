@@ -42,7 +42,7 @@ def make_services(tmp_path, task, llm, **overrides):
 def run_graph(services, checkpointer):
     graph = build_search_graph().compile(checkpointer=checkpointer)
     config = {"configurable": {"thread_id": "t"}, "recursion_limit": 200}
-    events = list(graph.stream({"step": 0}, config, context=SearchContext(services),
+    events = list(graph.stream({"step": 0}, config, context=SearchContext(services=services),
                                stream_mode="custom"))
     return graph, config, events
 

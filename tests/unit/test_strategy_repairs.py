@@ -242,7 +242,7 @@ def test_repair_calls_land_in_the_tree_node(tmp_path, toy_task):
     seeds += [seed_of({"seed": svc.settings.seed * 1_000_003}, "sample", i) for i in range(2)]
     graph = build_search_graph().compile(checkpointer=InMemorySaver())
     list(graph.stream({"step": 0}, {"configurable": {"thread_id": "t"}, "recursion_limit": 100},
-                      context=SearchContext(svc), stream_mode="custom"))
+                      context=SearchContext(services=svc), stream_mode="custom"))
     (node,) = svc.store.all()
     assert not node.is_buggy and node.metric == 0.95 and node.code == REPAIRED
     assert sorted(c.role for c in node.calls) == ["repairer", "sampler", "sampler"]
