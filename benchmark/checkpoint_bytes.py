@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from graphs.run import main as run_main
-from serving.stub import StubServer
+from tests.doubles.stub import StubServer
 
 SUPERSTEPS_PER_STEP = 5  # choose, generate, execute, review, record
 

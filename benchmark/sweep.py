@@ -40,10 +40,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchmark.results import Cell, write_results
 from benchmark.sweep_report import write_sweep_report_safely
+from grading.hidden import hidden_grading_plan
 from graphs import run as graph_run
 from graphs.cli_args import EXIT_USAGE, OneLineParser, positive_float, positive_int
 from graphs.registry import UnknownStrategyError, strategy_builder
-from graphs.services import hidden_grading_plan
 from serving.llm import EndpointError, list_endpoint_models
 from serving.vllm import VLLMServer, served_name_for
 from serving.weights import LOCAL_MODELS, LocalModelError

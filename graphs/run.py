@@ -30,6 +30,7 @@ from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from grading.hidden import medal_reporter_for
 from graphs.cli_args import (
     EXIT_USAGE,
     OneLineParser,
@@ -48,7 +49,6 @@ from graphs.services import (
     build_run_services,
     check_model,
     check_task_files,
-    medal_reporter_for,
 )
 from graphs.settings import RunServices, RunSettings
 from nodes.tree import NodeStore

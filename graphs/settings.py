@@ -4,7 +4,6 @@ of all four graphs built from them, and the live services."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -12,6 +11,7 @@ from typing import Any, Literal
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field
 
+from grading.hidden import HiddenGrader
 from nodes.policy import PolicySettings, draft_budget
 from nodes.structured import StructuredOutputSupport
 from nodes.tree import NodeStore, Tree
@@ -95,18 +95,6 @@ class RunSettings(BaseModel):
             debug_prob=self.debug_prob,
             max_debug_depth=self.max_debug_depth,
         )
-
-
-@dataclass(frozen=True)
-class HiddenGrade:
-    """A submission's score on the private answers (kept out of every prompt)."""
-
-    score: float | None
-    valid: bool
-    reason: str | None = None
-
-
-HiddenGrader = Callable[[Path], HiddenGrade]
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from benchmark.graders import resolve_grader
+from grading.graders import resolve_grader
 
 # Where `mlebench prepare` writes competitions' data (its default), unless told otherwise.
 DEFAULT_MLEBENCH_DATA = Path("~/.cache/mle-bench/data")

@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel
 
-from benchmark.graders import GradeResult, canonical_ids, grade_submission
+from grading.graders import GradeResult, canonical_ids, grade_submission
 
 DEFAULT_FRACTION = 0.1
 MIN_ROWS = 10  # fewer held rows than this would make a score of noise

@@ -25,7 +25,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.preprocessing import OneHotEncoder
 from sklearn.tree import DecisionTreeClassifier
 
-from benchmark.graders import grade_submission
+from grading.graders import grade_submission
 from tasks.prepare import ranked_board, save_board
 
 TASK_DIR = Path(__file__).resolve().parent

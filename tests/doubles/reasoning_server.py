@@ -1,6 +1,6 @@
 """An emulated reasoning model behind an OpenAI-compatible endpoint (vLLM serving an R1 distill).
 
-The *answer* of every request is the scripted answer of `serving.stub` (scripts for coding
+The *answer* of every request is the scripted answer of `tests.doubles.stub` (scripts for coding
 prompts, the requested JSON for review, reflection, plan, judge and metric-direction prompts);
 before it the emulator "thinks" for `think_tokens` tokens, and it delivers the thinking the way
 one of three server set-ups does:
@@ -43,7 +43,7 @@ import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from serving.stub import LoopbackServer, scripted_answer
+from tests.doubles.stub import LoopbackServer, scripted_answer
 
 THINK_MARKER = "zthink"
 DELIVERIES = ("field", "inline", "open")

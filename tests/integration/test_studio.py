@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.stub import StubServer
 from tests.conftest import make_toy_task
+from tests.doubles.stub import StubServer
 
 ROOT = Path(__file__).resolve().parents[2]
 STRATEGIES = ["self_consistency", "self_reflection", "planner_coder"]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.stub import StubServer
 from tests.conftest import ROOT, make_toy_task
+from tests.doubles.stub import StubServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from serving.stub import StubServer
 from tests.conftest import ROOT, make_toy_task
+from tests.doubles.stub import StubServer
 
 
 def cli(*args, env=None, timeout=120):
@@ -195,7 +195,7 @@ def test_named_run_id_and_collision(tmp_path, stub):
 def test_r1_defaults_apply_and_can_be_overridden(tmp_path, toy_task):
     """An R1 distill gets temperature 0.6, top-p 0.95 and no system message unless told otherwise."""
     from graphs.run import main
-    from serving.stub import StubServer
+    from tests.doubles.stub import StubServer
 
     with StubServer(model="deepseek-r1-distill-qwen-7b") as server:
         assert main(["--task", str(toy_task), "--base-url", server.base_url, "--steps", "1", "--run-dir",
@@ -216,7 +216,7 @@ def test_mlebench_grader_is_used_when_installed(tmp_path, toy_task, monkeypatch)
     import sys
     import types
 
-    from graphs.services import hidden_grader_for
+    from grading.hidden import hidden_grader_for
     from tasks.competition import load_competition
 
     seen = {}
@@ -261,7 +261,7 @@ def test_mlebench_grader_scores_the_held_rows_on_their_labels(tmp_path, toy_task
     import sys
     import types
 
-    from graphs.services import grading_plan, hidden_grading_plan
+    from grading.hidden import grading_plan, hidden_grading_plan
     from tasks.competition import load_competition
 
     @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from graphs.search import build_search_graph
 from nodes.tree import NodeStore
-from serving.stub import StubServer
+from tests.doubles.stub import StubServer
 
 STEPS = 5
 FORK_STEP = 2

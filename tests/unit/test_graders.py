@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark.graders import GRADERS, GradeResult, grade_submission, levenshtein, lower_is_better
+from grading.graders import GRADERS, GradeResult, grade_submission, levenshtein, lower_is_better
 
 ALL = ["accuracy", "roc_auc", "f1", "f1_macro", "f1_micro", "quadratic_weighted_kappa", "mcc", "log_loss", "rmse",
        "rmsle", "mae", "exact_match", "cer"]

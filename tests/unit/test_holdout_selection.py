@@ -102,7 +102,7 @@ def services_for(tmp_path, task, llm, lower, **overrides):
     svc = RunServices(settings=settings, run_dir=run_dir, competition=agent_comp, llm=llm,
                       system_text=system, use_system_prompt=True, store=store,
                       tree=store.load_tree(lower), lower_is_better=lower, held=held, selection=selection)
-    from graphs.services import hidden_grader_for
+    from grading.hidden import hidden_grader_for
 
     svc.hidden_grader = hidden_grader_for(comp)
     return svc, comp

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.stub import StubServer
 from tests.conftest import ROOT, make_toy_task
+from tests.doubles.stub import StubServer
 
 STEPS = 7
 COMPARED = ("id", "step", "parent_id", "stage", "plan", "code", "metric", "is_buggy",

@@ -137,7 +137,7 @@ def test_list_models_and_unreachable_endpoint():
 def test_generation_cap_is_sent_as_max_tokens():
     """llama-cpp-python's server ignores `max_completion_tokens` (what ChatOpenAI sends)."""
     from serving.llm import complete_choices
-    from serving.stub import StubServer
+    from tests.doubles.stub import StubServer
 
     with StubServer() as server:
         llm = make_chat_model(LLMSettings(base_url=server.base_url, model="scripted-model", max_tokens=321))

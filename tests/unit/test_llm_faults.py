@@ -20,9 +20,9 @@ from graphs.run import main
 from nodes.candidate import candidate_from_reply
 from nodes.code_extract import extract_plan_and_code
 from nodes.usage import Usage
-from serving.fault import PROSE_ONLY, Fault, FaultRule, FaultServer
 from serving.llm import LLMCallError, LLMReply, LLMSettings, complete, make_chat_model
-from serving.stub import scripted_answer
+from tests.doubles.fault import PROSE_ONLY, Fault, FaultRule, FaultServer
+from tests.doubles.stub import scripted_answer
 
 # the SDK's backoff: 0.5 s then 1 s, each minus up to 25 % jitter
 FIRST_BACKOFF, SECOND_BACKOFF = 0.5 * 0.75, 1.0 * 0.75

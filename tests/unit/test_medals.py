@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.medals import MedalThresholds, medal_rows, medal_thresholds, read_leaderboard, report_for
+from grading.medals import MedalThresholds, medal_rows, medal_thresholds, read_leaderboard, report_for
 
 # N -> (gold row, silver row, bronze row), 1-based, worked out by hand from the rules
 ROWS = {

@@ -12,12 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark.graders import GRADERS, grade_submission, grader_key, resolve_grader
-from benchmark.task_grader import TaskGrader
-from graphs.services import hidden_grading_plan
-from serving.stub import StubServer
+from grading.graders import GRADERS, grade_submission, grader_key, resolve_grader
+from grading.hidden import hidden_grading_plan
+from grading.task_grader import TaskGrader
 from tasks.competition import load_competition
 from tests.conftest import ROOT
+from tests.doubles.stub import StubServer
 
 COMP_ID = "widget-sales"
 

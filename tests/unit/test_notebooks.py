@@ -27,8 +27,8 @@ from nbclient import NotebookClient
 
 from graphs.search import build_search_graph
 from nodes.tree import NodeStore
-from serving.stub import StubServer
 from tests.conftest import ROOT, make_toy_task
+from tests.doubles.stub import StubServer
 
 NOTEBOOKS = ROOT / "notebooks"
 ARTIFACTS = ROOT / "test-artifacts" / "notebooks"

@@ -7,7 +7,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from graphs.search import build_search_graph
 from graphs.self_consistency import build_self_consistency_graph
 from nodes.tree import NodeStore
-from serving.stub import StubServer
+from tests.doubles.stub import StubServer
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import pytest
 from graphs.run import main
 from nodes.task_context import installed_packages, python_version
 from sandbox import Limits, bwrap_available, create_workspace, run_script
-from serving.stub import StubServer
 from tests.conftest import make_toy_task
+from tests.doubles.stub import StubServer
 
 MARKER = "via-wrapper-python"
 FAKE_PACKAGE = "lightgbm 9.9.9"

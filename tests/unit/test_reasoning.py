@@ -171,7 +171,7 @@ def test_caps_add_the_reasoning_budget_and_stay_inside_the_context():
 
 
 def test_embedded_model_requests_keep_their_caps(tmp_path):
-    from serving.stub import StubServer
+    from tests.doubles.stub import StubServer
 
     with StubServer(model="qwen2.5-coder-1.5b-instruct-q4_k_m") as server:
         llm = make_chat_model(LLMSettings(base_url=server.base_url, model=server.model,

@@ -20,8 +20,8 @@ from PIL import Image
 from benchmark.results import Cell, aggregate, markdown_table, per_run_frame, run_row, write_results
 from benchmark.sweep_report import cost_score_figure, load_sweep, rates_figure, write_sweep_report
 from graphs import report
-from serving.stub import StubServer
 from tests.conftest import ROOT, make_toy_task
+from tests.doubles.stub import StubServer
 
 # ----------------------------------------------------------------------------- fixtures
 

@@ -137,7 +137,7 @@ def test_submission_with_wrong_rows_is_buggy(tmp_path, toy_task, checkpointer):
 
 
 def test_hidden_grading_is_recorded_but_never_shown(tmp_path, toy_task, checkpointer):
-    from graphs.settings import HiddenGrade
+    from grading.hidden import HiddenGrade
 
     seen_paths = []
 

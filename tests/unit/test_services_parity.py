@@ -8,7 +8,7 @@ import pytest
 import graphs.run as cli
 from graphs.services import close_services, services_for
 from graphs.settings import RunContext, RunSettings
-from serving.stub import StubServer
+from tests.doubles.stub import StubServer
 
 
 class _Captured(Exception):

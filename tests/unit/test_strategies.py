@@ -270,7 +270,7 @@ def test_pc_unusable_plan_falls_back(tmp_path, toy_task):
 @pytest.mark.parametrize("strategy", ["self_consistency", "self_reflection", "planner_coder"])
 def test_strategy_expands_tree_nodes_through_the_cli(tmp_path, toy_task, strategy):
     from graphs.run import main
-    from serving.stub import StubServer
+    from tests.doubles.stub import StubServer
 
     runs = tmp_path / "runs"
     with StubServer(supports_n=False) as server:

@@ -14,8 +14,8 @@ import pytest
 
 from benchmark.results import aggregate, mean_sem, pass_at_k
 from benchmark.sweep import main, parse_model_spec, run_id_for
-from serving.stub import StubServer
 from tests.conftest import make_toy_task
+from tests.doubles.stub import StubServer
 
 RESULT_FILES = ("results.md", "results.csv", "per_run.csv", "grade.jsonl")
 

@@ -6,7 +6,7 @@ submission it cannot score, and name it in the config as `grade_fn: mlebench.com
 `TaskGrader` loads that function in a child Python process (never in the agent, never in the
 sandbox the scripts run in) and grades one submission file per call:
 
-    python -m benchmark.task_grader (--grade-py PATH | --grade-fn MODULE:FN) [--check]
+    python -m grading.task_grader (--grade-py PATH | --grade-fn MODULE:FN) [--check]
         [--answers CSV --submission CSV]
 
 prints one JSON line `{"score": float|null, "valid": bool, "reason": str|null}`. `--check` only
@@ -123,7 +123,7 @@ class TaskGrader:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (project, os.environ.get("PYTHONPATH", "")) if p)}
         try:
-            proc = subprocess.run([self.python, "-m", "benchmark.task_grader", *which, *extra],
+            proc = subprocess.run([self.python, "-m", "grading.task_grader", *which, *extra],
                                   capture_output=True, text=True, timeout=self.timeout_s, env=env,
                                   cwd=project)
         except subprocess.TimeoutExpired:
@@ -147,7 +147,7 @@ class TaskGrader:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmark.task_grader")
+    p = argparse.ArgumentParser(prog="python -m grading.task_grader")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--grade-py")
     which.add_argument("--grade-fn")

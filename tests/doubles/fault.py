@@ -1,6 +1,6 @@
 """An OpenAI-compatible endpoint on loopback that misbehaves on a script, for fault tests.
 
-A `FaultServer` answers like `serving.stub` (the same deterministic answers, computed by the
+A `FaultServer` answers like `tests.doubles.stub` (the same deterministic answers, computed by the
 stub's own functions) except where one of its rules matches a chat request; the first matching
 rule's `Fault` decides what is sent instead:
 
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from serving.stub import LoopbackServer, chat_completion, completion_body, model_list
+from tests.doubles.stub import LoopbackServer, chat_completion, completion_body, model_list
 
 FAULT_KINDS = ("hang", "status", "drop", "malformed", "no_code", "truncated", "empty_choices", "oversized")
 PROSE_ONLY = ("I would fit a gradient-boosted model on the numeric columns, validate it on a held-out "

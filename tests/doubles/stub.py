@@ -5,7 +5,7 @@ gets exactly the answers an uninterrupted run would have got. Script requests ge
 generic scripts (working, crashing, printing no metric); review, reflection, plan, judge and
 metric-direction requests get the JSON they ask for. A request's `seed` and `n` choices vary
 the answer deterministically; `supports_n=False` answers one choice, as llama.cpp does.
-Run it with `python -m serving.stub --port 0`.
+Run it with `python -m tests.doubles.stub --port 0`.
 """
 
 from __future__ import annotations
