@@ -7,6 +7,7 @@ import sys
 from typing import NoReturn
 
 EXIT_USAGE = 2
+EXIT_BUSY = 75  # the run is being run by another process (sysexits' EX_TEMPFAIL: try again later)
 
 
 class OneLineParser(argparse.ArgumentParser):

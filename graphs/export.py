@@ -34,6 +34,11 @@ def write_bytes_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def submission_path(run_dir: Path, node_id: str) -> Path:
+    """Where a run keeps a node's well-formed submission (for the hidden grader and exports)."""
+    return run_dir / "submissions" / f"{node_id}.csv"
+
+
 def copy_atomically(src: Path, dest: Path) -> None:
     """Copy a file via a temp file and rename."""
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
@@ -167,7 +172,7 @@ def export_run(
     if best is not None:
         best_node = next(n for n in nodes if n.id == best.id)
         write_atomically(run_dir / "best_solution.py", best_node.code)
-        sub = run_dir / "submissions" / f"{best.id}.csv"
+        sub = submission_path(run_dir, best.id)
         if sub.is_file():
             copy_atomically(sub, run_dir / "submission.csv")
     write_atomically(run_dir / "summary.json", json.dumps(summary, indent=2))

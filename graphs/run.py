@@ -3,13 +3,16 @@
     python -m graphs.run --task DIR [--strategy aide] [--steps N] [--base-url URL] [--model NAME]
         [--run-dir DIR] [--resume RUN_ID] [--seed S] [--exec-timeout SECONDS]
         [--local-model 0.5b|1.5b|PATH.gguf] [--vllm-model HF_MODEL [--tensor-parallel-size N]
-        [--max-model-len L]] [--python PATH]
+        [--max-model-len L]] [--python PATH] [--checkpointer postgresql://...]
 
 Without --base-url the run starts its own server: vLLM for --vllm-model (serving.vllm), else the
 embedded llama.cpp model. --python PATH runs the solution scripts with that interpreter (its
-packages are the ones the prompt lists).
+packages are the ones the prompt lists). --checkpointer keeps the run's checkpoints and nodes in
+Postgres instead of SQLite files in the run directory, so it resumes on any machine that reaches
+the database (graphs.persistence).
 
-Errors a user can cause print one line on stderr and exit with code 2.
+Errors a user can cause print one line on stderr and exit with code 2; a run another process is
+running (its claim, graphs.persistence.claim_run) is refused with exit code 75.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import os
 import re
 import secrets
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -28,10 +30,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from langgraph.checkpoint.sqlite import SqliteSaver
-
 from grading.hidden import medal_reporter_for
 from graphs.cli_args import (
+    EXIT_BUSY,
     EXIT_USAGE,
     OneLineParser,
     non_negative_int,
@@ -40,6 +41,21 @@ from graphs.cli_args import (
     probability,
 )
 from graphs.export import export_run, write_atomically
+from graphs.persistence import (
+    CHECKPOINTER_ENV,
+    SETTINGS_FILE,
+    PersistenceError,
+    RunBusy,
+    check_url,
+    claim_run,
+    keep_run_files,
+    live_url,
+    open_checkpointer,
+    open_node_store,
+    redact_url,
+    restore_run_files,
+    stored_settings,
+)
 from graphs.progress import RunProgress
 from graphs.registry import STRATEGIES, UnknownStrategyError, strategy_builder
 from graphs.report import write_report_safely
@@ -51,7 +67,6 @@ from graphs.services import (
     check_task_files,
 )
 from graphs.settings import RunServices, RunSettings
-from nodes.tree import NodeStore
 from sandbox import SandboxError
 from serving.llm import EndpointError, list_endpoint_models
 from serving.local import LocalModelError, LocalServer, ensure_local_model
@@ -74,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", default="runs", help="where runs are written (default ./runs)")
     p.add_argument("--resume", default=None, metavar="RUN_ID", help="continue a run after a crash")
     p.add_argument("--run-id", default=None, help="name a new run (default: task-strategy-time-random)")
+    p.add_argument("--checkpointer", default=None, metavar="URL",
+                   help="postgresql://user[:password]@host[:port]/db: keep the run's checkpoints and nodes "
+                   "in Postgres, so --resume works on another machine (default: SQLite files in the run "
+                   f"directory); a resume may take the URL with its password from ${CHECKPOINTER_ENV}")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--exec-timeout", type=positive_float, default=None, metavar="SECONDS")
     p.add_argument("--local-model", default=None, help="embedded model: 0.5b, 1.5b (default) or a .gguf path")
@@ -224,15 +243,23 @@ def _new_run_id(task_id: str, strategy: str) -> str:
 def resolve_settings(args: argparse.Namespace) -> tuple[RunSettings, Path, bool]:
     """Settings of a new run, or those stored with a run being resumed: (settings, dir, resumed)."""
     root = Path(args.run_dir).expanduser()
+    given = check_url(args.checkpointer)
     if args.resume:
         run_path = root / args.resume
-        cfg = run_path / "run.json"
-        if not cfg.is_file():
-            raise UsageError(f"no run '{args.resume}' under {root} (missing {cfg})")
+        cfg = run_path / SETTINGS_FILE
+        if cfg.is_file():
+            text, where = cfg.read_text(), str(cfg)
+        else:  # a run kept in Postgres, started on another machine
+            given = given or check_url(os.environ.get(CHECKPOINTER_ENV))
+            text = stored_settings(given, args.resume) if given else None
+            if text is None:
+                raise UsageError(f"no run '{args.resume}' under {root} (missing {cfg})"
+                                 + (f" nor in {redact_url(given)}" if given else ""))
+            where = f"the run.json kept in {redact_url(given)}"
         try:
-            settings = RunSettings.model_validate_json(cfg.read_text())
+            settings = RunSettings.model_validate_json(text)
         except ValueError as exc:
-            raise UsageError(f"{cfg} is corrupt: {str(exc).splitlines()[0]}") from exc
+            raise UsageError(f"{where} is corrupt: {str(exc).splitlines()[0]}") from exc
         changes = {k: getattr(args, k) for k in ("steps", "exec_timeout", "llm_timeout", "llm_retries")
                    if getattr(args, k) is not None}
         if args.base_url:  # the endpoint may have moved; the model must stay the same
@@ -241,6 +268,11 @@ def resolve_settings(args: argparse.Namespace) -> tuple[RunSettings, Path, bool]
             changes["llm_review"] = False
         if args.python:  # the interpreter may have moved, like the endpoint
             changes["python"] = args.python
+        if args.task:  # and so may the task (another machine)
+            changes["task_dir"] = str(load_competition(args.task).root)
+        if given:
+            _check_database(settings, args.resume, given, run_path)
+            changes["checkpointer"] = redact_url(given)  # the database may have moved as well
         return _checked(settings.model_copy(update=changes)), run_path, True
     if not args.task:
         raise UsageError("--task DIR is required (or --resume RUN_ID)")
@@ -252,13 +284,32 @@ def resolve_settings(args: argparse.Namespace) -> tuple[RunSettings, Path, bool]
     run_id = args.run_id or _new_run_id(comp.id, values["strategy"])
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", run_id):
         raise UsageError(f"--run-id '{run_id}' may only hold letters, digits, '.', '_' and '-'")
-    if (root / run_id / "run.json").exists():
-        raise UsageError(f"run '{run_id}' already exists under {root}; continue it with --resume {run_id}")
+    _refuse_existing(root / run_id, given)
     system_prompt = {"on": True, "off": False}.get(args.system_prompt or "auto")
     settings = RunSettings(run_id=run_id, task_dir=str(comp.root), llm_review=not args.no_llm_review,
                            skip_failed_review=not args.review_failed_runs,
-                           judge=not args.no_judge, system_prompt=system_prompt, **values)
+                           judge=not args.no_judge, system_prompt=system_prompt, checkpointer=given, **values)
     return _checked(settings), root / run_id, False
+
+
+def _refuse_existing(run_path: Path, url: str) -> None:
+    """A new run must not take the name of one that exists (here, or in its database)."""
+    run_id, root = run_path.name, run_path.parent
+    if (run_path / SETTINGS_FILE).exists():
+        raise UsageError(f"run '{run_id}' already exists under {root}; continue it with --resume {run_id}")
+    if url and stored_settings(url, run_id) is not None:
+        raise UsageError(f"run '{run_id}' already exists in {redact_url(url)}; continue it with "
+                         f"--resume {run_id} --checkpointer URL")
+
+
+def _check_database(settings: RunSettings, run_id: str, url: str, run_path: Path) -> None:
+    """A resume may name the run's database anew (it may have moved), not move a run into one."""
+    if not settings.checkpointer:
+        raise UsageError(f"run '{run_id}' keeps its checkpoints in SQLite files in {run_path}: "
+                         "resume it without --checkpointer")
+    if redact_url(url) != settings.checkpointer and stored_settings(url, run_id) is None:
+        raise UsageError(f"run '{run_id}' is not in the database {redact_url(url)} "
+                         f"(it was started with {settings.checkpointer})")
 
 
 @contextlib.contextmanager
@@ -296,19 +347,11 @@ def endpoint(settings: RunSettings, run_path: Path, say: Any) -> Iterator[tuple[
         yield server.base_url, alias
 
 
-@contextlib.contextmanager
-def open_checkpointer(run_path: Path) -> Iterator[SqliteSaver]:
-    """The run's SQLite checkpointer (closed on exit)."""
-    conn = sqlite3.connect(str(run_path / "checkpoints.sqlite"), check_same_thread=False)
-    try:
-        yield SqliteSaver(conn)
-    finally:
-        conn.close()
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run or resume one tree search; returns the exit code."""
+def run(args: argparse.Namespace, *, claimed: bool = False) -> int:
+    """Run or resume one tree search; returns the exit code. The run's claim (`claim_run`) is
+    taken before anything is written, unless the caller holds it (`claimed`)."""
     settings, run_path, resumed = resolve_settings(args)
+    url = live_url(settings.checkpointer, args.checkpointer)
     comp: Competition = load_competition(settings.task_dir)
     check_task_files(comp)
     for note in comp.notes:
@@ -322,32 +365,50 @@ def run(args: argparse.Namespace) -> int:
         ensure_local_model(settings.local_model, progress=lambda m: print(m, flush=True))
     if settings.planner_base_url:
         check_model(settings.planner_base_url, settings.planner_model)
+    with contextlib.ExitStack() as held:
+        if not claimed:
+            try:
+                held.enter_context(claim_run(run_path, settings.run_id, url))
+            except OSError as exc:  # the lock file goes beside the run directory
+                raise UsageError(f"cannot create the run directory {run_path}: {exc.strerror}") from exc
+        if not resumed:  # made by whoever held the claim before us
+            _refuse_existing(run_path, url)
+        return _run_claimed(args, settings, comp, run_path, resumed, url)
+
+
+def _run_claimed(args: argparse.Namespace, settings: RunSettings, comp: Competition, run_path: Path,
+                 resumed: bool, url: str) -> int:
     try:
         run_path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create the run directory {run_path}: {exc.strerror}") from exc
     say = lambda msg: print(msg, flush=True)  # noqa: E731
+    where = f" --checkpointer {settings.checkpointer}" if settings.checkpointer else ""
     say(f"run id: {settings.run_id}  ({'resuming' if resumed else 'new run'}; "
-        f"resume with --resume {settings.run_id} --run-dir {args.run_dir})")
+        f"resume with --resume {settings.run_id} --run-dir {args.run_dir}{where})")
     if not resumed:
-        write_atomically(run_path / "run.json", settings.model_dump_json(indent=2))
+        write_atomically(run_path / SETTINGS_FILE, settings.model_dump_json(indent=2))
     started = time.monotonic()
-    store = NodeStore(run_path / "nodes.sqlite")
+    store = open_node_store(run_path, url, settings.run_id)
     try:
+        restore_run_files(store, run_path)  # what a resume on another machine lacks here
+        keep_run_files(store, run_path, SETTINGS_FILE)
         with endpoint(settings, run_path, say) as (base_url, model):
             if settings.model != model:
                 settings = settings.model_copy(update={"model": model})
             services = build_run_services(settings, comp, run_path, store, base_url, model, say)
             settings = services.settings
-            write_atomically(run_path / "run.json", settings.model_dump_json(indent=2))
+            write_atomically(run_path / SETTINGS_FILE, settings.model_dump_json(indent=2))
+            keep_run_files(store, run_path, SETTINGS_FILE)
             selection = services.selection
-            final = _search(services, resumed)
+            final = _search(services, resumed, url)
         elapsed = time.monotonic() - started
         wall = float(store.get_meta("wall_seconds", 0.0)) + elapsed  # type: ignore[arg-type]
         store.set_meta("wall_seconds", wall)
         # the branch the thread ended on (a thread forked in Studio holds others beside it)
         nodes = store.branch(final.get("head"), legacy_steps=0 if final.get("head") else final.get("step", 0))
         lower = bool(settings.lower_is_better)
+        restore_run_files(store, run_path)  # the submission files of nodes recorded elsewhere
         summary = export_run(run_path, nodes, store.load_tree(lower, nodes),
                              run_id=settings.run_id, wall_seconds=wall,
                              settings=settings.model_dump(),
@@ -359,10 +420,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search(services: RunServices, resumed: bool) -> dict[str, Any]:
+def _ran_elsewhere(values: dict[str, Any]) -> bool:
+    """Whether the step in flight ran its script in a workspace this machine lacks (a resume on
+    another machine): its record would find no submission to keep."""
+    where = (values.get("execution") or {}).get("workspace")
+    return bool(where) and not Path(where).is_dir()
+
+
+def _search(services: RunServices, resumed: bool, url: str = "") -> dict[str, Any]:
     """Run (or resume) the thread's search to its end; returns the final state's values."""
     settings = services.settings
-    with open_checkpointer(services.run_dir) as saver:
+    with open_checkpointer(services.run_dir, url) as saver:
         graph = build_search_graph().compile(checkpointer=saver)
         config: dict[str, Any] = {
             "configurable": {"thread_id": settings.run_id},
@@ -372,6 +440,9 @@ def _search(services: RunServices, resumed: bool) -> dict[str, Any]:
         # a superstep whose tasks all finished (their writes saved) before the kill has no `next`
         # but still has `tasks`: it is interrupted, not finished
         pending = bool(snapshot.next or snapshot.tasks)
+        if pending and _ran_elsewhere(snapshot.values):
+            # execute the step's script again here, as if its candidate had just been generated
+            graph.update_state(config, {"execution": None, "verdict": None}, as_node="generate")
         # The checkpoint is the source of truth: its `head` names the branch. A node stored by a
         # step whose checkpoint was never written is on no branch; the replayed step's task
         # claims the same id and writes it again, so nothing is trimmed.
@@ -431,13 +502,18 @@ def _print_summary(summary: dict[str, Any], run_path: Path) -> None:
               f"{run_path / 'report' / 'report.md'}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; user errors become one line on stderr and exit code 2."""
+def main(argv: list[str] | None = None, *, claimed: bool = False) -> int:
+    """Entry point; user errors become one line on stderr and exit code 2, a run that another
+    process is running one line and exit code 75. `claimed`: the caller holds the run's claim
+    (`graphs.persistence.claim_run`, as a sweep's cell runner does), so it is not taken again."""
     args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        return run(args, claimed=claimed)
+    except RunBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BUSY
     except (UsageError, CompetitionError, UnknownStrategyError, EndpointError, SandboxError,
-            LocalModelError) as exc:
+            LocalModelError, PersistenceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -30,6 +30,7 @@ from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Command
 from typing_extensions import TypedDict
 
+from graphs.export import submission_path
 from graphs.settings import RunServices, SearchContext
 from graphs.strategy import safe_name
 from nodes.candidate import Candidate, ask_for_script
@@ -247,7 +248,7 @@ def _keep_submission(svc: RunServices, node_id: str, ex: dict) -> None:
     """Copy a well-formed submission under the node's id (for the hidden grader and exports)."""
     sub = ex.get("submission_file")
     if sub and Path(sub).is_file():
-        _save_atomically(Path(sub), svc.run_dir / "submissions" / f"{node_id}.csv")
+        _save_atomically(Path(sub), submission_path(svc.run_dir, node_id))
 
 
 def _workspace_of(svc: RunServices, ex: dict) -> str:
@@ -380,7 +381,7 @@ def _extra(details: dict, repairs: list[dict], notes: list[str]) -> dict[str, An
 
 def _hidden_grade(svc: RunServices, node_id: str) -> dict[str, Any]:
     """Grade a node's saved submission on the private answers; a grader failure is recorded."""
-    path = svc.run_dir / "submissions" / f"{node_id}.csv"
+    path = submission_path(svc.run_dir, node_id)
     try:
         grade = svc.hidden_grader(path)  # type: ignore[misc]
     except Exception as exc:  # noqa: BLE001 - grading must never stop the search

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from grading.hidden import HiddenGrader, grading_plan, hidden_grader_for
+from graphs.persistence import HELD_FILES, keep_run_files, live_url, open_node_store, restore_run_files
 from graphs.registry import strategy_builder
 from graphs.settings import RunContext, RunServices, RunSettings
 from graphs.strategy import StrategyServices
@@ -24,7 +25,7 @@ from nodes.direction import decide_direction
 from nodes.sample import SamplingSupport
 from nodes.structured import StructuredOutputSupport
 from nodes.task_context import build_task_context
-from nodes.tree import NodeStore, Tree
+from nodes.tree import BaseNodeStore, Tree
 from serving.llm import (
     EndpointError,
     LLMSettings,
@@ -46,7 +47,7 @@ from tasks.holdout import (
 
 
 def build_run_services(
-    settings: RunSettings, comp: Competition, run_path: Path, store: NodeStore, base_url: str, model: str,
+    settings: RunSettings, comp: Competition, run_path: Path, store: BaseNodeStore, base_url: str, model: str,
     say: Callable[[str], None],
 ) -> RunServices:
     """Everything the search graph's nodes use; `services.settings` has the model and metric filled in."""
@@ -65,6 +66,7 @@ def build_run_services(
     settings = decide_metric(settings, agent_competition(comp, plan, run_path), llm, use_system, say)
     lower = bool(settings.lower_is_better)
     held, agent_comp, selection = held_split_for(settings, comp, run_path, plan)
+    keep_run_files(store, run_path, *HELD_FILES)  # before the prefix marks the run as begun
     system_text = stable_prefix(settings, agent_comp, store)
     say(selection["line"])
     services = RunServices(
@@ -82,7 +84,7 @@ def build_run_services(
 
 
 def planned_split(settings: RunSettings, comp: Competition, run_path: Path,
-                  store: NodeStore) -> HoldoutPlan | Unsplittable:
+                  store: BaseNodeStore) -> HoldoutPlan | Unsplittable:
     """The run's held split (tasks.holdout), stored so a resume reuses it; made only before the
     prompt prefix exists (a new run)."""
     if not settings.holdout:
@@ -233,7 +235,7 @@ def decide_metric(
     return settings.model_copy(update={"lower_is_better": lower, "metric_name": metric})
 
 
-def stable_prefix(settings: RunSettings, comp: Competition, store: NodeStore) -> str:
+def stable_prefix(settings: RunSettings, comp: Competition, store: BaseNodeStore) -> str:
     """The run's stable prompt prefix (stored, so a resume reuses it byte for byte)."""
     system_text = store.get_meta("system_text")
     if not isinstance(system_text, str):
@@ -256,7 +258,9 @@ def services_for(ctx: RunContext, thread: str) -> RunServices:
     """The run services of a graph given plain settings (Studio, notebooks): built once per
     thread and settings with `build_run_services`, the run kept under `ctx.run_dir/<run id>/`
     (the run id: `ctx.run_id`, else the thread), the endpoint `ctx.base_url` or $ITS_MLE_BASE_URL,
-    the model `ctx.model` or the first one it serves. No endpoint is started here."""
+    the model `ctx.model` or the first one it serves; its nodes in `nodes.sqlite` there, or with
+    `ctx.checkpointer` in that Postgres database (the password from $ITS_MLE_CHECKPOINTER,
+    `graphs.persistence.live_url`). No endpoint is started here."""
     settings = ctx.run_settings(thread)
     key = f"{thread}|{Path(ctx.run_dir).expanduser().resolve()}|{settings.model_dump_json()}"
     with _BUILT_LOCK:
@@ -301,5 +305,6 @@ def _build_for(settings: RunSettings, run_dir: Path) -> RunServices:
     settings = settings.model_copy(update={"task_dir": str(comp.root), "base_url": base_url, "model": model})
     run_path = run_dir.expanduser().resolve() / settings.run_id
     run_path.mkdir(parents=True, exist_ok=True)
-    store = NodeStore(run_path / "nodes.sqlite")
+    store = open_node_store(run_path, live_url(settings.checkpointer), settings.run_id)
+    restore_run_files(store, run_path)
     return build_run_services(settings, comp, run_path, store, base_url, model, lambda _msg: None)

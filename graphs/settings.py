@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from grading.hidden import HiddenGrader
+from graphs.persistence import redact_url
 from nodes.policy import PolicySettings, draft_budget
 from nodes.structured import StructuredOutputSupport
-from nodes.tree import NodeStore, Tree
+from nodes.tree import BaseNodeStore, Tree
 from sandbox.limits import Limits, MiB
 from tasks.competition import Competition
 
@@ -80,6 +81,14 @@ class RunSettings(BaseModel):
     planner_base_url: str | None = None
     planner_model: str | None = None
     planner_temperature: float | None = None
+    # where checkpoints and nodes persist: "" for SQLite files in the run directory, else a
+    # postgresql:// URL, always without its password (graphs.persistence)
+    checkpointer: str = ""
+
+    @field_validator("checkpointer")
+    @classmethod
+    def _without_password(cls, url: str) -> str:
+        return redact_url(url)
 
     def limits(self) -> Limits:
         """What each script run may use (see sandbox.limits)."""
@@ -107,7 +116,7 @@ class RunServices:
     llm: BaseChatModel
     system_text: str
     use_system_prompt: bool
-    store: NodeStore
+    store: BaseNodeStore
     tree: Tree  # the tree of the branch named by `tree_key` (graphs.search.branch_tree keeps it)
     lower_is_better: bool
     structured: StructuredOutputSupport = field(default_factory=StructuredOutputSupport)

@@ -1,4 +1,5 @@
-"""The search tree: one `Node` per solution attempt, kept in a SQLite table of its own.
+"""The search tree: one `Node` per solution attempt, kept in a table of its own (`NodeStore`:
+SQLite in the run directory; `graphs.persistence.PostgresNodeStore`: a shared database).
 
 Node payloads (code, output, reasoning) live outside the LangGraph checkpoint so each step
 writes a constant number of bytes however large the tree grows. The store is append-only and
@@ -15,6 +16,7 @@ lineage and the best few nodes of the run, built by walking parents, never by sc
 
 from __future__ import annotations
 
+import abc
 import bisect
 import json
 import math
@@ -260,8 +262,72 @@ class Tree:
             count += 1
 
 
-class NodeStore:
-    """SQLite table of full node payloads, one row per node id (upsert)."""
+class BaseNodeStore(abc.ABC):
+    """What every node store shares, whatever holds its rows: reading a branch back and
+    building the policy index. A backend (`NodeStore`: SQLite in the run directory;
+    `graphs.persistence.PostgresNodeStore`: a database that outlives the machine) keeps the
+    rows: nodes, run-level values (meta) and the claims of names."""
+
+    @abc.abstractmethod
+    def claim(self, kind: str, base: str, owner: str) -> str:
+        """The name `base-k` of `kind` that `owner` claimed before, else the first free one."""
+
+    @abc.abstractmethod
+    def put(self, node: Node) -> None:
+        """Write (or overwrite) one node atomically."""
+
+    @abc.abstractmethod
+    def get(self, node_id: str) -> Node:
+        """The full payload of one node (KeyError when there is none)."""
+
+    @abc.abstractmethod
+    def all(self) -> list[Node]:
+        """Every node in step order."""
+
+    @abc.abstractmethod
+    def count(self) -> int:
+        """Number of stored nodes."""
+
+    @abc.abstractmethod
+    def set_meta(self, key: str, value: object) -> None:
+        """Store a small run-level value (JSON)."""
+
+    @abc.abstractmethod
+    def get_meta(self, key: str, default: object = None) -> object:
+        """Read a run-level value stored with `set_meta`."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection."""
+
+    def _before(self, steps: int) -> list[Node]:
+        """The nodes below step `steps`, in step order (a backend may ask its database)."""
+        return [n for n in self.all() if n.step < steps]
+
+    def branch(self, head: str | None, *, legacy_steps: int = 0) -> list[Node]:
+        """The nodes of the branch whose newest node is `head`, in step order (walking `prev_id`
+        links: O(branch length)). `head` None: the empty branch, or for a run written before
+        branches were state (its nodes have no links) the nodes below `legacy_steps`."""
+        if head is None:
+            return self._before(legacy_steps) if legacy_steps > 0 else []
+        out: list[Node] = []
+        current: str | None = head
+        while current is not None:
+            node = self.get(current)
+            out.append(node)
+            current = node.prev_id
+        return out[::-1]
+
+    def load_tree(self, lower_is_better: bool, nodes: list[Node] | None = None) -> Tree:
+        """Build the policy index from `nodes` (a branch), or from every stored node."""
+        tree = Tree(lower_is_better)
+        for node in self.all() if nodes is None else nodes:
+            tree.add(node)
+        return tree
+
+
+class NodeStore(BaseNodeStore):
+    """SQLite table of full node payloads, one row per node id (upsert), in the run directory."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -329,24 +395,11 @@ class NodeStore:
             rows = self._conn.execute("SELECT data FROM nodes ORDER BY step, id").fetchall()
         return [Node.model_validate_json(r[0]) for r in rows]
 
-    def branch(self, head: str | None, *, legacy_steps: int = 0) -> list[Node]:
-        """The nodes of the branch whose newest node is `head`, in step order (walking `prev_id`
-        links: O(branch length)). `head` None: the empty branch, or for a run written before
-        branches were state (its nodes have no links) the nodes below `legacy_steps`."""
-        if head is None:
-            if legacy_steps <= 0:
-                return []
-            with self._lock:
-                rows = self._conn.execute("SELECT data FROM nodes WHERE step < ? ORDER BY step, id",
-                                          (legacy_steps,)).fetchall()
-            return [Node.model_validate_json(r[0]) for r in rows]
-        out: list[Node] = []
-        current: str | None = head
-        while current is not None:
-            node = self.get(current)
-            out.append(node)
-            current = node.prev_id
-        return out[::-1]
+    def _before(self, steps: int) -> list[Node]:
+        with self._lock:
+            rows = self._conn.execute("SELECT data FROM nodes WHERE step < ? ORDER BY step, id",
+                                      (steps,)).fetchall()
+        return [Node.model_validate_json(r[0]) for r in rows]
 
     def count(self) -> int:
         """Number of stored nodes."""
@@ -365,13 +418,6 @@ class NodeStore:
         with self._lock:
             row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
-
-    def load_tree(self, lower_is_better: bool, nodes: list[Node] | None = None) -> Tree:
-        """Build the policy index from `nodes` (a branch), or from every stored node."""
-        tree = Tree(lower_is_better)
-        for node in self.all() if nodes is None else nodes:
-            tree.add(node)
-        return tree
 
     def close(self) -> None:
         """Close the connection."""

@@ -133,3 +133,16 @@ def script_with_metric(metric: float | None, *, crash: bool = False, preds: str 
         f'pd.DataFrame({{"id": test.id, "label": {preds}.astype(int)}}).to_csv("submission/submission.csv", index=False)\n'
         + line
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """The URL of a throwaway PostgreSQL cluster (tests/pg.py) shared by the session's tests;
+    each test keeps apart by its own run ids."""
+    from tests.pg import Cluster
+
+    cluster = Cluster().start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()

@@ -39,6 +39,11 @@ def wait_for(cond, timeout=90):
     raise AssertionError("condition not reached")
 
 
+def run_dirs(runs: Path) -> list[Path]:
+    """The run directories under `runs` (a killed run's claim leaves its lock file beside them)."""
+    return [p for p in runs.iterdir() if p.is_dir()] if runs.exists() else []
+
+
 def tree_of(run_path: Path):
     nodes = json.loads((run_path / "tree.json").read_text())["nodes"]
     return [{k: n[k] for k in COMPARED} for n in nodes]
@@ -51,17 +56,21 @@ def stub():
         yield server
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, stub):
-    tmp = tmp_path_factory.mktemp("ref")
+def uninterrupted(tmp: Path, stub: StubServer, steps: int = STEPS) -> tuple[Path, list[dict]]:
+    """A run nobody kills, in SQLite files: (its task, its tree)."""
     task = make_toy_task(tmp / "toy")
     out = subprocess.run([sys.executable, "-m", "graphs.run", "--task", str(task), "--base-url",
-                          stub.base_url, "--steps", str(STEPS), "--run-dir", str(tmp / "runs"),
+                          stub.base_url, "--steps", str(steps), "--run-dir", str(tmp / "runs"),
                           "--exec-timeout", "30", "--seed", "7"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     (run_path,) = (tmp / "runs").iterdir()
     return task, tree_of(run_path)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, stub):
+    return uninterrupted(tmp_path_factory.mktemp("ref"), stub)
 
 
 def scripts_running_under(run_path: Path) -> list[int]:
@@ -100,7 +109,7 @@ def test_killed_run_resumes_to_the_same_tree(tmp_path, stub, reference, kill_whe
     runs = tmp_path / "runs"
 
     def run_path():
-        found = list(runs.iterdir()) if runs.exists() else []
+        found = run_dirs(runs)
         return found[0] if found else runs / "pending"
 
     proc, lines = start(["--task", task, "--base-url", stub.base_url, "--steps", STEPS,
@@ -126,6 +135,7 @@ def test_killed_run_resumes_to_the_same_tree(tmp_path, stub, reference, kill_whe
     got = tree_of(run_path())
     assert [n["id"] for n in got] == [f"{s:05d}-0" for s in range(STEPS)]  # none lost or repeated
     assert got == expected
+    assert not (runs / f"{run_id}.lock").exists()  # the dead run's claim was taken over and released
 
 
 def test_finished_run_can_be_extended(tmp_path, stub):
@@ -158,7 +168,7 @@ def test_repeated_kills_at_arbitrary_moments(tmp_path, stub, reference):
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
             kills += 1
-            started = list(runs.iterdir()) if runs.exists() else []
+            started = run_dirs(runs)
             if started and (started[0] / "run.json").exists():  # else: killed before it began
                 args = ["--resume", started[0].name, "--run-dir", runs]
             continue

@@ -25,7 +25,7 @@ def _cli_services(monkeypatch, argv):
     """The services the CLI builds for `argv` (its search is stopped before the first step)."""
     seen = {}
 
-    def capture(services, resumed):
+    def capture(services, resumed, *_where):
         seen["services"] = services
         raise _Captured
 

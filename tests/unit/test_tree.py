@@ -1,8 +1,23 @@
+"""The node store's contract (claims, upserts, meta, branches) on both backends: SQLite in the
+run directory and Postgres (a throwaway cluster, tests/pg.py); and the policy index."""
+
+import pytest
+
+from graphs.persistence import PostgresNodeStore
 from nodes.tree import Node, NodeStore, node_id_for
 
 
-def test_store_upsert_is_idempotent_and_index_replaces(tmp_path):
-    store = NodeStore(tmp_path / "nodes.sqlite")
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request, tmp_path):
+    """Opens the test's store (again: the same rows) on the parametrized backend."""
+    if request.param == "sqlite":
+        return lambda: NodeStore(tmp_path / "nodes.sqlite")
+    url = request.getfixturevalue("postgres_url")
+    return lambda: PostgresNodeStore(url, run_id=tmp_path.name)  # a run of its own per test
+
+
+def test_store_upsert_is_idempotent_and_index_replaces(open_store):
+    store = open_store()
     n0 = Node(id=node_id_for(0), step=0, stage="draft", code="a", is_buggy=True, bug_reason="boom")
     store.put(n0)
     store.put(n0.model_copy(update={"code": "b"}))
@@ -21,12 +36,12 @@ def test_store_upsert_is_idempotent_and_index_replaces(tmp_path):
     store.close()
 
 
-def test_store_survives_reopen_and_keeps_meta(tmp_path):
-    store = NodeStore(tmp_path / "n.sqlite")
+def test_store_survives_reopen_and_keeps_meta(open_store):
+    store = open_store()
     store.set_meta("system_text", "abc")
     store.put(Node(id="00000-0", step=0, stage="draft"))
     store.close()
-    again = NodeStore(tmp_path / "n.sqlite")
+    again = open_store()
     assert again.get_meta("system_text") == "abc"
     assert [n.id for n in again.all()] == ["00000-0"]
     assert again.get_meta("missing", 5) == 5
@@ -42,22 +57,22 @@ def test_recent_is_bounded_and_ordered():
     assert t.best().step == 0
 
 
-def test_claims_give_a_task_its_name_back_and_every_other_task_a_fresh_one(tmp_path):
-    store = NodeStore(tmp_path / "n.sqlite")
+def test_claims_give_a_task_its_name_back_and_every_other_task_a_fresh_one(open_store):
+    store = open_store()
     assert store.claim("node", "00003", "task-a") == "00003-0"
     assert store.claim("node", "00003", "task-a") == "00003-0"  # a crash replay of the same task
     assert store.claim("node", "00003", "task-b") == "00003-1"  # a fork's task
     assert store.claim("node", "00004", "task-a") == "00004-0"  # its own step, its own names
     assert store.claim("workspace", "00003", "task-b") == "00003-0"  # kinds are apart
     store.close()
-    again = NodeStore(tmp_path / "n.sqlite")  # claims survive the process
+    again = open_store()  # claims survive the process
     assert again.claim("node", "00003", "task-b") == "00003-1"
     assert again.claim("node", "00003", "task-c") == "00003-2"
     again.close()
 
 
-def test_branch_follows_prev_links_and_ignores_the_other_branch(tmp_path):
-    store = NodeStore(tmp_path / "n.sqlite")
+def test_branch_follows_prev_links_and_ignores_the_other_branch(open_store):
+    store = open_store()
     store.put(Node(id="00000-0", step=0, stage="draft"))
     store.put(Node(id="00001-0", step=1, stage="draft", prev_id="00000-0"))
     store.put(Node(id="00002-0", step=2, stage="draft", prev_id="00001-0"))
