@@ -46,18 +46,20 @@ if ! "$PY" -c 'import llama_cpp, llama_cpp.server' >/dev/null 2>&1; then
 fi
 
 # OS packages: bubblewrap (the sandbox), and the data sources of two bundled tasks
-# (fortunes-min: fortune-topics; espeak-ng: spoken-digits), and chromium + chromium-driver for
-# the browser test of tree.html
+# (fortunes-min: fortune-topics; espeak-ng: spoken-digits), chromium + chromium-driver for
+# the browser test of tree.html, and postgresql (initdb, pg_ctl) for the Postgres checkpointer's tests
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 [ -d /usr/share/games/fortunes ] || missing+=(fortunes-min)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+# PostgreSQL's server binaries (not on PATH in Debian's layout): the Postgres checkpointer's tests
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && apt-get install -y -qq "${missing[@]}") >/dev/null 2>&1 \
-      || echo "warning: could not install ${missing[*]} (no sandbox isolation / some bundled tasks)"
+      || echo "warning: could not install ${missing[*]} (no sandbox isolation / some bundled tasks / tests)"
   else
     echo "warning: missing OS packages ${missing[*]}: install them (apt-get install -y ${missing[*]})"
     echo "         without bubblewrap scripts run without isolation; two bundled tasks need the others"
