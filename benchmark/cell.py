@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from graphs import run as graph_run
-from graphs.persistence import RunBusy, claim_run, run_recorded
+from graphs.persistence import RunBusy, claim_run, redact_url, run_recorded
 
 
 @dataclass(frozen=True)
@@ -91,8 +91,8 @@ def _run_logged(argv: list[str], log_path: Path, echo: TextIO | None) -> int:
     with open(log_path, "a", encoding="utf-8") as log:
         tee = _Tee(log, echo)
         with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
-            print(f"$ python -m graphs.run {' '.join(argv)}   # {socket.gethostname()} pid {os.getpid()}",
-                  flush=True)
+            shown = " ".join(redact_url(a) for a in argv)  # a database URL's password stays out of logs
+            print(f"$ python -m graphs.run {shown}   # {socket.gethostname()} pid {os.getpid()}", flush=True)
             try:
                 return graph_run.main(argv, claimed=True)
             except SystemExit as exc:

@@ -57,6 +57,7 @@ from benchmark.sweep_report import write_sweep_report_safely
 from grading.hidden import hidden_grading_plan
 from graphs.cli_args import EXIT_USAGE, OneLineParser, positive_float, positive_int
 from graphs.export import write_atomically
+from graphs.persistence import PersistenceError, check_url, live_url
 from graphs.registry import UnknownStrategyError, strategy_builder
 from serving.llm import EndpointError, list_endpoint_models
 from serving.vllm import VLLMServer, served_name_for
@@ -226,6 +227,7 @@ class Plan:
     model_argv: dict[str, tuple[str, ...]] = field(default_factory=dict)
     model_caps: dict[str, int] = field(default_factory=dict)  # endpoint label -> cells at once
     vllm_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    database: str = ""  # the cells' Postgres URL, with its password ("": SQLite in each run)
 
     @property
     def seeds(self) -> int:
@@ -259,7 +261,7 @@ class Plan:
         return CellJob(run_id=cell.run_id, run_path=str(cell.run_path),
                        log_path=str(self.out / "logs" / f"{cell.run_id}.log"),
                        start_argv=tuple(start), resume_argv=tuple(resume), label=_label(cell),
-                       checkpointer=self.grid.checkpointer,
+                       checkpointer=self.database,
                        endpoint=model.label if model.label in self.model_caps else "",
                        cpus=self.grid.cell_cpus, gpus=gpus, memory_mb=memory)
 
@@ -290,8 +292,10 @@ def plan_sweep(grid: SweepFile) -> Plan:
                                        argv=_settings_argv(entry.settings, f"strategy {label}")))
     if grid.executor == "local" and grid.ray_address:
         raise SweepError("--ray-address needs --executor ray")
-    if grid.checkpointer and not grid.checkpointer.startswith(("postgresql://", "postgres://")):
-        raise SweepError(f"--checkpointer takes a postgresql:// URL, got '{grid.checkpointer}'")
+    try:  # a saved sweep.yaml holds the URL without its password: $ITS_MLE_CHECKPOINTER has it
+        database = live_url(check_url(grid.checkpointer))
+    except PersistenceError as exc:
+        raise SweepError(str(exc)) from exc
     tasks = [load_competition(t) for t in dict.fromkeys(grid.tasks)]
     for kind, names in (("task id", [t.id for t in tasks]), ("model name", [m.label for m in models]),
                         ("strategy label", labels)):
@@ -311,8 +315,8 @@ def plan_sweep(grid: SweepFile) -> Plan:
         common += ["--budget-tokens", str(grid.budget.tokens)]
     if grid.budget.seconds is not None:
         common += ["--budget-seconds", str(grid.budget.seconds)]
-    if grid.checkpointer:
-        common += ["--checkpointer", grid.checkpointer]
+    if database:
+        common += ["--checkpointer", database]
     passthrough = list(grid.passthrough)
     if passthrough:
         try:
@@ -345,7 +349,8 @@ def plan_sweep(grid: SweepFile) -> Plan:
     if len(set(ids)) != len(ids):
         raise SweepError("two cells map to the same run id; rename a task or model")
     return Plan(out=out, grid=grid, tasks=tasks, strategies=strategies, models=models, cells=cells,
-                common_argv=tuple(common), model_argv=model_argv, model_caps=caps, vllm_options=vllm_options)
+                common_argv=tuple(common), model_argv=model_argv, model_caps=caps, vllm_options=vllm_options,
+                database=database)
 
 
 def _label(cell: Cell) -> str:

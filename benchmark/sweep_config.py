@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from graphs.persistence import redact_url
 from graphs.run import build_parser as run_parser
 
 # set per cell by the grid itself
@@ -107,7 +108,11 @@ class SweepFile(_Strict):
         return [{"spec": v} if isinstance(v, str) else v for v in value or []]
 
     def dump_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
+        """The file as saved with the results: a database URL without its password (a rerun
+        takes it from $ITS_MLE_CHECKPOINTER or --checkpointer)."""
+        values = self.model_dump(mode="json")
+        values["checkpointer"] = redact_url(self.checkpointer)
+        return yaml.safe_dump(values, sort_keys=False)
 
 
 def load_sweep_file(path: str | Path) -> SweepFile:

@@ -329,6 +329,14 @@ def stored_settings(url: str, run_id: str) -> str | None:
     return text if isinstance(text, str) else None
 
 
+def run_recorded(run_path: Path, run_id: str, url: str = "") -> bool:
+    """Whether the run exists: its run.json in `run_path`, or kept in the Postgres database at
+    `url` (a run started on another machine). A sweep's cell resumes such a run."""
+    if (run_path / SETTINGS_FILE).is_file():
+        return True
+    return is_postgres(url) and stored_settings(url, run_id) is not None
+
+
 def _holder_name() -> str:
     return f"pid {os.getpid()} on {socket.gethostname()}"
 

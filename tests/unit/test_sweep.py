@@ -240,16 +240,16 @@ def test_bad_input_exits_2_without_writing(sweep, tmp_path, capsys, change):
 
 
 def test_failing_cell_is_recorded_and_the_sweep_goes_on(sweep, tmp_path, monkeypatch):
-    import benchmark.sweep as sweep_mod
+    import benchmark.cell as sweep_mod
 
     real = sweep_mod.graph_run.main
     calls = []
 
-    def flaky(argv):
+    def flaky(argv, **kw):
         calls.append(argv)
         if "toy-a__aide__m-a__s0" in argv:
             raise RuntimeError("boom")
-        return real(argv)
+        return real(argv, **kw)
 
     monkeypatch.setattr(sweep_mod.graph_run, "main", flaky)
     argv = list(sweep["argv"])
