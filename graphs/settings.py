@@ -12,6 +12,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field
 
 from grading.hidden import HiddenGrader
+from nodes.budget import Budget
 from nodes.policy import PolicySettings, draft_budget
 from nodes.structured import StructuredOutputSupport
 from nodes.tree import NodeStore, Tree
@@ -28,6 +29,10 @@ class RunSettings(BaseModel):
     task_dir: str = ""
     strategy: str = "aide"
     steps: int = 20
+    # compute budget of the run (nodes.budget): prompt + completion tokens, and LLM + script
+    # execution seconds; the search expands no further once the next step would pass it
+    budget_tokens: int | None = Field(default=None, gt=0)
+    budget_seconds: float | None = Field(default=None, gt=0)
     base_url: str | None = None
     model: str | None = None
     local_model: str = "1.5b"
@@ -87,6 +92,10 @@ class RunSettings(BaseModel):
             memory_bytes=None if self.mem_limit_mb is None else self.mem_limit_mb * MiB,
             processes=self.max_procs, cpu_seconds=self.cpu_limit_s, file_bytes=self.max_file_mb * MiB,
             gpus=self.gpus, python=self.python)
+
+    def budget(self) -> Budget:
+        """The run's compute budget (unbounded where not set)."""
+        return Budget(tokens=self.budget_tokens, seconds=self.budget_seconds)
 
     def policy(self) -> PolicySettings:
         """The search-policy parameters."""
