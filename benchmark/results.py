@@ -16,6 +16,12 @@ Definitions (all rates are percentages, 0-100):
 * ``test_score[<task>]``: mean best-node hidden test score over that task's runs that have one
   (scores of different tasks are not comparable, so there is one column per task).
 * ``tokens``: prompt + completion tokens per run; ``llm_seconds``, ``wall_seconds`` per run.
+* ``budget_tokens`` / ``budget_seconds``: the runs' compute budget (``--budget-tokens``,
+  ``--budget-seconds``; empty when not set, and for summaries written before budgets existed);
+  ``used_tokens`` / ``used_seconds``: what a run used of it (prompt + completion tokens; LLM +
+  script execution seconds), ``stopped_by``: "budget" or "steps". Per model+strategy: the budget
+  its runs share (empty when none, "mixed" when they differ), the mean use per run and how many
+  runs the budget stopped.
 """
 
 from __future__ import annotations
@@ -87,8 +93,10 @@ PER_RUN_COLUMNS = [
     "best_node_test_score", "valid_submission", "above_median", "any_medal", "gold_medal",
     "silver_medal", "bronze_medal", "prompt_tokens", "completion_tokens", "reasoning_tokens",
     "tokens", "llm_seconds", "exec_seconds", "wall_seconds", "selection", "best_node_holdout_score",
-    "self_test_gap", "holdout_test_gap", "picks_differ", "submission_path",
+    "self_test_gap", "holdout_test_gap", "picks_differ", "budget_tokens", "budget_seconds", "used_tokens",
+    "used_seconds", "stopped_by", "submission_path",
 ]
+_BUDGET = ("budget_tokens", "budget_seconds", "used_tokens", "used_seconds", "stopped_by")
 _COSTS = ("steps", "best_node_id", "best_metric", "best_node_test_score", "prompt_tokens",
           "completion_tokens", "reasoning_tokens", "llm_seconds", "exec_seconds", "wall_seconds")
 
@@ -109,7 +117,7 @@ def run_row(cell: Cell, failure: str | None = None) -> dict[str, Any]:
     medal_keys = ("above_median", "any_medal", "gold_medal", "silver_medal", "bronze_medal")
     if summary is None:
         row["status"] = failure or "failed"
-        row.update({k: None for k in _COSTS})
+        row.update({k: None for k in _COSTS + _BUDGET})
         row["tokens"] = None
         row["valid_submission"] = 0
         row.update({k: (0 if cell.has_medals else None) for k in medal_keys})
@@ -124,7 +132,26 @@ def run_row(cell: Cell, failure: str | None = None) -> dict[str, Any]:
     medals = summary.get("medals")
     row.update({k: (int(bool(medals.get(k))) if isinstance(medals, dict) else None) for k in medal_keys})
     row.update(selection_numbers(summary))
+    row.update(budget_numbers(summary))
     return row
+
+
+def budget_numbers(summary: dict[str, Any]) -> dict[str, Any]:
+    """A run's budget columns (None for what its summary does not hold: no budget, or a summary
+    written before budgets existed)."""
+    budget = summary.get("budget") if isinstance(summary.get("budget"), dict) else {}
+    used = summary.get("used") if isinstance(summary.get("used"), dict) else {}
+    return {"budget_tokens": budget.get("tokens"), "budget_seconds": budget.get("seconds"),
+            "used_tokens": used.get("tokens"), "used_seconds": used.get("seconds"),
+            "stopped_by": summary.get("stopped_by")}
+
+
+def shared_value(values: pd.Series) -> Any:
+    """The one value a group's runs share (None when none has one, "mixed" when they differ)."""
+    known = list(dict.fromkeys(pd.to_numeric(values).dropna())) if len(values) else []
+    if not known:
+        return None
+    return known[0] if len(known) == 1 else "mixed"
 
 
 def optimism(validation: Any, test: Any, lower_is_better: bool) -> float | None:
@@ -185,6 +212,12 @@ def aggregate(per_run: pd.DataFrame, k: int) -> pd.DataFrame:
         differ = pd.to_numeric(group["picks_differ"]).dropna() if "picks_differ" in group else pd.Series()
         row["picks_differ_pct"] = 100 * float(differ.mean()) if len(differ) else math.nan
         row["holdout_runs"] = len(differ)
+        for col in ("budget_tokens", "budget_seconds"):
+            row[col] = shared_value(group[col]) if col in group else None
+        for col in ("used_tokens", "used_seconds"):
+            values = pd.to_numeric(group[col]).dropna() if col in group else pd.Series(dtype=float)
+            row[f"mean_{col}"] = float(values.mean()) if len(values) else math.nan
+        row["budget_stops"] = int((group["stopped_by"] == "budget").sum()) if "stopped_by" in group else 0
         out.append(row)
     return pd.DataFrame(out)
 
@@ -193,6 +226,14 @@ def _fmt(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.{digits}f}"
+
+
+def _known(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _shared_text(value: Any, digits: int = 1) -> str:
+    return value if isinstance(value, str) else _fmt(value, digits)
 
 
 def markdown_table(agg: pd.DataFrame, k: int) -> str:
@@ -205,6 +246,10 @@ def markdown_table(agg: pd.DataFrame, k: int) -> str:
     header += [f"test score {c[len('test_score['):-1]}" for c in score_cols]
     header += ["tokens/run", "LLM s/run", "wall s/run", "val-test gap, own metric",
                "val-test gap, holdout", "METRIC lines pick another node %"]
+    budgets = any(_known(row.get(c)) for row in agg.to_dict("records")
+                  for c in ("budget_tokens", "budget_seconds"))
+    if budgets:  # only sweeps with a budget get its columns
+        header += ["budget tokens / s", "used tokens / s per run", "stopped by the budget"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in agg.to_dict("records"):
         cells = [str(row["model"]), str(row["strategy"]), str(row["n_runs"])]
@@ -218,6 +263,12 @@ def markdown_table(agg: pd.DataFrame, k: int) -> str:
                   _fmt(row.get("mean_holdout_test_gap", math.nan), 4),
                   (f"{_fmt(row['picks_differ_pct'])} of {row['holdout_runs']}" if row.get("holdout_runs")
                    else "n/a")]
+        if budgets:
+            cells += [f"{_shared_text(row.get('budget_tokens'), 0)} / "
+                      f"{_shared_text(row.get('budget_seconds'))}",
+                      f"{_fmt(row.get('mean_used_tokens', math.nan), 0)} / "
+                      f"{_fmt(row.get('mean_used_seconds', math.nan))}",
+                      f"{row.get('budget_stops', 0)} of {row['n_runs']}"]
         lines.append("| " + " | ".join(cells) + " |")
     legend = (
         f"\npass@{k}: % of tasks where any of the {k} seeds achieved it. mean ± SEM: per-run 0/1 over all"
@@ -228,6 +279,10 @@ def markdown_table(agg: pd.DataFrame, k: int) -> str:
         " test score, in the tasks' units (mean over runs; positive: validation promised more). METRIC"
         " lines pick another node: runs selected by the holdout where the self-report's best differs.\n"
     )
+    if budgets:
+        legend += ("budget: the compute budget the runs share (tokens: prompt + completion; seconds: LLM +"
+                   " script execution), the mean use per run, and the runs the budget stopped (the others"
+                   " ran all their steps).\n")
     return "\n".join(lines) + "\n" + legend
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nodes.budget import Cost
 from nodes.tree import Node, Tree
 
 
@@ -55,7 +56,7 @@ _TREE_FIELDS = [
     "id", "step", "branch", "parent_id", "stage", "strategy", "plan", "code", "output",
     "exit_code", "timed_out", "metric", "is_buggy", "bug_reason", "review", "review_says_bug",
     "has_submission", "debug_depth", "prompt_tokens", "completion_tokens", "reasoning_tokens",
-    "cached_tokens", "llm_calls", "llm_seconds", "exec_seconds", "llm_error", "reasoning",
+    "cached_tokens", "llm_calls", "llm_seconds", "exec_seconds", "script_seconds", "llm_error", "reasoning",
     "test_score", "test_valid", "test_reason", "by_holdout", "holdout_score", "holdout_note",
     "self_report_flag", "created_at", "calls", "extra",
 ]
@@ -82,11 +83,34 @@ def best_by_self_report(nodes: list[Node], lower_is_better: bool) -> Node | None
     return min(good, key=lambda n: (sign * n.metric, n.step))  # type: ignore[operator]
 
 
+def budget_numbers(
+    nodes: list[Node], settings: dict[str, Any], stopped: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The run's compute budget (None where not set), what its nodes used of it (nodes.budget:
+    prompt + completion tokens, LLM + script execution seconds), and what ended the search:
+    the budget or the steps, and the step it stopped at (`stopped`: the search state's record;
+    without one, the steps when they were all done)."""
+    used = Cost.total(n.cost for n in nodes)
+    if stopped is None:
+        steps = settings.get("steps")
+        stopped = {"by": "steps" if steps is None or len(nodes) >= steps else None, "step": len(nodes)}
+    out: dict[str, Any] = {
+        "budget": {"tokens": settings.get("budget_tokens"), "seconds": settings.get("budget_seconds")},
+        "used": used.as_dict(),
+        "stopped_by": stopped.get("by"),
+        "stopped_at_step": stopped.get("step"),
+    }
+    if stopped.get("by") == "budget":
+        out["budget_stop"] = {k: stopped[k] for k in ("measure", "limit", "used", "predicted")
+                              if k in stopped}
+    return out
+
+
 def summarize(
     nodes: list[Node], tree: Tree, *, run_id: str, wall_seconds: float, settings: dict[str, Any],
-    selection: dict[str, Any] | None = None,
+    selection: dict[str, Any] | None = None, stopped: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Headline numbers of a run."""
+    """Headline numbers of a run (`stopped`: why the search ended, `budget_numbers`)."""
     best = tree.best()
     best_node = next((n for n in nodes if best is not None and n.id == best.id), None)
     by_self = best_by_self_report(nodes, tree.lower_is_better)
@@ -131,6 +155,7 @@ def summarize(
         "llm_seconds": round(sum(n.llm_seconds for n in nodes), 3),
         "exec_seconds": round(sum(n.exec_seconds for n in nodes), 3),
         "wall_seconds": round(wall_seconds, 3),
+        **budget_numbers(nodes, settings, stopped),
         "cost_by_role": cost_by_role(nodes),
     }
 
@@ -157,15 +182,16 @@ def cost_by_role(nodes: list[Node]) -> dict[str, dict[str, float]]:
 def export_run(
     run_dir: Path, nodes: list[Node], tree: Tree, *, run_id: str, wall_seconds: float,
     settings: dict[str, Any], medal_report: Callable[[float | None], dict[str, Any]] | None = None,
-    selection: dict[str, Any] | None = None,
+    selection: dict[str, Any] | None = None, stopped: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write every derived file of a run and return the summary (with medals when possible)."""
+    """Write every derived file of a run and return the summary (with medals when possible);
+    `stopped`: the search state's record of why it ended."""
     write_atomically(
         run_dir / "tree.json",
         json.dumps(tree_json(nodes, run_id=run_id, lower_is_better=tree.lower_is_better), indent=1),
     )
     summary = summarize(nodes, tree, run_id=run_id, wall_seconds=wall_seconds, settings=settings,
-                        selection=selection)
+                        selection=selection, stopped=stopped)
     if medal_report is not None:
         summary["medals"] = medal_report(summary["best_node_test_score"])
     best = tree.best()

@@ -72,23 +72,23 @@ def add_usage(state: RefineState, *more: Usage) -> dict:
 
 def execute(state: RefineState, runtime: Runtime[StrategyContext]) -> dict:
     """Run the current script in this round's workspace, repairing it when it fails early; the
-    repaired script replaces the round's candidate and its calls join the loop's cost."""
+    repaired script replaces the round's candidate, and its calls and executions join the loop's
+    cost."""
     svc = services_of(runtime)
     r = state.get("round", 0)
     emit(runtime, kind="strategy", stage="executing", round=r + 1, rounds=runtime.context.rounds)
     cand = Candidate.model_validate(state["candidate"])
-    # repaired with an empty tally, so that only the repair calls are added to the loop's cost
-    # (the coder's call is in it already)
+    # repaired with an empty tally, so that only the repair calls and the executions are added to
+    # the loop's cost (the coder's call is in it already)
     last, ex, repairs = execute_with_repairs(runtime, cand.model_copy(update={"usage": Usage()}),
                                              svc.work_dir / state["resolved_label"] / f"r{r}",
                                              round=r + 1, rounds=runtime.context.rounds)
-    update: dict[str, Any] = {"execution": ex.model_dump(), "repairs": repairs}
-    if repairs:
-        usage = cand.usage.model_copy(deep=True)
-        usage.add(last.usage)
-        update["candidate"] = last.model_copy(update={"usage": usage}).model_dump()
-        update["usage"] = add_usage(state, last.usage)
-    return update
+    # `last.usage` holds the repair calls and the seconds of every execution of the round
+    usage = cand.usage.model_copy(deep=True)
+    usage.add(last.usage)
+    return {"execution": ex.model_dump(), "repairs": repairs,
+            "candidate": last.model_copy(update={"usage": usage}).model_dump(),
+            "usage": add_usage(state, last.usage)}
 
 
 def judge_round(

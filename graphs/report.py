@@ -31,6 +31,7 @@ from pygments.lexers import PythonLexer
 
 from graphs.cli_args import EXIT_USAGE, OneLineParser
 from graphs.export import write_atomically, write_bytes_atomically
+from nodes.budget import describe_stop
 
 STAGES = ("draft", "improve", "debug")
 STATUSES = ("valid", "buggy")
@@ -531,11 +532,28 @@ def _headline(tree: dict[str, Any], summary: dict[str, Any], nodes: list[dict[st
                      f"execution {_seconds(summary.get('exec_seconds'))}, "
                      f"wall {_seconds(summary.get('wall_seconds'))}"),
         ]
+        budget_line = _budget_text(summary)
+        if budget_line:
+            facts.append(("compute budget", budget_line))
         if "answers_cut" in summary:
             facts.append(("answers cut at the token cap",
                           f"{summary['answers_cut']} lost, {summary.get('answers_cut_retried', 0)} "
                           "recovered by a retry with a larger cap"))
     return facts
+
+
+def _budget_text(summary: dict[str, Any]) -> str:
+    """The budget, what was used of it and whether it stopped the search ("" without one)."""
+    budget = summary.get("budget") or {}
+    used = summary.get("used") or {}
+    parts = [f"{_fmt(used.get(k))} of {_fmt(budget[k])} {unit}"
+             for k, unit in (("tokens", "tokens"), ("seconds", "s")) if budget.get(k) is not None]
+    if not parts:
+        return ""
+    stop = summary.get("budget_stop")
+    ended = (describe_stop(stop, int(summary.get("stopped_at_step") or 0))
+             if summary.get("stopped_by") == "budget" and isinstance(stop, dict) else "not reached")
+    return f"{', '.join(parts)} used; {ended}"
 
 
 def _medal_text(score: Any, summary: dict[str, Any]) -> str:

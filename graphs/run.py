@@ -1,6 +1,7 @@
 """Command line: run (or resume) a tree search on a competition.
 
-    python -m graphs.run --task DIR [--strategy aide] [--steps N] [--base-url URL] [--model NAME]
+    python -m graphs.run --task DIR [--strategy aide] [--steps N] [--budget-tokens N]
+        [--budget-seconds S] [--base-url URL] [--model NAME]
         [--run-dir DIR] [--resume RUN_ID] [--seed S] [--exec-timeout SECONDS]
         [--local-model 0.5b|1.5b|PATH.gguf] [--vllm-model HF_MODEL [--tensor-parallel-size N]
         [--max-model-len L]] [--python PATH] [--checkpointer postgresql://...]
@@ -67,6 +68,7 @@ from graphs.services import (
     check_task_files,
 )
 from graphs.settings import RunServices, RunSettings
+from nodes.budget import describe_stop
 from sandbox import SandboxError
 from serving.llm import EndpointError, list_endpoint_models
 from serving.local import LocalModelError, LocalServer, ensure_local_model
@@ -111,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial drafts (default: steps // 4, between 1 and 5)")
     g.add_argument("--debug-prob", type=probability, default=None)
     g.add_argument("--max-debug-depth", type=int, default=None)
+    gb = p.add_argument_group("compute budget of the whole run (default: none); the search expands no "
+                              "further once the next step would pass it (nodes.budget)")
+    gb.add_argument("--budget-tokens", type=positive_int, default=None, metavar="N",
+                    help="prompt + completion tokens")
+    gb.add_argument("--budget-seconds", type=positive_float, default=None, metavar="S",
+                    help="LLM seconds + script execution seconds (compute used, not wall time)")
     g2 = p.add_argument_group("model")
     g2.add_argument("--max-tokens", type=positive_int, default=None,
                     help="the coder's answer cap (default 4096; thinking gets --reasoning-budget on top)")
@@ -184,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _OVERRIDABLE = {
     "strategy": "strategy", "steps": "steps", "base_url": "base_url", "model": "model",
+    "budget_tokens": "budget_tokens", "budget_seconds": "budget_seconds",
     "seed": "seed", "exec_timeout": "exec_timeout", "local_model": "local_model",
     "num_drafts": "num_drafts", "debug_prob": "debug_prob", "max_debug_depth": "max_debug_depth",
     "max_tokens": "max_tokens", "temperature": "temperature", "llm_timeout": "llm_timeout",
@@ -260,7 +269,8 @@ def resolve_settings(args: argparse.Namespace) -> tuple[RunSettings, Path, bool]
             settings = RunSettings.model_validate_json(text)
         except ValueError as exc:
             raise UsageError(f"{where} is corrupt: {str(exc).splitlines()[0]}") from exc
-        changes = {k: getattr(args, k) for k in ("steps", "exec_timeout", "llm_timeout", "llm_retries")
+        changes = {k: getattr(args, k) for k in ("steps", "budget_tokens", "budget_seconds", "exec_timeout",
+                                                 "llm_timeout", "llm_retries")
                    if getattr(args, k) is not None}
         if args.base_url:  # the endpoint may have moved; the model must stay the same
             changes["base_url"] = args.base_url
@@ -412,7 +422,8 @@ def _run_claimed(args: argparse.Namespace, settings: RunSettings, comp: Competit
         summary = export_run(run_path, nodes, store.load_tree(lower, nodes),
                              run_id=settings.run_id, wall_seconds=wall,
                              settings=settings.model_dump(),
-                             medal_report=medal_reporter_for(comp, lower), selection=selection)
+                             medal_report=medal_reporter_for(comp, lower), selection=selection,
+                             stopped=final.get("stopped"))
         write_report_safely(run_path, say)  # tree.html and report/: a failure is one warning line
     finally:
         store.close()
@@ -474,6 +485,8 @@ def _print_summary(summary: dict[str, Any], run_path: Path) -> None:
         f"valid submission: {'yes' if summary['valid_submission'] else 'no'}; "
         f"{summary['prompt_tokens'] + summary['completion_tokens']} tokens, "
         f"{summary['llm_seconds']:.0f} s LLM, {summary['wall_seconds']:.0f} s wall"
+        + (f"; {describe_stop(summary['budget_stop'], summary['stopped_at_step'])}"
+           if summary.get("stopped_by") == "budget" else "")
     )
     selection = summary.get("selection") or {}
     if selection.get("by") == "holdout" and summary["best_node_id"]:

@@ -33,6 +33,7 @@ from typing_extensions import TypedDict
 from graphs.export import submission_path
 from graphs.settings import RunServices, SearchContext
 from graphs.strategy import safe_name
+from nodes.budget import budget_stop, describe_stop
 from nodes.candidate import Candidate, ask_for_script
 from nodes.debug import debug_prompt
 from nodes.draft import draft_prompt
@@ -54,11 +55,14 @@ class SearchState(TypedDict, total=False):
     execution: dict | None
     details: dict | None  # what a strategy graph reports about its expansion
     repairs: list[dict] | None  # the repair attempts of this step (nodes.repair)
+    script_seconds: float | None  # seconds of the scripts `execute` ran this step, a repair's too
     verdict: dict | None
     head: str | None  # the branch's newest node (NodeStore.branch reads the branch from it)
     best_id: str | None
     best_metric: float | None
     last: str | None
+    # why the search ended ({"by": "steps" | "budget", "step", ...}); None while it runs
+    stopped: dict | None
 
 
 def branch_tree(svc: RunServices, state: SearchState) -> Tree:
@@ -113,20 +117,29 @@ def memory_lines(tree: Tree, k: int, parent_id: str | None = None, *, branch: bo
 
 
 def choose(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
-    """Pick the next action with the search policy (no action: the budget is spent)."""
+    """Pick the next action with the search policy; no action when the steps are done or the
+    next step would pass the run's compute budget (`nodes.budget.budget_stop`, on the use of
+    this branch's nodes), and `stopped` says which."""
     svc = _services(runtime)
     step = state.get("step", 0)
     if step >= svc.settings.steps:
-        return {"action": None}
-    action = choose_action(branch_tree(svc, state), svc.settings.policy(), step_rng(svc.settings.seed, step))
+        return {"action": None, "stopped": {"by": "steps", "step": step}}
+    tree = branch_tree(svc, state)
+    over = budget_stop(svc.settings.budget(), tree.spent, tree.largest_step)
+    if over is not None:
+        stopped = {"by": "budget", "step": step, **over.as_dict()}
+        _emit(runtime, kind="info", message=describe_stop(stopped, step))
+        return {"action": None, "stopped": stopped}
+    action = choose_action(tree, svc.settings.policy(), step_rng(svc.settings.seed, step))
     _emit(runtime, kind="step", step=step, total=svc.settings.steps, stage=action.stage,
           parent=action.parent_id)
-    return {"action": {"stage": action.stage, "parent_id": action.parent_id}}
+    return {"action": {"stage": action.stage, "parent_id": action.parent_id}, "stopped": None}
 
 
 def after_choose(state: SearchState) -> Literal["generate", "__end__"]:
     """An edge, not a `Command`: a state edited as if `choose` wrote it (Studio's fork, or
-    `update_state(..., as_node="choose")`) goes on to `generate` the same way."""
+    `update_state(..., as_node="choose")`) goes on to `generate` the same way, and a run whose
+    steps or budget are spent ends here however it was started (CLI, Studio, a resume)."""
     return "generate" if state.get("action") else END
 
 
@@ -189,7 +202,8 @@ def _generated(runtime: Runtime[SearchContext], state: SearchState, out: dict) -
     _emit(runtime, kind="generated", step=state.get("step", 0), tokens=cand.usage.completion_tokens,
           seconds=cand.usage.llm_seconds, error=cand.llm_error)
     # an expansion without an execution (AIDE) clears any earlier one: `execute` runs the script
-    return {"execution": None, "details": None,
+    # (a strategy's executions are counted in its candidate's usage)
+    return {"execution": None, "details": None, "script_seconds": None,
             **{k: out[k] for k in ("candidate", "execution", "details") if k in out}}
 
 
@@ -215,7 +229,8 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Lite
     window = svc.settings.repair_window_s
     if repairs and repairs[-1].get("fixed") is None:  # the script a repair just wrote
         repairs[-1] = close_record(repairs[-1], ex, early_crash_s=window)
-    update = {"execution": ex.model_dump(), "repairs": repairs}
+    update = {"execution": ex.model_dump(), "repairs": repairs,
+              "script_seconds": (state.get("script_seconds") or 0.0) + ex.seconds}
     if len(repairs) < svc.settings.repairs and repair_need(cand, ex, early_crash_s=window) is not None:
         return Command(goto="repair", update=update)
     return Command(goto="review", update=update)
@@ -307,6 +322,7 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     verdict = state["verdict"] or {}
     usage = cand.usage.model_copy()
     usage.add(Usage.model_validate(verdict.get("usage") or {}))
+    usage.add_execution(state.get("script_seconds") or 0.0)
     parent_id = action.get("parent_id")
     parent_depth = tree.get(parent_id).debug_depth if parent_id else 0
     node = Node(
@@ -359,6 +375,7 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         "execution": None,
         "details": None,
         "repairs": None,
+        "script_seconds": None,
         "verdict": None,
         "head": node.id,
         "best_id": best.id if best else None,

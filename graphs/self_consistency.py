@@ -5,7 +5,9 @@
 `sample` asks for all N in one request when the endpoint honours `n` (vLLM; detected once per
 run, or forced by the context's `sampling`); otherwise each `attempt` branch makes its own
 request with its own seed, so the N requests run concurrently. Executions are bounded by the
-context's `workers`. The `Send` branches are checkpointed one by one: after a crash only the
+context's `workers`, and the K = min(N, workers) that may run at the same time share the run's
+memory limit (each gets 1/K of it: `sandbox.limits.Limits.shared`) instead of each taking all
+of it. The `Send` branches are checkpointed one by one: after a crash only the
 unfinished branches run again. A candidate that fails the static check or crashes early is
 repaired inside its branch (`graphs.strategy.execute_with_repairs`: repair calls and reruns in
 the branch's one task, so a resumed branch redoes them as a unit) before `select` applies the
@@ -137,6 +139,7 @@ def attempt(task: AttemptTask, runtime: Runtime[StrategyContext]) -> dict:
         cand = Candidate.model_validate(task["candidate"])
     emit(runtime, kind="strategy", stage="executing", candidate=i + 1, total=total)
     cand, ex, repairs = execute_with_repairs(runtime, cand, svc.work_dir / task["label"] / f"s{i}",
+                                             concurrent=concurrent_runs(total, runtime.context.workers),
                                              candidate=i + 1, total=total)
     emit(
         runtime,
@@ -148,6 +151,12 @@ def attempt(task: AttemptTask, runtime: Runtime[StrategyContext]) -> dict:
         failure=ex.failure,
     )
     return {"attempts": [{**Attempt(index=i, candidate=cand, execution=ex).model_dump(), "repairs": repairs}]}
+
+
+def concurrent_runs(samples: int, workers: int) -> int:
+    """How many of a fan-out's scripts may run at the same time: one per sample, at most the
+    run's `workers` (the executor's slots)."""
+    return max(1, min(samples, workers))
 
 
 def select(state: SCState, runtime: Runtime[StrategyContext]) -> dict:
@@ -193,6 +202,7 @@ def select(state: SCState, runtime: Runtime[StrategyContext]) -> dict:
                 **({"holdout": a.execution.holdout_score} if a.execution.by_holdout else {}),
                 "failure": (a.execution.failure or "")[:200] or None,
                 "tokens": a.candidate.usage.prompt_tokens + a.candidate.usage.completion_tokens,
+                "script_seconds": round(a.candidate.usage.script_seconds, 3),  # its runs, repairs' too
                 **({"repairs": repairs[a.index]} if repairs[a.index] else {}),
             }
             for a in attempts

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from grading.hidden import HiddenGrader
 from graphs.persistence import redact_url
+from nodes.budget import Budget
 from nodes.policy import PolicySettings, draft_budget
 from nodes.structured import StructuredOutputSupport
 from nodes.tree import BaseNodeStore, Tree
@@ -29,6 +30,10 @@ class RunSettings(BaseModel):
     task_dir: str = ""
     strategy: str = "aide"
     steps: int = 20
+    # compute budget of the run (nodes.budget): prompt + completion tokens, and LLM + script
+    # execution seconds; the search expands no further once the next step would pass it
+    budget_tokens: int | None = Field(default=None, gt=0)
+    budget_seconds: float | None = Field(default=None, gt=0)
     base_url: str | None = None
     model: str | None = None
     local_model: str = "1.5b"
@@ -96,6 +101,10 @@ class RunSettings(BaseModel):
             memory_bytes=None if self.mem_limit_mb is None else self.mem_limit_mb * MiB,
             processes=self.max_procs, cpu_seconds=self.cpu_limit_s, file_bytes=self.max_file_mb * MiB,
             gpus=self.gpus, python=self.python)
+
+    def budget(self) -> Budget:
+        """The run's compute budget (unbounded where not set)."""
+        return Budget(tokens=self.budget_tokens, seconds=self.budget_seconds)
 
     def policy(self) -> PolicySettings:
         """The search-policy parameters."""

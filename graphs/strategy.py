@@ -62,8 +62,10 @@ class StrategyServices:
     limits: Limits | None = None  # None: sandbox defaults
     held: Any = None  # tasks.holdout.HeldSplit: the harness scores held rows; None: self-report
 
-    def execute(self, cand: Candidate, workspace: Path) -> Execution:
-        """Check and run a candidate in `workspace` (bounded by the run's worker slots)."""
+    def execute(self, cand: Candidate, workspace: Path, *, concurrent: int = 1) -> Execution:
+        """Check and run a candidate in `workspace` (bounded by the run's worker slots); with
+        `concurrent` scripts of this expansion running at the same time, each gets its share of
+        the run's limits (`Limits.shared`), so together they stay within them."""
         return execute_script(
             cand.code,
             workspace,
@@ -73,7 +75,7 @@ class StrategyServices:
             backend=self.sandbox,
             llm_error=cand.llm_error,
             slots=self.exec_slots,
-            limits=self.limits,
+            limits=(self.limits or Limits()).shared(concurrent),
             held=self.held,
         )
 
@@ -138,13 +140,14 @@ def emit(runtime: Runtime[Any], **event: Any) -> None:
 
 
 def execute_with_repairs(
-    runtime: Runtime[StrategyContext], cand: Candidate, workspace: Path, **where: Any
+    runtime: Runtime[StrategyContext], cand: Candidate, workspace: Path, *, concurrent: int = 1, **where: Any
 ) -> tuple[Candidate, Execution, list[dict[str, Any]]]:
     """Execute `cand` in `workspace`, repairing a static failure or an early crash up to the
     context's `repairs` times: (the last script, its execution, the repair records). Every run
     uses the same workspace (each execution starts it afresh); the returned candidate's usage
-    is `cand`'s plus the repair calls. `where` (candidate/total or round/rounds) goes into the
-    progress events."""
+    is `cand`'s plus the repair calls and the seconds of every execution. `concurrent`: how many
+    scripts of the expansion may run at the same time (they share the run's limits). `where`
+    (candidate/total or round/rounds) goes into the progress events."""
     svc = services_of(runtime)
     ctx = runtime.context if runtime.context is not None else StrategyContext()
     limit = max(0, ctx.repairs)
@@ -153,7 +156,8 @@ def execute_with_repairs(
         emit(runtime, kind="strategy", stage="repairing", attempt=attempt,
              detail=f"repair {attempt}/{limit}, {need.stage}: {need.summary}"[:200], **where)
 
-    return run_with_repairs(cand, lambda c, _attempt: svc.execute(c, workspace), svc.coder, svc.system_text,
+    return run_with_repairs(cand, lambda c, _attempt: svc.execute(c, workspace, concurrent=concurrent),
+                            svc.coder, svc.system_text,
                             system_prompt=svc.coder_system_prompt, max_repairs=limit,
                             early_crash_s=ctx.repair_window_s, known=ctx.known_errors, on_repair=on_repair)
 

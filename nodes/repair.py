@@ -245,10 +245,11 @@ def run_with_repairs(
     on_repair: Callable[[int, RepairNeed], None] | None = None,
 ) -> tuple[Candidate, Execution, list[dict[str, Any]]]:
     """Execute `cand` (`run(candidate, attempt)`), repairing static failures, early crashes and
-    missing outputs up to `max_repairs` times: (final candidate, its execution, repair records). For callers
+    missing outputs up to `max_repairs` times: (final candidate, its execution, repair records);
+    the final candidate's usage counts the seconds of every execution. For callers
     that run a candidate inside one graph node; the tree search runs the same steps as
     supersteps of its own."""
-    ex = run(cand, 0)
+    cand, ex = _counted(cand, run(cand, 0))
     repairs: list[dict[str, Any]] = []
     while len(repairs) < max_repairs:
         need = repair_need(cand, ex, early_crash_s=early_crash_s)
@@ -261,6 +262,13 @@ def run_with_repairs(
         if not runnable:
             repairs.append(record)
             break
-        ex = run(cand, len(repairs) + 1)
+        cand, ex = _counted(cand, run(cand, len(repairs) + 1))
         repairs.append(close_record(record, ex, early_crash_s=early_crash_s))
     return cand, ex, repairs
+
+
+def _counted(cand: Candidate, ex: Execution) -> tuple[Candidate, Execution]:
+    """`cand` with the seconds of its execution `ex` added to its usage, and `ex`."""
+    usage = cand.usage.model_copy(deep=True)
+    usage.add_execution(ex.seconds)
+    return cand.model_copy(update={"usage": usage}), ex

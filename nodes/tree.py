@@ -29,6 +29,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from nodes.budget import Cost
 from nodes.usage import Usage
 
 Stage = Literal["draft", "improve", "debug"]
@@ -87,6 +88,12 @@ class Node(Usage):
             return None
         return self.holdout_score if self.by_holdout else self.metric
 
+    @property
+    def cost(self) -> Cost:
+        """The compute of this step: its prompt + completion tokens, and its LLM seconds plus the
+        seconds of every script it ran (a node written before those were counted: its kept run's)."""
+        return Cost(self.tokens, self.llm_seconds + max(self.script_seconds, self.exec_seconds))
+
 
 @dataclass
 class NodeSummary:
@@ -102,6 +109,7 @@ class NodeSummary:
     note: str  # why it failed, or the review of a working node: one line for prompt memory
     plan: str = ""  # the plan's first words: one line for prompt memory
     score: float | None = None  # what selection ranks by (Node.score)
+    cost: Cost = Cost()  # Node.cost: what a budget counts
 
 
 def _one_line(text: str, limit: int) -> str:
@@ -126,6 +134,8 @@ class Tree:
         self.children: dict[str, set[str]] = {}
         self._roots: list[tuple[int, str]] = []  # (step, id) of the drafts, in step order
         self._top: list[NodeSummary] = []  # the best good nodes, best first
+        self._spent = Cost()  # the sum of the nodes' costs, kept per node added
+        self._largest = Cost()  # the largest cost of one node, tokens and seconds each
 
     def _rank(self, n: NodeSummary) -> tuple[float, int]:
         return (n.score if self.lower_is_better else -n.score, n.step)  # type: ignore[operator]
@@ -141,6 +151,7 @@ class Tree:
         if old is not None and old.parent_id is None:
             self._roots.remove((old.step, old.id))
         rescan = old is not None and any(t.id == node.id for t in self._top)
+        cost = node.cost
         self.nodes[node.id] = summary = NodeSummary(
             id=node.id,
             step=node.step,
@@ -152,7 +163,14 @@ class Tree:
             score=node.score,
             note=_one_line((node.bug_reason if node.is_buggy else node.review) or "", 240),
             plan=_one_line(node.plan, _PLAN_CHARS),
+            cost=cost,
         )
+        if old is None:
+            self._spent += cost
+            self._largest = self._largest.largest(cost)
+        else:  # a replayed node replaces its first version (rare: only on crash replay)
+            self._spent = Cost.total(n.cost for n in self.nodes.values())
+            self._largest = Cost.largest_of(n.cost for n in self.nodes.values())
         self.children.setdefault(node.id, set())
         if node.parent_id is not None:
             self.children.setdefault(node.parent_id, set()).add(node.id)
@@ -168,6 +186,16 @@ class Tree:
 
     def __len__(self) -> int:
         return len(self.nodes)
+
+    @property
+    def spent(self) -> Cost:
+        """What the nodes of this tree (a branch) cost together: the use a budget counts."""
+        return self._spent
+
+    @property
+    def largest_step(self) -> Cost:
+        """The largest cost of one node so far, tokens and seconds each (nodes.budget)."""
+        return self._largest
 
     def get(self, node_id: str) -> NodeSummary:
         """The summary of one node."""

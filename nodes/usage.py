@@ -1,4 +1,5 @@
-"""Tokens and seconds spent on LLM calls: the cost recorded on every node, call by call."""
+"""Tokens and seconds spent on LLM calls, call by call, and the seconds of the script executions
+behind them: the cost recorded on every node."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ _TOTALS = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tok
 
 
 class Usage(BaseModel):
-    """Tokens and seconds of the LLM calls behind one node, with the list of calls."""
+    """Tokens and seconds of the LLM calls behind one node, with the list of calls, and the
+    seconds of every script execution behind it (repairs' reruns, a strategy's candidates and
+    rounds; `Node.exec_seconds` is the kept run's alone)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -46,6 +49,16 @@ class Usage(BaseModel):
     llm_seconds: float = 0.0
     llm_calls: int = 0
     calls: list[LLMCall] = Field(default_factory=list)
+    script_seconds: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        """Prompt + completion tokens: what a token budget counts."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def add_execution(self, seconds: float) -> None:
+        """Count one script execution's seconds."""
+        self.script_seconds += seconds
 
     def add_reply(self, reply: LLMReply, role: str = "coder", *, choices: int = 1, retried: bool = False,
                   cut_choices: int | None = None) -> None:
@@ -79,7 +92,8 @@ class Usage(BaseModel):
         self.calls.append(call)
 
     def add(self, other: Usage) -> None:
-        """Add another tally (and its calls) to this one."""
+        """Add another tally (its calls and executions) to this one."""
+        self.script_seconds += other.script_seconds
         for call in other.calls:
             self.add_call(call.model_copy())
         if not other.calls:  # a tally without a call list (older nodes): add the totals

@@ -24,7 +24,7 @@ import shlex
 import signal
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -52,6 +52,14 @@ class Limits:
 
     def memory(self) -> int:
         return self.memory_bytes if self.memory_bytes is not None else max(GiB, physical_memory() // 2)
+
+    def shared(self, runs: int) -> Limits:
+        """The limits of each of `runs` scripts that run at the same time within these: the
+        memory (the default, half the RAM, included) divided among them, so together they stay
+        within it. The CPU limit is per process (RLIMIT_CPU), not a total, and stays."""
+        if runs <= 1:
+            return self
+        return replace(self, memory_bytes=self.memory() // runs)
 
     def cpu(self, timeout_s: float) -> int:
         if self.cpu_seconds is not None:

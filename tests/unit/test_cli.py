@@ -68,6 +68,10 @@ def test_model_not_served(tmp_path, stub):
     (["--steps", "many"], "--steps"),
     (["--exec-timeout", "-5"], "--exec-timeout"),
     (["--debug-prob", "1.5"], "--debug-prob"),
+    (["--budget-tokens", "0"], "--budget-tokens: must be at least 1"),
+    (["--budget-tokens", "lots"], "--budget-tokens"),
+    (["--budget-seconds", "0"], "--budget-seconds: must be positive"),
+    (["--budget-seconds", "-3.5"], "--budget-seconds: must be positive"),
     (["--bogus-flag"], "unrecognized arguments"),
 ])
 def test_invalid_flags(tmp_path, args, pattern):

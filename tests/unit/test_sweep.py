@@ -132,6 +132,11 @@ def _expected(out: Path) -> dict[tuple[str, str], dict]:
         row["holdout_runs"] = len(held)
         row["picks_differ_pct"] = (100 * statistics.mean(
             int(r["best_by_self_report_id"] != r["best_node_id"]) for r in held) if held else math.nan)
+        # no budget in this sweep: empty budget columns, every run ended by its steps
+        row["budget_tokens"] = row["budget_seconds"] = math.nan
+        row["mean_used_tokens"] = statistics.mean(r["used"]["tokens"] for r in runs)
+        row["mean_used_seconds"] = statistics.mean(r["used"]["seconds"] for r in runs)
+        row["budget_stops"] = sum(r["stopped_by"] == "budget" for r in runs)
         expected[key] = row
     return expected
 
@@ -153,7 +158,7 @@ def test_results_csv_matches_summaries(sweep):
             else:
                 assert row[col] == pytest.approx(value, rel=1e-9, abs=1e-9), col
             checked += 1
-    assert len(results) == 4 and checked == 4 * 22  # every column of every model+strategy row
+    assert len(results) == 4 and checked == 4 * 27  # every column of every model+strategy row
     # the scripted endpoint makes the data non-degenerate: with aide, task A succeeds (with a
     # medal) and B does not
     aide = results[results["strategy"] == "aide"]
