@@ -24,7 +24,7 @@ from tests.unit.test_kill_resume import wait_for
 
 # what differs between two runs of the same grid: times, and where the outputs are
 TIMING = {"llm_seconds", "exec_seconds", "wall_seconds", "submission_path", "mean_llm_seconds",
-          "mean_wall_seconds"}
+          "mean_wall_seconds", "used_seconds", "mean_used_seconds"}
 TREE_FIELDS = ("id", "step", "parent_id", "stage", "plan", "code", "metric", "is_buggy", "exit_code",
                "has_submission", "holdout_score", "test_score")
 
@@ -155,7 +155,7 @@ def test_a_sweep_file_sets_each_strategy_and_model(tmp_path, capsys):
         config = tmp_path / "sweep.yaml"
         config.write_text(yaml.safe_dump({
             "tasks": [str(task)], "seeds": 1, "steps": 2, "out": str(out),
-            "settings": {"exec-timeout": 45, "holdout": False},
+            "settings": {"exec-timeout": 45, "holdout": False}, "budget": {"tokens": 123456},
             "strategies": ["aide", {"name": "self_consistency", "label": "sc2", "settings": {"samples": 2}},
                            {"name": "self_consistency", "label": "sc3", "settings": {"samples": 3}}],
             "models": [{"spec": f"m@{stub.base_url}", "settings": {"max-tokens": 1500, "temperature": 0.4}}],
@@ -169,7 +169,9 @@ def test_a_sweep_file_sets_each_strategy_and_model(tmp_path, capsys):
     for settings in runs.values():
         assert settings["exec_timeout"] == 45 and settings["holdout"] is False and settings["repairs"] == 1
         assert settings["max_tokens"] == 1500 and settings["temperature"] == 0.4
+        assert settings["budget_tokens"] == 123456 and settings["budget_seconds"] is None
     assert sorted(pd.read_csv(out / "results.csv")["strategy"]) == ["aide", "sc2", "sc3"]
+    assert set(pd.read_csv(out / "per_run.csv")["budget_tokens"]) == {123456}
     saved = yaml.safe_load((out / "sweep.yaml").read_text())
     assert [s["label"] for s in saved["strategies"]] == [None, "sc2", "sc3"]
     assert saved["passthrough"] == ["--repairs", "1"]
