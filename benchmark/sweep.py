@@ -487,12 +487,16 @@ def execute(plan: Plan, stdout: TextIO) -> dict[str, str]:
     return failures
 
 
+def plan_for(argv: list[str]) -> Plan:
+    """The checked grid of a sweep command line (what `main` runs), nothing written."""
+    own, passthrough = _split_passthrough(list(argv))
+    return plan_sweep(sweep_file_from(build_parser().parse_args(own), passthrough))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors become one line on stderr and exit code 2."""
-    own, passthrough = _split_passthrough(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(own)
     try:
-        plan = plan_sweep(sweep_file_from(args, passthrough))
+        plan = plan_for(list(sys.argv[1:] if argv is None else argv))
     except (SweepError, CompetitionError, UnknownStrategyError, EndpointError, LocalModelError,
             ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
