@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import re
 import sys
 from collections.abc import Callable
@@ -292,6 +293,8 @@ def plan_sweep(grid: SweepFile) -> Plan:
                                        argv=_settings_argv(entry.settings, f"strategy {label}")))
     if grid.executor == "local" and grid.ray_address:
         raise SweepError("--ray-address needs --executor ray")
+    if grid.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise SweepError("--executor ray needs Ray: pip install '.[ray]'")
     try:  # a saved sweep.yaml holds the URL without its password: $ITS_MLE_CHECKPOINTER has it
         database = live_url(check_url(grid.checkpointer))
     except PersistenceError as exc:
@@ -398,11 +401,6 @@ class _Launchers:
                          f"(ready in {self.server.startup_s:.0f} s)")
         return (self.server.base_url, None) if self.server else (None, self.error)
 
-    def leave(self, label: str) -> None:
-        """Stop the server when the sweep has moved past its model's cells."""
-        if self.label is not None and self.label != label:
-            self.stop()
-
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
@@ -412,10 +410,6 @@ class _Launchers:
 def _executor(plan: Plan, say: Callable[[str], None], echo: TextIO | None) -> Executor:
     grid = plan.grid
     if grid.executor == "ray":
-        try:
-            import ray  # noqa: F401
-        except ImportError as exc:
-            raise SweepError("--executor ray needs Ray: pip install '.[ray]'") from exc
         return RayExecutor(grid.ray_address, grid.workers if grid.workers > 1 else None, plan.model_caps, say)
     if grid.workers > 1:
         return LocalExecutor(grid.workers)
@@ -506,9 +500,6 @@ def main(argv: list[str] | None = None) -> int:
     stdout = sys.stdout
     try:
         failures = execute(plan, stdout)
-    except SweepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         write_results(plan.out, plan.cells, {}, plan.seeds)
         print("\ninterrupted; run the same command again to continue", file=sys.stderr)
