@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -36,6 +37,25 @@ BUSY_RETRY_S = 5.0  # how long a busy cell waits before it is tried again
 EXECUTORS = ("local", "ray")
 
 OnDone = Callable[[CellJob, CellOutcome], None]
+
+
+def ray_address_problem(address: str, timeout: float = 5.0) -> str | None:
+    """Why no Ray cluster can be reached at `address` (None: something answers there).
+
+    Ray itself retries an unreachable GCS for minutes before it gives up, so the sweep looks first:
+    `HOST:PORT` or `ray://HOST:PORT` must accept a TCP connection. `auto` (the cluster this node
+    belongs to) is left to Ray.
+    """
+    if address in ("auto", "local"):
+        return None
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return f"--ray-address {address!r} is not HOST:PORT, ray://HOST:PORT or auto"
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        return f"no Ray cluster answers at {address}: {exc.strerror or exc}"
+    return None
 
 
 def endpoint_resource(endpoint: str) -> str:

@@ -51,7 +51,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from benchmark.cell import CellJob, CellOutcome
-from benchmark.executors import EXECUTORS, Executor, InProcessExecutor, LocalExecutor, RayExecutor
+from benchmark.executors import (
+    EXECUTORS,
+    Executor,
+    InProcessExecutor,
+    LocalExecutor,
+    RayExecutor,
+    ray_address_problem,
+)
 from benchmark.results import Cell, write_results
 from benchmark.sweep_config import ConfigError, SweepFile, check_run_argv, load_sweep_file, settings_argv
 from benchmark.sweep_report import write_sweep_report_safely
@@ -295,6 +302,8 @@ def plan_sweep(grid: SweepFile) -> Plan:
         raise SweepError("--ray-address needs --executor ray")
     if grid.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise SweepError("--executor ray needs Ray: pip install '.[ray]'")
+    if grid.executor == "ray" and grid.ray_address and (problem := ray_address_problem(grid.ray_address)):
+        raise SweepError(problem)
     try:  # a saved sweep.yaml holds the URL without its password: $ITS_MLE_CHECKPOINTER has it
         database = live_url(check_url(grid.checkpointer))
     except PersistenceError as exc:

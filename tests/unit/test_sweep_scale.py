@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -92,6 +95,62 @@ def test_ray_writes_the_serial_table(grid, capsys):
     assert pids and os.getpid() not in pids
     saved = yaml.safe_load((out / "sweep.yaml").read_text())
     assert saved["executor"] == "ray" and saved["workers"] == 2 and saved["seeds"] == 2
+
+
+@pytest.fixture
+def ray_cluster():
+    """A real Ray cluster started as users start one (`ray start --head`, 2 CPUs, the scripted
+    endpoint's resource declared), in its own process group; its address, then it is stopped."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
+    log = temp / "head.log"
+    with log.open("w") as sink:
+        head = subprocess.Popen(
+            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", str(port),
+             "--num-cpus", "2", "--resources", json.dumps({"endpoint:m": 1}), "--include-dashboard=false",
+             "--disable-usage-stats", "--temp-dir", str(temp)],
+            stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: "Ray runtime started" in log.read_text() or head.poll() is not None, timeout=180)
+        assert head.poll() is None, log.read_text()[-2000:]
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_sweep_on_a_started_ray_cluster_writes_the_serial_table(grid, ray_cluster, capsys):
+    out = grid["tmp"] / "cluster"
+    assert main(_grid(grid["tasks"], grid["stub"].base_url, out, "--executor", "ray",
+                      "--ray-address", ray_cluster)) == 0
+    printed = capsys.readouterr().out
+    assert f"connected to the Ray cluster at {ray_cluster}" in printed
+    assert "declares no" not in printed  # the cluster's own endpoint:m resource keeps the cap
+    _same_tables(grid["serial"], out)
+    pids = {int(p.read_text()) for p in (out / "logs").glob("*.pid")}
+    assert pids and os.getpid() not in pids
+    assert yaml.safe_load((out / "sweep.yaml").read_text())["ray_address"] == ray_cluster
+
+
+def test_a_ray_address_nobody_answers_at_exits_2_before_writing(grid, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed: nothing listens there
+    out = grid["tmp"] / "nobody"
+    args = _grid(grid["tasks"], grid["stub"].base_url, out, "--executor", "ray")
+    assert main([*args, "--ray-address", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: no Ray cluster answers at 127.0.0.1:{port}") and len(err.splitlines()) == 1
+    assert main([*args, "--ray-address", "headnode"]) == 2
+    assert "is not HOST:PORT, ray://HOST:PORT or auto" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_a_killed_ray_worker_is_retried_and_its_cell_resumes(tmp_path):
