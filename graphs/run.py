@@ -452,7 +452,8 @@ def _search(services: RunServices, resumed: bool, url: str = "") -> dict[str, An
         # but still has `tasks`: it is interrupted, not finished
         pending = bool(snapshot.next or snapshot.tasks)
         if pending and _ran_elsewhere(snapshot.values):
-            # execute the step's script again here, as if its candidate had just been generated
+            # execute the step's script again here, as if its candidate had just been generated;
+            # the seconds of the lost execution stay in `script_seconds` (spent, so budgeted)
             graph.update_state(config, {"execution": None, "verdict": None}, as_node="generate")
         # The checkpoint is the source of truth: its `head` names the branch. A node stored by a
         # step whose checkpoint was never written is on no branch; the replayed step's task
