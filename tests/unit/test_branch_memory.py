@@ -8,7 +8,7 @@ import pytest
 
 from graphs.search import stage_request
 from graphs.settings import RunSettings
-from nodes.improve import improve_prompt
+from nodes.operators import improve_prompt
 from nodes.tree import MEMORY_CHARS, MEMORY_ENTRIES, Node, Tree, node_id_for
 
 
