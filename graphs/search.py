@@ -156,11 +156,10 @@ def after_choose(state: SearchState) -> Literal["generate", "__end__"]:
     return "generate" if state.get("action") else END
 
 
-def stage_request(svc: RunServices, action: dict, tree: Tree | None = None) -> str:
+def stage_request(svc: RunServices, action: dict, tree: Tree) -> str:
     """The prompt of the action's operator (draft, improve or debug), without the stable prefix;
-    its memory is of `tree` (the step's branch; default: the services' current tree)."""
+    its memory is of `tree`, the step's branch (`branch_tree`)."""
     stage = action["stage"]
-    tree = svc.tree if tree is None else tree
     memory = memory_lines(tree, svc.settings.memory_size, action.get("parent_id"),
                           branch=svc.settings.branch_memory)
     if stage == "draft":
