@@ -22,9 +22,9 @@ from langgraph.types import Command
 from graphs import refine
 from graphs.refine import RefineState
 from graphs.strategy import StrategyContext, StrategyInput, StrategyOutput, emit, services_of
-from nodes.candidate import Candidate
 from nodes.code import implement_plan
 from nodes.execute import Execution
+from nodes.operators import Candidate
 from nodes.plan import Plan, make_plan
 from nodes.reflect import Reflection
 

@@ -24,8 +24,8 @@ from graphs.strategy import (
     result,
     services_of,
 )
-from nodes.candidate import Candidate
 from nodes.execute import Execution
+from nodes.operators import Candidate
 from nodes.reflect import reflect
 from nodes.usage import Usage
 

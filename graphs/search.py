@@ -2,8 +2,18 @@
 
 One step = choose -> generate -> execute [-> repair -> execute]* -> review -> record, each a
 superstep with its own checkpoint, so a crash mid-execution resumes without asking the model
-again. A script that fails the static check or crashes early gets up to `repairs` quick repair
-calls inside the step (nodes.repair); the node records the last script and every attempt. With a strategy
+again. A step's logic lives in four files:
+
+- graphs/search.py (this file): the wiring, the state between supersteps, and `record`;
+- nodes/operators.py: choose and write (the search policy, the draft / improve / debug prompts,
+  asking the model for a script);
+- nodes/execute.py: run and repair (the static check and the sandboxed run, and the quick repair
+  calls inside the step for a script that fails the static check, crashes early or runs without
+  its outputs);
+- nodes/review.py: the facts of the run and the LLM's verdict.
+
+`record` stores the step as a node in the tree store (nodes/tree.py: `Node`, `Tree`, the run's
+`NodeStore`); the node records the last script and every repair attempt. With a strategy
 other than `aide`, `generate` runs that strategy's graph as the expansion operator (a subgraph
 sharing this graph's checkpointer, so a killed fan-out or loop resumes inside itself) and
 `execute` only keeps the submission of the candidate it returned. The state holds
@@ -34,13 +44,16 @@ from graphs.export import submission_path
 from graphs.settings import RunServices, SearchContext
 from graphs.strategy import safe_name
 from nodes.budget import budget_stop, describe_stop
-from nodes.candidate import Candidate, ask_for_script
-from nodes.debug import debug_prompt
-from nodes.draft import draft_prompt
-from nodes.execute import Execution, execute_script
-from nodes.improve import improve_prompt
-from nodes.policy import choose_action, step_rng
-from nodes.repair import apply_repair, ask_for_repair, close_record, repair_need
+from nodes.execute import Execution, apply_repair, ask_for_repair, close_record, execute_script, repair_need
+from nodes.operators import (
+    Candidate,
+    ask_for_script,
+    choose_action,
+    debug_prompt,
+    draft_prompt,
+    improve_prompt,
+    step_rng,
+)
 from nodes.review import llm_verdict
 from nodes.tree import Node, Tree
 from nodes.usage import Usage
@@ -54,7 +67,7 @@ class SearchState(TypedDict, total=False):
     candidate: dict | None
     execution: dict | None
     details: dict | None  # what a strategy graph reports about its expansion
-    repairs: list[dict] | None  # the repair attempts of this step (nodes.repair)
+    repairs: list[dict] | None  # the repair attempts of this step (nodes.execute)
     script_seconds: float | None  # seconds of the scripts `execute` ran this step, a repair's too
     verdict: dict | None
     head: str | None  # the branch's newest node (NodeStore.branch reads the branch from it)
@@ -143,11 +156,10 @@ def after_choose(state: SearchState) -> Literal["generate", "__end__"]:
     return "generate" if state.get("action") else END
 
 
-def stage_request(svc: RunServices, action: dict, tree: Tree | None = None) -> str:
+def stage_request(svc: RunServices, action: dict, tree: Tree) -> str:
     """The prompt of the action's operator (draft, improve or debug), without the stable prefix;
-    its memory is of `tree` (the step's branch; default: the services' current tree)."""
+    its memory is of `tree`, the step's branch (`branch_tree`)."""
     stage = action["stage"]
-    tree = svc.tree if tree is None else tree
     memory = memory_lines(tree, svc.settings.memory_size, action.get("parent_id"),
                           branch=svc.settings.branch_memory)
     if stage == "draft":

@@ -35,7 +35,7 @@ from graphs.strategy import (
     seed_of,
     services_of,
 )
-from nodes.candidate import Candidate
+from nodes.operators import Candidate
 from nodes.sample import sample_in_one_call, sample_one
 from nodes.select import Attempt, llm_judge, select_best
 from nodes.usage import Usage

@@ -18,9 +18,9 @@ from langgraph.types import Command
 from graphs import refine
 from graphs.refine import RefineState
 from graphs.strategy import StrategyContext, StrategyInput, StrategyOutput, emit, services_of
-from nodes.candidate import Candidate, ask_for_script
 from nodes.code import revise
 from nodes.execute import Execution
+from nodes.operators import Candidate, ask_for_script
 from nodes.reflect import Reflection
 
 

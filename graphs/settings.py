@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from grading.hidden import HiddenGrader
 from graphs.persistence import redact_url
 from nodes.budget import Budget
-from nodes.policy import PolicySettings, draft_budget
+from nodes.operators import PolicySettings, draft_budget
 from nodes.structured import StructuredOutputSupport
 from nodes.tree import BaseNodeStore, Tree
 from sandbox.limits import Limits, MiB
@@ -44,7 +44,7 @@ class RunSettings(BaseModel):
     python: str | None = None  # the interpreter solution scripts run with (None: this one)
     seed: int = 0
     exec_timeout: float = 600.0
-    num_drafts: int | None = None  # None: nodes.policy.draft_budget(steps)
+    num_drafts: int | None = None  # None: nodes.operators.draft_budget(steps)
     debug_prob: float = 0.5
     max_debug_depth: int = 3
     max_tokens: int = 4096  # the coder's answer cap

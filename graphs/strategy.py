@@ -10,7 +10,7 @@ from them (chat clients, the stable prompt prefix, the sandbox slots, the held s
 (`graphs.services.strategy_services_for`).
 
 Repairs inside a step apply to every executed candidate: one that fails the static check or
-crashes within `repair_window_s` gets up to `repairs` quick repair calls (`nodes.repair`, role
+crashes within `repair_window_s` gets up to `repairs` quick repair calls (`nodes.execute`, role
 `repairer`, on the coder) inside the node that executes it, before it is selected or reflected
 on (`execute_with_repairs`). The repair settings are plain context values, so the CLI
 (`graphs.services.strategy_context`, from the run's settings) and Studio set them alike.
@@ -30,10 +30,8 @@ from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
 from graphs.settings import RunContext
-from nodes.candidate import Candidate
-from nodes.draft import draft_prompt
-from nodes.execute import Execution, execute_script
-from nodes.repair import run_with_repairs
+from nodes.execute import Execution, execute_script, run_with_repairs
+from nodes.operators import Candidate, draft_prompt
 from nodes.sample import SamplingSupport
 from nodes.structured import StructuredOutputSupport
 from nodes.usage import Usage

@@ -5,8 +5,8 @@ from __future__ import annotations
 from langchain_core.language_models import BaseChatModel
 
 import prompts
-from nodes.candidate import Candidate, ask_for_script
 from nodes.execute import Execution
+from nodes.operators import Candidate, ask_for_script
 
 
 def implement_plan(

@@ -1,4 +1,11 @@
-"""Where an undefined name usually comes from: `LogisticRegression` -> `from sklearn.linear_model
+"""Hints the debug and repair prompts add for an error text: the usual remedy of a known error,
+and the import line of an undefined name.
+
+Known errors (prompts/known_errors.yaml): a regular expression on the error text -> the usual
+remedy in one line (which may quote what the pattern's named groups caught); the debug and
+repair prompts add the first match as "Known remedy: ...".
+
+Where an undefined name usually comes from: `LogisticRegression` -> `from sklearn.linear_model
 import LogisticRegression`, `np` -> `import numpy as np`.
 
 Small models often use a class or function they never import. The static check catches the
@@ -12,7 +19,71 @@ from __future__ import annotations
 import importlib
 import re
 import types
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+import prompts
+
+_TABLE = Path(prompts.__file__).parent / "known_errors.yaml"
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+# ---------------------------------------------------------------- known-error guidance
+
+
+@dataclass(frozen=True)
+class KnownError:
+    name: str
+    pattern: re.Pattern[str]
+    remedy: str
+
+
+@lru_cache(maxsize=4)
+def known_errors(path: Path = _TABLE) -> tuple[KnownError, ...]:
+    """The table, in file order (first match wins); a malformed table raises ValueError."""
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, list):
+        raise ValueError(f"{path}: expected a list of {{name, pattern, remedy}} entries")
+    table = []
+    for i, entry in enumerate(raw):
+        try:
+            name, pattern, remedy = str(entry["name"]), re.compile(entry["pattern"]), str(entry["remedy"])
+            table.append(KnownError(name, pattern, remedy.strip()))
+        except (KeyError, TypeError, re.error) as exc:
+            raise ValueError(f"{path}: entry {i + 1} is malformed ({exc})") from exc
+    return tuple(table)
+
+
+def match_known_error(*texts: str | None) -> KnownError | None:
+    """The first table entry matching the first text that any entry matches (the most telling
+    text first: the failure line, then the output)."""
+    for text in texts:
+        if not text:
+            continue
+        for entry in known_errors():
+            if entry.pattern.search(text):
+                return entry
+    return None
+
+
+def known_remedy(*texts: str | None) -> str | None:
+    """The one-line remedy for an error text, or None when the table has none. A remedy may
+    quote what the pattern's named groups caught (`{value}`: the value in the error message)."""
+    for text in texts:
+        if not text:
+            continue
+        for entry in known_errors():
+            found = entry.pattern.search(text)
+            if found:
+                caught = {k: (v or "")[:80] for k, v in found.groupdict().items()}
+                return _PLACEHOLDER.sub(lambda m: caught.get(m.group(1), m.group(0)), entry.remedy)
+    return None
+
+
+# ---------------------------------------------------------------- the import line of an undefined name
 
 # conventional module aliases and plain modules
 _ALIASES = {

@@ -12,7 +12,7 @@ from typing import Literal
 
 from langchain_core.language_models import BaseChatModel
 
-from nodes.candidate import Candidate, ask_for_script, candidate_from_reply, with_script_format
+from nodes.operators import Candidate, ask_for_script, candidate_from_reply, with_script_format
 from nodes.usage import Usage
 from serving.llm import LLMCallError, build_messages, complete_choices
 

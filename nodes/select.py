@@ -28,8 +28,8 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
 import prompts
-from nodes.candidate import Candidate
 from nodes.execute import Execution
+from nodes.operators import Candidate
 from nodes.structured import StructuredOutputSupport, ask_json
 from nodes.usage import Usage
 

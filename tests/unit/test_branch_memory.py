@@ -8,7 +8,7 @@ import pytest
 
 from graphs.search import stage_request
 from graphs.settings import RunSettings
-from nodes.improve import improve_prompt
+from nodes.operators import improve_prompt
 from nodes.tree import MEMORY_CHARS, MEMORY_ENTRIES, Node, Tree, node_id_for
 
 
@@ -131,13 +131,13 @@ def test_stage_request_uses_branch_memory_unless_turned_off(tmp_path, branch):
     t = sample_tree()
     parent = node(4, "debug", parent=3, metric=0.55, plan="Encode strings.")
     settings = RunSettings(run_id="r", task_dir=str(tmp_path), branch_memory=branch)
-    svc = SimpleNamespace(tree=t, settings=settings, store=SimpleNamespace(get=lambda _id: parent),
+    svc = SimpleNamespace(settings=settings, store=SimpleNamespace(get=lambda _id: parent),
                           lower_is_better=False)
-    text = stage_request(svc, {"stage": "improve", "parent_id": parent.id})
+    text = stage_request(svc, {"stage": "improve", "parent_id": parent.id}, t)
     if branch:
         assert "step 3 improve of step 2: Switch to an SVM. -> failed" in text
         assert "UNRELATED" not in text
     else:  # the last nodes of the whole run, whatever their branch
         assert "improve (step 7): failed. KeyError: 'z'" in text
-    draft_text = stage_request(svc, {"stage": "draft", "parent_id": None})
+    draft_text = stage_request(svc, {"stage": "draft", "parent_id": None}, t)
     assert ("best of the run so far" in draft_text) is branch

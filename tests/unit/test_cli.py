@@ -135,7 +135,7 @@ def test_plain_folder_asks_direction_once_and_writes_outputs(tmp_path, stub):
                 "llm_seconds", "exec_seconds"):
         assert key in tree["nodes"][0]
     summary = json.loads((run_path / "summary.json").read_text())
-    # 3 steps: a draft budget of 1 (nodes.policy.draft_budget), then debug or improve
+    # 3 steps: a draft budget of 1 (nodes.operators.draft_budget), then debug or improve
     assert summary["steps"] == 3 and summary["nodes_by_stage"]["draft"] == 1
     assert sum(summary["nodes_by_stage"].values()) == 3
     assert summary["prompt_tokens"] > 0 and summary["wall_seconds"] > 0

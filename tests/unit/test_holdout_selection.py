@@ -22,7 +22,7 @@ from graphs.self_consistency import build_self_consistency_graph
 from graphs.services import held_split_for, planned_split
 from graphs.settings import RunServices, RunSettings, SearchContext
 from graphs.strategy import StrategyContext, StrategyServices
-from nodes.improve import improve_prompt
+from nodes.operators import improve_prompt
 from nodes.sample import SamplingSupport
 from nodes.task_context import build_task_context
 from nodes.tree import NodeStore

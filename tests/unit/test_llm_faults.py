@@ -17,8 +17,8 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from graphs.run import main
-from nodes.candidate import candidate_from_reply
 from nodes.code_extract import extract_plan_and_code
+from nodes.operators import candidate_from_reply
 from nodes.usage import Usage
 from serving.llm import LLMCallError, LLMReply, LLMSettings, complete, make_chat_model
 from tests.doubles.fault import PROSE_ONLY, Fault, FaultRule, FaultServer

@@ -3,10 +3,8 @@ from pathlib import Path
 import pandas as pd
 
 from nodes.code_extract import extract_plan_and_code
-from nodes.debug import debug
 from nodes.direction import ask_metric_direction
-from nodes.draft import draft
-from nodes.improve import improve
+from nodes.operators import debug, draft, improve
 from nodes.review import Verdict, check_submission, establish_facts, llm_verdict, parse_metric
 from nodes.static_check import static_problems
 from nodes.structured import StructuredOutputSupport, parse_json_answer

@@ -1,6 +1,6 @@
 import random
 
-from nodes.policy import Action, PolicySettings, choose_action, step_rng
+from nodes.operators import Action, PolicySettings, choose_action, step_rng
 from nodes.tree import Node, Tree
 
 
@@ -78,7 +78,7 @@ def test_debug_probability_matches_setting():
 
 
 def test_draft_budget_fits_the_step_budget():
-    from nodes.policy import draft_budget
+    from nodes.operators import draft_budget
 
     assert [draft_budget(s) for s in (1, 3, 4, 8, 10, 19, 20, 300)] == [1, 1, 1, 2, 2, 4, 5, 5]
     assert draft_budget(4, num_drafts=5) == 5  # an explicit --num-drafts wins

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from langchain_core.messages import HumanMessage
 
-from nodes.candidate import candidate_from_reply
+from nodes.operators import candidate_from_reply
 from nodes.review import Verdict
 from nodes.structured import StructuredOutputSupport, ask_json
 from nodes.usage import Usage

@@ -17,10 +17,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 from graphs.run import build_parser, resolve_settings
 from graphs.search import build_search_graph
 from graphs.settings import RunServices, RunSettings, SearchContext
-from nodes.candidate import Candidate
-from nodes.debug import debug_prompt
-from nodes.execute import Execution, check_script, execute_script
-from nodes.repair import excerpt, known_errors, known_remedy, match_known_error, repair_need
+from nodes.execute import Execution, check_script, excerpt, execute_script, repair_need
+from nodes.import_hints import known_errors, known_remedy, match_known_error
+from nodes.operators import Candidate, debug_prompt
 from nodes.review import establish_facts, last_error_line
 from nodes.static_check import ImportChecker, static_report
 from nodes.tree import Node, NodeStore
@@ -221,7 +220,7 @@ def test_static_import_failure_never_runs_the_script(tmp_path, toy_task):
 
 
 def repair_need_for(code: str, ex: Execution):
-    from nodes.candidate import Candidate
+    from nodes.operators import Candidate
 
     return repair_need(Candidate(code=code), ex)
 
@@ -421,8 +420,8 @@ def test_every_table_entry_is_exercised_or_named():
 
 
 def test_run_with_repairs_for_callers_inside_one_node(tmp_path, toy_task):
-    from nodes.candidate import Candidate
-    from nodes.repair import run_with_repairs
+    from nodes.execute import run_with_repairs
+    from nodes.operators import Candidate
 
     comp = load_competition(toy_task)
     ran = []
@@ -462,8 +461,8 @@ def test_progress_shows_a_repair_line():
 
 
 def test_an_undefined_library_name_gets_its_import_line_in_repair_and_debug_prompts():
+    from nodes.execute import RepairNeed, repair_prompt
     from nodes.import_hints import import_for, missing_imports
-    from nodes.repair import RepairNeed, repair_prompt
 
     code = ("import pandas as pd\ntrain = pd.read_csv('input/train.csv')\n"
             "X_tr, X_va, y_tr, y_va = train_test_split(train[['x1']], train.label)\n"

@@ -307,8 +307,8 @@ def test_strategy_expands_tree_nodes_through_the_cli(tmp_path, toy_task, strateg
 def _attempt(tmp_path, index, metric, labels, *, failure=None):
     import pandas as pd
 
-    from nodes.candidate import Candidate
     from nodes.execute import Execution
+    from nodes.operators import Candidate
     from nodes.select import Attempt
 
     path = tmp_path / f"sub{index}.csv"
@@ -337,8 +337,8 @@ def test_select_breaks_metric_ties_by_agreement_and_handles_metric_less(tmp_path
 
 
 def test_select_without_submissions_prefers_the_run_that_got_furthest(tmp_path):
-    from nodes.candidate import Candidate
     from nodes.execute import Execution
+    from nodes.operators import Candidate
     from nodes.select import Attempt, select_best
 
     def att(i, **ex):

@@ -8,13 +8,10 @@ import pandas as pd
 import pytest
 
 from graphs.run import build_parser, resolve_settings
-from nodes.candidate import Candidate
 from nodes.code import implement_plan, revise
-from nodes.debug import debug
 from nodes.direction import ask_metric_direction
-from nodes.draft import draft
 from nodes.execute import Execution
-from nodes.improve import improve
+from nodes.operators import Candidate, debug, draft, improve
 from nodes.plan import make_plan
 from nodes.reflect import reflect
 from nodes.review import llm_verdict

@@ -1,0 +1,256 @@
+"""Choose and write: the first half of a search step, read top-down.
+
+1. The search policy, AIDE's, as a pure function: (tree, settings, rng) -> Action (draft,
+   debug or improve, and the node it starts from), with the run's draft budget.
+2. The operators' prompts: draft (a fresh solution from the task alone), improve (one atomic
+   change to a working solution) and debug (fix a failing script, told which errors were already
+   tried on its branch and, when the error is a known one (prompts/known_errors.yaml), its usual
+   remedy).
+3. Asking for the script: one LLM call whose answer becomes a `Candidate` (a plan, a script and
+   what it cost), shared by every operator and strategy that asks for a script.
+
+Running the script and repairing it inside the step is `nodes.execute`; reviewing it is
+`nodes.review`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from langchain_core.language_models import BaseChatModel
+from pydantic import BaseModel
+
+import prompts
+from nodes.code_extract import extract_plan_and_code
+from nodes.import_hints import known_remedy, missing_imports
+from nodes.tree import Node, Tree
+from nodes.usage import Usage
+from serving.llm import MAX_ANSWER_CHARS, LLMCallError, LLMReply, build_messages, complete
+
+# ---------------------------------------------------------------- the search policy
+
+
+AIDE_DRAFTS = 5
+STEPS_PER_DRAFT = 4
+
+
+def draft_budget(steps: int, num_drafts: int | None = None) -> int:
+    """Initial drafts for a run of `steps` nodes: `num_drafts` when given; otherwise one draft per
+    4 steps, at least 1 and at most AIDE's 5 (4 steps: 1 draft and 3 debug/improve steps;
+    10 steps: 2; 20 steps and more: 5). A short run drafting 5 times could never debug or improve."""
+    if num_drafts is not None:
+        return num_drafts
+    return max(1, min(AIDE_DRAFTS, steps // STEPS_PER_DRAFT))
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """AIDE's defaults: 5 initial drafts, debug with probability 0.5 up to depth 3."""
+
+    num_drafts: int = 5
+    debug_prob: float = 0.5
+    max_debug_depth: int = 3
+
+
+@dataclass(frozen=True)
+class Action:
+    """What the next step does: a stage and the node it starts from (None for a draft)."""
+
+    stage: str
+    parent_id: str | None = None
+
+
+def choose_action(tree: Tree, settings: PolicySettings, rng: random.Random) -> Action:
+    """Pick the next step like AIDE.
+
+    Fewer drafts than `num_drafts` -> draft. With probability `debug_prob`, debug a random
+    buggy leaf whose debug depth is within the limit. No working node -> draft. Otherwise
+    improve the best node.
+    """
+    if tree.draft_count < settings.num_drafts:
+        return Action("draft")
+    if rng.random() < settings.debug_prob:
+        debuggable = [
+            n for n in tree.buggy_leaves() if n.debug_depth <= settings.max_debug_depth
+        ]
+        if debuggable:
+            return Action("debug", rng.choice(debuggable).id)
+    best = tree.best()
+    if best is None:
+        return Action("draft")
+    return Action("improve", best.id)
+
+
+def step_rng(seed: int, step: int) -> random.Random:
+    """A generator fixed by (seed, step), so a replayed step makes the same choice."""
+    return random.Random(f"{seed}:{step}")
+
+
+# ---------------------------------------------------------------- the draft prompt: a fresh solution
+
+
+def draft_prompt(memory: list[str]) -> str:
+    """The request for a new solution; `memory` lists one-line summaries of earlier attempts
+    (`Tree.branch_memory(None)`: earlier drafts and the run's best nodes). The reply format is
+    added by `ask_for_script`."""
+    return prompts.render("draft", memory=memory)
+
+
+def draft(
+    llm: BaseChatModel, system: str, memory: list[str], *, system_prompt: bool = True
+) -> Candidate:
+    """Ask for a new solution."""
+    return ask_for_script(llm, system, draft_prompt(memory), system_prompt=system_prompt)
+
+
+# ---------------------------------------------------------------- the improve prompt: one atomic change
+
+
+def improve_prompt(parent: Node, memory: list[str], *, lower_is_better: bool) -> str:
+    """The request for an improved version of `parent`'s script.
+
+    The parent's code and review come before `memory` (which changes every step), so repeated
+    improves of one node share a cached prompt prefix up to the memory."""
+    return prompts.render(
+        "improve",
+        code=parent.code.rstrip(),
+        metric=f"{parent.metric:.6g}" if parent.metric is not None else "n/a",
+        direction="lower is better" if lower_is_better else "higher is better",
+        analysis=parent.review.strip(),
+        flag=parent.self_report_flag,
+        memory=memory,
+    )
+
+
+def improve(
+    llm: BaseChatModel,
+    system: str,
+    parent: Node,
+    memory: list[str],
+    *,
+    lower_is_better: bool,
+    system_prompt: bool = True,
+) -> Candidate:
+    """Ask for an improved version of `parent`'s script."""
+    text = improve_prompt(parent, memory, lower_is_better=lower_is_better)
+    return ask_for_script(llm, system, text, system_prompt=system_prompt)
+
+
+# ---------------------------------------------------------------- the debug prompt: fix a failing script
+
+
+def tail(text: str, chars: int) -> str:
+    """The end of a long output (where the error is), marked as cut."""
+    text = text.strip()
+    return "..." + text[-chars:] if len(text) > chars else text
+
+
+def debug_prompt(
+    parent: Node, earlier_errors: list[str], *, output_chars: int = 6000, known_errors: bool = True
+) -> str:
+    """The request for a fixed version of the buggy `parent` (with the known remedy of its
+    error unless `known_errors` is off: matched on the failure line first, then the output's end)."""
+    output = tail(parent.output, output_chars)
+    remedy = known_remedy(parent.bug_reason, tail(parent.output, 2000)) if known_errors else None
+    imports = missing_imports(parent.bug_reason, tail(parent.output, 2000)) if known_errors else []
+    return prompts.render(
+        "debug",
+        code=parent.code.rstrip(),
+        failure=parent.bug_reason or "the run failed",
+        output=output or "(no output)",
+        earlier_errors=earlier_errors,
+        remedy=remedy,
+        imports=imports,
+    )
+
+
+def debug(
+    llm: BaseChatModel,
+    system: str,
+    parent: Node,
+    earlier_errors: list[str],
+    *,
+    output_chars: int = 6000,
+    system_prompt: bool = True,
+    known_errors: bool = True,
+) -> Candidate:
+    """Ask for a fixed version of the buggy `parent`."""
+    text = debug_prompt(parent, earlier_errors, output_chars=output_chars, known_errors=known_errors)
+    return ask_for_script(llm, system, text, system_prompt=system_prompt)
+
+
+# ---------------------------------------------------------------- asking for the script
+
+
+NO_CODE = "no Python code block in the answer"
+PLAN_PREVIEW_CHARS = 1000  # what is kept of an oversized answer, to show what it was
+
+
+class Candidate(BaseModel):
+    """A script proposed by an operator, before it is executed."""
+
+    plan: str = ""
+    code: str = ""
+    reasoning: str = ""
+    llm_error: str | None = None
+    usage: Usage = Usage()
+
+
+def candidate_from_reply(reply: LLMReply, usage: Usage) -> Candidate:
+    """Plan and script out of one answer (reasoning kept apart, never parsed for code).
+
+    An answer that cannot be run gets `llm_error` (and is not executed): no code block; a code
+    block cut off (no closing fence) at the token limit or where what is left does not parse (the
+    partial code is kept for the debug step); an answer longer than `MAX_ANSWER_CHARS`, which no
+    server honouring the generation cap sends (only its beginning is kept, as the plan).
+    """
+    if reply.oversized_chars:
+        size = f"{reply.oversized_chars:,} characters"
+        plan = reply.text[:PLAN_PREVIEW_CHARS] + f"\n[... cut: the answer had {size}]"
+        error = f"answer oversized: {size} (limit {MAX_ANSWER_CHARS:,}); not used"
+        return Candidate(plan=plan, reasoning=reply.reasoning, llm_error=error, usage=usage)
+    plan, code = extract_plan_and_code(reply.text)
+    # the extractor takes an unterminated block up to the end of the answer: then the answer ends with it
+    unterminated = bool(code) and reply.text.rstrip().endswith(code.rstrip())
+    error = None
+    if not code:
+        cut = reply.finish_reason == "length"
+        error = "answer cut off at the token limit before any code" if cut else NO_CODE
+    elif unterminated and reply.finish_reason == "length":
+        error = "answer truncated at the token limit (finish_reason=length, no closing fence)"
+    elif unterminated and (problem := _syntax_problem(code)):
+        error = f"answer truncated (no closing fence): the code does not parse ({problem})"
+    return Candidate(plan=plan, code=code, reasoning=reply.reasoning, llm_error=error, usage=usage)
+
+
+def _syntax_problem(code: str) -> str | None:
+    try:
+        compile(code, "<answer>", "exec")
+    except SyntaxError as exc:
+        return f"{exc.msg}, line {exc.lineno}"
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def with_script_format(task_prompt: str) -> str:
+    """The request followed by the coder's reply format (a plan, then one code block); the run's
+    stable prefix states no reply format, since the JSON roles share it."""
+    return task_prompt.rstrip() + "\n\n" + prompts.render("script_reply")
+
+
+def ask_for_script(
+    llm: BaseChatModel, system: str, task_prompt: str, *, system_prompt: bool, role: str = "coder",
+    **call_kwargs: object,
+) -> Candidate:
+    """One LLM call that should return a plan and a script; failures are recorded, not raised."""
+    messages = build_messages(system, with_script_format(task_prompt), system_prompt=system_prompt)
+    usage = Usage()
+    try:
+        reply = complete(llm, messages, **call_kwargs)
+    except LLMCallError as exc:
+        usage.add_error(role, exc)
+        return Candidate(llm_error=f"LLM call failed: {exc}", usage=usage)
+    usage.add_reply(reply, role)
+    return candidate_from_reply(reply, usage)
