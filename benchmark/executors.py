@@ -58,6 +58,24 @@ def ray_address_problem(address: str, timeout: float = 5.0) -> str | None:
     return None
 
 
+class ExecutorError(Exception):
+    """The executor cannot start (a Ray cluster that refuses this driver): one line for the user."""
+
+
+def _connect_problem(address: str, exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 8:  # Ray wraps the cause: ConnectionError <- RuntimeError
+        chain.append(f"{type(seen).__name__}: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    if any("InvalidAuthToken" in link or "AuthenticationError" in link for link in chain):
+        # Ray >= 2.5x turns token auth on where a token exists (~/.ray/auth_token); a driver only
+        # sends it with RAY_AUTH_MODE=token in its environment, read when ray is imported
+        return (f"the Ray cluster at {address} requires its auth token: run the sweep with "
+                "RAY_AUTH_MODE=token (the token from ~/.ray/auth_token or $RAY_AUTH_TOKEN)")
+    return f"could not connect to the Ray cluster at {address}: {type(exc).__name__}: {text[:300]}"
+
+
 def endpoint_resource(endpoint: str) -> str:
     """The Ray custom resource that caps the cells on one model server."""
     return f"endpoint:{endpoint}"
@@ -182,7 +200,10 @@ class RayExecutor(Executor):
                      include_dashboard=False, log_to_driver=False, configure_logging=False)
             say(f"started a local Ray with {cpus} CPUs")
         else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            try:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its own errors here
+                raise ExecutorError(_connect_problem(address, exc)) from exc
             say(f"connected to the Ray cluster at {address}")
         resources = ray.cluster_resources()
         self.enforced = {e for e in endpoints if resources.get(endpoint_resource(e), 0) >= 1}

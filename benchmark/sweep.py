@@ -54,6 +54,7 @@ from benchmark.cell import CellJob, CellOutcome
 from benchmark.executors import (
     EXECUTORS,
     Executor,
+    ExecutorError,
     InProcessExecutor,
     LocalExecutor,
     RayExecutor,
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     gx.add_argument("--ray-address", default=None, metavar="ADDR",
                     help="a running Ray cluster (e.g. auto, ray://head:10001); default: start a local one")
     gx.add_argument("--endpoint-concurrency", type=positive_int, default=None, metavar="K",
-                    help="cells at once on one model server (default: --workers)")
+                    help="cells at once on one model server (default: --workers; on Ray without --workers, no cap)")
     gx.add_argument("--cell-cpus", type=positive_float, default=None, metavar="C",
                     help="CPUs a cell declares to Ray (default 1)")
     gx.add_argument("--checkpointer", default=None, metavar="URL",
@@ -336,12 +337,14 @@ def plan_sweep(grid: SweepFile) -> Plan:
         except ConfigError as exc:
             raise SweepError(str(exc)) from exc
     common += passthrough
-    default_cap = grid.endpoint_concurrency or grid.workers
+    default_cap = grid.endpoint_concurrency or grid.workers or (None if grid.executor == "ray" else 1)
     model_argv, caps, vllm_options = {}, {}, {}
     for entry, model in zip(grid.models, models, strict=True):
         model_argv[model.label] = _settings_argv(entry.settings, f"model {model.label}")
         if not model.local:  # a server the cells share (local models start one per run)
-            caps[model.label] = entry.concurrency or default_cap
+            cap = entry.concurrency or default_cap
+            if cap:  # none: Ray with no --workers runs as many cells as the cluster has CPUs
+                caps[model.label] = cap
         vllm_options[model.label] = {"tensor_parallel_size": entry.tensor_parallel_size,
                                      "max_model_len": entry.max_model_len}
     out = Path(grid.out).expanduser().resolve()
@@ -419,8 +422,8 @@ class _Launchers:
 def _executor(plan: Plan, say: Callable[[str], None], echo: TextIO | None) -> Executor:
     grid = plan.grid
     if grid.executor == "ray":
-        return RayExecutor(grid.ray_address, grid.workers if grid.workers > 1 else None, plan.model_caps, say)
-    if grid.workers > 1:
+        return RayExecutor(grid.ray_address, grid.workers, plan.model_caps, say)
+    if (grid.workers or 1) > 1:
         return LocalExecutor(grid.workers)
     return InProcessExecutor(echo)
 
@@ -509,6 +512,10 @@ def main(argv: list[str] | None = None) -> int:
     stdout = sys.stdout
     try:
         failures = execute(plan, stdout)
+    except ExecutorError as exc:  # nothing ran: what earlier drivers finished stays in the table
+        write_results(plan.out, plan.cells, {}, plan.seeds)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         write_results(plan.out, plan.cells, {}, plan.seeds)
         print("\ninterrupted; run the same command again to continue", file=sys.stderr)

@@ -88,7 +88,7 @@ class SweepFile(_Strict):
     steps: int = Field(ge=1)
     out: str = "sweeps/latest"
     executor: str = "local"
-    workers: int = Field(default=1, ge=1)
+    workers: int | None = Field(default=None, ge=1)  # None: 1 locally, the cluster's CPUs on Ray
     ray_address: str | None = None
     checkpointer: str = ""
     budget: Budget = Field(default_factory=Budget)

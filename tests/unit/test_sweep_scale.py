@@ -3,8 +3,10 @@ worker killed mid-cell, two drivers on one grid, and the endpoint cap of the sch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,7 +22,7 @@ import yaml
 
 from benchmark.cell import CellJob, CellOutcome
 from benchmark.executors import Executor
-from benchmark.sweep import main
+from benchmark.sweep import main, plan_for
 from tests.conftest import ROOT, make_toy_task
 from tests.doubles.stub import StubServer
 from tests.unit.test_kill_resume import wait_for
@@ -97,21 +99,26 @@ def test_ray_writes_the_serial_table(grid, capsys):
     assert saved["executor"] == "ray" and saved["workers"] == 2 and saved["seeds"] == 2
 
 
-@pytest.fixture
-def ray_cluster():
+@contextlib.contextmanager
+def _ray_head(token: str | None = None):
     """A real Ray cluster started as users start one (`ray start --head`, 2 CPUs, the scripted
-    endpoint's resource declared), in its own process group; its address, then it is stopped."""
+    endpoint's resource declared), in its own process group; its address, then it is stopped.
+    Token auth is off unless `token` is given (Ray turns it on by itself where ~/.ray/auth_token
+    exists, which an earlier local Ray may have written)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
     log = temp / "head.log"
+    env = {**os.environ, "RAY_AUTH_MODE": "token" if token else "disabled"}
+    if token:
+        env["RAY_AUTH_TOKEN"] = token
     with log.open("w") as sink:
         head = subprocess.Popen(
             [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", str(port),
              "--num-cpus", "2", "--resources", json.dumps({"endpoint:m": 1}), "--include-dashboard=false",
              "--disable-usage-stats", "--temp-dir", str(temp)],
-            stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
     try:
         wait_for(lambda: "Ray runtime started" in log.read_text() or head.poll() is not None, timeout=180)
         assert head.poll() is None, log.read_text()[-2000:]
@@ -126,17 +133,36 @@ def ray_cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.fixture
+def ray_cluster():
+    with _ray_head() as address:
+        yield address
+
+
 def test_a_sweep_on_a_started_ray_cluster_writes_the_serial_table(grid, ray_cluster, capsys):
     out = grid["tmp"] / "cluster"
     assert main(_grid(grid["tasks"], grid["stub"].base_url, out, "--executor", "ray",
-                      "--ray-address", ray_cluster)) == 0
+                      "--ray-address", ray_cluster, "--endpoint-concurrency", "1")) == 0
     printed = capsys.readouterr().out
     assert f"connected to the Ray cluster at {ray_cluster}" in printed
-    assert "declares no" not in printed  # the cluster's own endpoint:m resource keeps the cap
+    assert "declares no" not in printed  # the cluster's own endpoint:m resource keeps the cap of 1
     _same_tables(grid["serial"], out)
     pids = {int(p.read_text()) for p in (out / "logs").glob("*.pid")}
     assert pids and os.getpid() not in pids
     assert yaml.safe_load((out / "sweep.yaml").read_text())["ray_address"] == ray_cluster
+
+
+def test_a_cluster_that_wants_a_token_is_one_line_and_exit_2(grid, capsys):
+    if os.environ.get("RAY_AUTH_MODE") == "token":
+        pytest.skip("this driver sends a token itself")
+    out = grid["tmp"] / "token"
+    with _ray_head(token=secrets.token_hex(32)) as address:
+        args = _grid(grid["tasks"], grid["stub"].base_url, out, "--executor", "ray", "--ray-address", address)
+        assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"error: the Ray cluster at {address} requires its auth token: run the sweep with "
+                       "RAY_AUTH_MODE=token (the token from ~/.ray/auth_token or $RAY_AUTH_TOKEN)")
+    assert (out / "sweep.yaml").is_file() and not list((out / "runs").iterdir())  # nothing ran
 
 
 def test_a_ray_address_nobody_answers_at_exits_2_before_writing(grid, capsys):
@@ -151,6 +177,17 @@ def test_a_ray_address_nobody_answers_at_exits_2_before_writing(grid, capsys):
     assert main([*args, "--ray-address", "headnode"]) == 2
     assert "is not HOST:PORT, ray://HOST:PORT or auto" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_each_endpoint_cap_follows_the_workers_the_user_asked_for(grid):
+    """Locally the cap defaults to --workers (1); on Ray with no --workers the cells may use the
+    whole cluster, so no cap; an explicit --workers or --endpoint-concurrency is kept on both."""
+    base = _grid(grid["tasks"], grid["stub"].base_url, grid["tmp"] / "unused")
+    assert plan_for(base).model_caps == {"m": 1}
+    assert plan_for([*base, "--executor", "ray"]).model_caps == {}
+    assert plan_for([*base, "--executor", "ray", "--workers", "1"]).model_caps == {"m": 1}
+    assert plan_for([*base, "--executor", "ray", "--endpoint-concurrency", "3"]).model_caps == {"m": 3}
+    assert plan_for([*base, "--workers", "2"]).model_caps == {"m": 2}
 
 
 def test_a_killed_ray_worker_is_retried_and_its_cell_resumes(tmp_path):
