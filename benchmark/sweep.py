@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     gx.add_argument("--ray-address", default=None, metavar="ADDR",
                     help="a running Ray cluster (e.g. auto, ray://head:10001); default: start a local one")
     gx.add_argument("--endpoint-concurrency", type=positive_int, default=None, metavar="K",
-                    help="cells at once on one model server (default: --workers; on Ray without --workers, no cap)")
+                    help="cells at once on one model server (default: --workers; none on Ray)")
     gx.add_argument("--cell-cpus", type=positive_float, default=None, metavar="C",
                     help="CPUs a cell declares to Ray (default 1)")
     gx.add_argument("--checkpointer", default=None, metavar="URL",
