@@ -30,7 +30,6 @@ from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Command
 from typing_extensions import TypedDict
 
-from graphs.export import submission_path
 from graphs.settings import RunServices, SearchContext
 from graphs.strategy import safe_name
 from nodes.budget import budget_stop, describe_stop
@@ -38,6 +37,7 @@ from nodes.candidate import Candidate, ask_for_script
 from nodes.debug import debug_prompt
 from nodes.draft import draft_prompt
 from nodes.execute import Execution, execute_script
+from nodes.files import submission_path
 from nodes.improve import improve_prompt
 from nodes.policy import choose_action, step_rng
 from nodes.repair import apply_repair, ask_for_repair, close_record, repair_need
