@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from graphs.export import write_atomically
+from nodes.files import write_atomically
 
 OUTCOMES = ("valid_submission", "above_median", "any_medal")
 _OUTCOME_TITLES = {"valid_submission": "valid", "above_median": "above median", "any_medal": "any medal"}

@@ -27,9 +27,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from graphs.export import write_atomically
 from graphs.self_consistency import build_self_consistency_graph
 from graphs.strategy import StrategyContext, StrategyServices, seed_of
+from nodes.files import write_atomically
 from nodes.operators import draft_prompt
 from nodes.sample import SamplingSupport, sample_one
 from nodes.task_context import build_task_context

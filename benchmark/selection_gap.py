@@ -26,7 +26,7 @@ from typing import Any
 
 from scipy.stats import spearmanr
 
-from graphs.export import write_atomically
+from nodes.files import write_atomically
 
 
 def _first(nodes: list[dict[str, Any]], key: str, lower: bool) -> dict[str, Any] | None:

@@ -64,14 +64,14 @@ from benchmark.results import Cell, write_results
 from benchmark.sweep_config import ConfigError, SweepFile, check_run_argv, load_sweep_file, settings_argv
 from benchmark.sweep_report import write_sweep_report_safely
 from grading.hidden import hidden_grading_plan
-from graphs.cli_args import EXIT_USAGE, OneLineParser, positive_float, positive_int
-from graphs.export import write_atomically
 from graphs.persistence import PersistenceError, check_url, live_url
 from graphs.registry import UnknownStrategyError, strategy_builder
+from nodes.files import write_atomically
 from serving.llm import EndpointError, list_endpoint_models
 from serving.vllm import VLLMServer, served_name_for
 from serving.weights import LOCAL_MODELS, LocalModelError
 from tasks.competition import Competition, CompetitionError, load_competition
+from views.cli import EXIT_USAGE, OneLineParser, positive_float, positive_int
 
 
 class SweepError(Exception):

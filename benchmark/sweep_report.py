@@ -23,9 +23,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from benchmark.results import OUTCOMES, markdown_table
-from graphs.cli_args import EXIT_USAGE, OneLineParser
-from graphs.export import write_atomically, write_bytes_atomically
-from graphs.report import figure_png
+from nodes.files import write_atomically, write_bytes_atomically
+from views.cli import EXIT_USAGE, OneLineParser
+from views.report import figure_png
 
 _TITLES = {"valid_submission": "valid submission", "above_median": "above median", "any_medal": "any medal"}
 _PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeca3b", "#9d755d",

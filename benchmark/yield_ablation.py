@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from graphs.export import write_atomically
+from nodes.files import write_atomically
 
 VARIANTS: dict[str, list[str]] = {
     "all": [],

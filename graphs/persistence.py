@@ -36,7 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from graphs.export import submission_path, write_atomically, write_bytes_atomically
+from nodes.files import submission_path, write_atomically, write_bytes_atomically
 from nodes.tree import BaseNodeStore, Node, NodeStore
 from tasks.holdout import HOLDOUT_DIR
 

@@ -32,16 +32,6 @@ from pathlib import Path
 from typing import Any
 
 from grading.hidden import medal_reporter_for
-from graphs.cli_args import (
-    EXIT_BUSY,
-    EXIT_USAGE,
-    OneLineParser,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    probability,
-)
-from graphs.export import export_run, write_atomically
 from graphs.persistence import (
     CHECKPOINTER_ENV,
     SETTINGS_FILE,
@@ -57,9 +47,7 @@ from graphs.persistence import (
     restore_run_files,
     stored_settings,
 )
-from graphs.progress import RunProgress
 from graphs.registry import STRATEGIES, UnknownStrategyError, strategy_builder
-from graphs.report import write_report_safely
 from graphs.search import build_search_graph
 from graphs.services import (
     attached_context,
@@ -69,11 +57,24 @@ from graphs.services import (
 )
 from graphs.settings import RunServices, RunSettings
 from nodes.budget import describe_stop
+from nodes.files import write_atomically
 from sandbox import SandboxError
 from serving.llm import EndpointError, list_endpoint_models
 from serving.local import LocalModelError, LocalServer, ensure_local_model
 from serving.vllm import VLLMServer
 from tasks.competition import Competition, CompetitionError, load_competition
+from views.cli import (
+    EXIT_BUSY,
+    EXIT_USAGE,
+    OneLineParser,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
+from views.export import export_run
+from views.progress import RunProgress
+from views.report import write_report_safely
 
 
 class UsageError(Exception):

@@ -40,11 +40,11 @@ from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Command
 from typing_extensions import TypedDict
 
-from graphs.export import submission_path
 from graphs.settings import RunServices, SearchContext
 from graphs.strategy import safe_name
 from nodes.budget import budget_stop, describe_stop
 from nodes.execute import Execution, apply_repair, ask_for_repair, close_record, execute_script, repair_need
+from nodes.files import submission_path
 from nodes.operators import (
     Candidate,
     ask_for_script,

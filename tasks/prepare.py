@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from graphs.export import write_atomically
+from nodes.files import write_atomically
 
 TASKS_DIR = Path(__file__).parent
 

@@ -14,7 +14,6 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 import nodes.execute
 from benchmark.results import Cell, aggregate, markdown_table, per_run_frame, run_row
-from graphs import report
 from graphs.run import main
 from graphs.search import build_search_graph
 from graphs.self_consistency import build_self_consistency_graph
@@ -27,6 +26,7 @@ from sandbox.limits import Limits, MiB
 from tasks.competition import load_competition
 from tests.conftest import RuleFakeModel, fenced, make_toy_task
 from tests.doubles.stub import StubServer, chat_completion
+from views import report
 
 # the requests that start a step (draft, improve, debug); the others (review, repair, judge) join it
 STEP_MARKERS = ("# Your job: write a first solution", "# Your job: improve a working solution",

@@ -136,7 +136,7 @@ def test_replaying_from_a_checkpoint_reruns_only_what_follows_it(searched):
 
 def test_a_resumed_cli_run_of_a_forked_thread_exports_its_branch(searched):
     """The run's tree.json is the branch the thread's head names, not every node in the store."""
-    from graphs.export import export_run
+    from views.export import export_run
 
     graph, config, context, run_path = searched
     history = list(graph.get_state_history(config))

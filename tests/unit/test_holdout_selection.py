@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from graphs.export import export_run
 from graphs.search import build_search_graph
 from graphs.self_consistency import build_self_consistency_graph
 from graphs.services import held_split_for, planned_split
@@ -30,6 +29,7 @@ from tasks.competition import load_competition
 from tasks.holdout import prepare_split
 from tasks.prepare import prepare_task
 from tests.conftest import RuleFakeModel, fenced
+from views.export import export_run
 
 HONEST = """import pandas as pd
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
@@ -147,7 +147,7 @@ def test_the_liar_is_never_selected(tmp_path, name, first):
     worse = (lambda a, b: a > b) if lower else (lambda a, b: a < b)
     assert all(worse(n.test_score, kept.test_score) for n in liars)
     # the report shows the gap: selection, and per node self-report vs holdout vs hidden test
-    from graphs.report import write_report
+    from views.report import write_report
 
     md = write_report(svc.run_dir)["report_md"].read_text()
     assert "| selected by | the harness's held split" in md

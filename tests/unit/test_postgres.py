@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from graphs import persistence
-from graphs.cli_args import EXIT_BUSY
 from graphs.run import main
 from nodes.tree import Node
 from tests.conftest import ROOT, make_toy_task
 from tests.doubles.stub import StubServer
 from tests.unit.test_kill_resume import start, tree_of, uninterrupted, wait_for
+from views.cli import EXIT_BUSY
 
 STEPS = 5
 SECRET = "s3cret-pw"

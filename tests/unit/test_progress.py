@@ -2,7 +2,7 @@
 
 import io
 
-from graphs.progress import RunProgress
+from views.progress import RunProgress
 
 EVENTS = [
     {"kind": "step", "step": 0, "stage": "draft", "parent": None},

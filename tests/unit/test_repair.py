@@ -143,8 +143,8 @@ def test_repairs_exhausted_node_is_buggy_with_every_attempt(tmp_path, toy_task):
     assert "undefined name 'model'" in second["then"]
     assert [c.role for c in node.calls] == ["coder", "repairer", "repairer"] and len(llm.seen) == 3
     # tree.html lists the attempts in the node's details
-    from graphs.export import export_run
-    from graphs.report import write_report
+    from views.export import export_run
+    from views.report import write_report
 
     export_run(svc.run_dir, svc.store.all(), svc.tree, run_id="t", wall_seconds=1.0,
                settings=svc.settings.model_dump())
@@ -451,7 +451,7 @@ def ex_static_reason(code: str) -> str:
 def test_progress_shows_a_repair_line():
     import io
 
-    from graphs.progress import RunProgress
+    from views.progress import RunProgress
 
     out = io.StringIO()
     with RunProgress(total=2, done=0, stream=out) as progress:

@@ -6,12 +6,12 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from graphs.export import export_run
 from graphs.search import build_search_graph
 from graphs.settings import RunServices, RunSettings, SearchContext
 from nodes.tree import NodeStore
 from tasks.competition import load_competition
 from tests.conftest import GOOD_SCRIPT, ai, fenced, scripted_model
+from views.export import export_run
 
 CRASH = "import pandas as pd\nraise RuntimeError('bad column')\n"
 VERDICT_OK = '{"is_bug": false, "summary": "works"}'
