@@ -328,6 +328,10 @@ ERROR_SCRIPTS = {
         import pandas as pd
         pd.DataFrame({"a": [1]}).append({"a": 2}, ignore_index=True)
     """,
+    "unexpected-keyword": """
+        from sklearn.metrics import mean_squared_error
+        mean_squared_error([1.0, 2.0], [1.0, 2.5], squared=False)
+    """,
     "no-attribute": """
         import numpy as np
         x = np.float(3)
@@ -406,6 +410,8 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
         assert remedy.startswith("`X_val` is used but never assigned: add the line that creates it")
     if case == "test-labels":  # not the generic "add the line that creates it": there is none
         assert remedy.startswith("`y_test` is never assigned. If it stands for the test rows' labels")
+    if case == "unexpected-keyword":
+        assert remedy.startswith("the installed version of that function has no 'squared' argument")
     if case == "invalid-parameter":
         assert remedy.startswith("the 'handle_unknown' parameter got a value this version does not accept")
     assert "Known remedy" not in debug_prompt(node, [], known_errors=False)
