@@ -9,7 +9,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import yaml
 from benchmark.cell import CellJob, CellOutcome
 from benchmark.executors import Executor
 from benchmark.sweep import main, plan_for
+from serving.process import free_port
 from tests.conftest import ROOT, make_toy_task
 from tests.doubles.stub import StubServer
 from tests.unit.test_kill_resume import wait_for
@@ -105,9 +105,7 @@ def _ray_head(token: str | None = None):
     endpoint's resource declared), in its own process group; its address, then it is stopped.
     Token auth is off unless `token` is given (Ray turns it on by itself where ~/.ray/auth_token
     exists, which an earlier local Ray may have written)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
     log = temp / "head.log"
     env = {**os.environ, "RAY_AUTH_MODE": "token" if token else "disabled"}
@@ -169,9 +167,7 @@ def test_a_cluster_that_wants_a_token_is_one_line_and_exit_2(grid):
 
 
 def test_a_ray_address_nobody_answers_at_exits_2_before_writing(grid, capsys):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # free once closed: nothing listens there
+    port = free_port()  # free once closed: nothing listens there
     out = grid["tmp"] / "nobody"
     args = _grid(grid["tasks"], grid["stub"].base_url, out, "--executor", "ray")
     assert main([*args, "--ray-address", f"127.0.0.1:{port}"]) == 2
