@@ -6,6 +6,7 @@ node with the best test score.
     python -m benchmark.selection_gap [--tasks tumor-diagnosis ...] [--seeds 0 1] [--steps 10]
         [--out runs/selection] [--local-model 1.5b | --base-url URL]
     python -m benchmark.selection_gap --runs RUN_DIR [RUN_DIR ...]   # only read finished runs
+    python -m benchmark.selection_gap --rows benchmark/measured/yield.jsonl   # or yield_ablation's rows
 
 Without --runs it makes the runs first (benchmark.yield_ablation's "all" variant: every default
 on, so the harness holds its split; finished runs are read back, not run again), then reads them.
@@ -46,23 +47,39 @@ def _rho(nodes: list[dict[str, Any]], key: str) -> float | None:
     return None if rho is None or math.isnan(rho) else float(rho)
 
 
+def numbers(name: str, nodes: list[dict[str, Any]], lower: bool) -> dict[str, Any]:
+    """One run's numbers from its nodes (tree.json's keys)."""
+    graded = [n for n in nodes if not n.get("is_buggy", True) and n.get("test_score") is not None]
+    best_test = _first(graded, "test_score", lower)
+    out: dict[str, Any] = {"run": name, "graded_nodes": len(graded),
+                           "holdout_nodes": sum(1 for n in graded if n.get("holdout_score") is not None)}
+    for label, key in (("self", "metric"), ("holdout", "holdout_score")):
+        pick = _first(graded, key, lower)
+        out[f"rho_{label}"] = _rho(graded, key)
+        out[f"hit_{label}"] = (None if pick is None or best_test is None
+                               else int(pick["test_score"] == best_test["test_score"]))
+    return out
+
+
 def run_numbers(run_path: Path) -> dict[str, Any] | None:
     """One finished run's numbers; None when it has no tree.json."""
     tree_file = run_path / "tree.json"
     if not tree_file.is_file():
         return None
     tree = json.loads(tree_file.read_text())
-    lower = bool(tree.get("lower_is_better"))
-    graded = [n for n in tree["nodes"] if not n.get("is_buggy", True) and n.get("test_score") is not None]
-    best_test = _first(graded, "test_score", lower)
-    out: dict[str, Any] = {"run": run_path.name, "graded_nodes": len(graded),
-                           "holdout_nodes": sum(1 for n in graded if n.get("holdout_score") is not None)}
-    for name, key in (("self", "metric"), ("holdout", "holdout_score")):
-        pick = _first(graded, key, lower)
-        out[f"rho_{name}"] = _rho(graded, key)
-        out[f"hit_{name}"] = (None if pick is None or best_test is None
-                              else int(pick["test_score"] == best_test["test_score"]))
-    return out
+    return numbers(run_path.name, tree["nodes"], bool(tree.get("lower_is_better")))
+
+
+def row_numbers(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The numbers of one row of `benchmark.yield_ablation` (its node records); None for a row
+    written before rows carried them."""
+    records = row.get("node_records")
+    if records is None:
+        return None
+    nodes = [{"step": r["step"], "is_buggy": r["buggy"], "metric": r.get("metric"),
+              "holdout_score": r.get("holdout"), "test_score": r.get("test")} for r in records]
+    name = f"{row['task']}-s{row['seed']}-{row['variant']}"
+    return numbers(name, nodes, bool(row.get("lower_is_better")))
 
 
 def _mean(values: list[float]) -> str:
@@ -90,6 +107,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.selection_gap")
     p.add_argument("--runs", nargs="+", default=None, help="finished run directories to read (no runs made)")
+    p.add_argument("--rows", nargs="+", default=None,
+                   help="yield.jsonl files of benchmark.yield_ablation to read (no runs made; every variant "
+                        "holds the split)")
     p.add_argument("--tasks", nargs="+", default=["tumor-diagnosis", "diabetes-progression"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--steps", type=int, default=10)
@@ -98,8 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/selection")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
-    if args.runs:
-        paths = [Path(r).resolve() for r in args.runs]
+    if args.rows:
+        from benchmark.yield_ablation import read_rows
+
+        found = [row_numbers(r) for f in args.rows for r in read_rows(Path(f))]
+        rows = [r for r in found if r is not None]
+    elif args.runs:
+        rows = [r for r in (run_numbers(Path(p).resolve()) for p in args.runs) if r is not None]
     else:
         from benchmark import yield_ablation
 
@@ -109,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             yargs += ["--base-url", args.base_url]
         yield_ablation.main(yargs)
         paths = sorted(p for p in (out / "runs").iterdir() if p.is_dir())
-    rows = [r for r in (run_numbers(p) for p in paths) if r is not None]
+        rows = [r for r in (run_numbers(p) for p in paths) if r is not None]
     text = table(rows)
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(out / "selection.md", text + "\n")

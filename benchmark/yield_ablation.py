@@ -3,6 +3,7 @@ one switched off, on bundled tasks and seeds, in one run of this script (issue 1
 
     python -m benchmark.yield_ablation [--tasks tumor-diagnosis ...] [--seeds 0 1] [--steps 10]
         [--variants all no-repairs ...] [--local-model 1.5b] [--out runs/yield] [--exec-timeout 300]
+        [--jobs N [--native]] [--base-url URL --model NAME]
 
 Variants (each one flag of `graphs.run`, default on):
   all              every aid on (the default run)
@@ -14,19 +15,35 @@ Variants (each one flag of `graphs.run`, default on):
   review-failed    --review-failed-runs     (point 6: the LLM also reviews runs that already failed)
 
 Per run: nodes valid / total, valid submission, LLM seconds per step, repair calls per node, hidden
-test score of the best node. The table (markdown) is printed and written to OUT/yield.md, one JSON
-line per run to OUT/yield.jsonl; runs already finished under OUT are read back, not run again, so
-a long measurement can be stopped and continued. It is slow on CPU (about 10-15 minutes per task
-and seed with the 1.5B model): run it in the background.
+test score of the best node, and one small record per node (stage, buggy or not, its METRIC line,
+the harness's holdout score, the hidden test score, why it was buggy) -- what
+`benchmark.selection_gap --rows` reads. The table (markdown) is printed and written to OUT/yield.md,
+one JSON line per run to OUT/yield.jsonl.
+
+The measurement accumulates: a run whose row is already in OUT/yield.jsonl (same variant, task,
+seed, steps and model) is not run again, and a run finished under OUT/runs is read back, so it
+can be stopped and continued, and its rows kept in the repository grow across machines
+(`benchmark/measured/` holds ours).
+
+It is slow on CPU (about 10-15 minutes per task and seed with the 1.5B model): run it in the
+background. `--jobs N` runs N at once; with `--native` they share one llama.cpp native server
+(`scripts/build_llama_server.sh`) with N parallel slots serving the same weights, which decodes
+the N runs' requests together (more tokens per second in all; each run's LLM seconds per step
+then count the waits, so compare them only between rows with the same `server`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +60,18 @@ VARIANTS: dict[str, list[str]] = {
 }
 DEFAULT_TASKS = ["tumor-diagnosis", "diabetes-progression", "digit-images", "fortune-topics",
                  "word-pronunciation", "spoken-digits"]
+ROW_KEY = ("variant", "task", "seed", "steps", "model")
+
+
+def node_records(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One small record per node of a tree.json: what the selection measurement and a reader of
+    the failures need, without the scripts and their output."""
+    return [{
+        "step": n["step"], "stage": n.get("stage"), "buggy": bool(n["is_buggy"]),
+        "metric": n.get("metric"), "holdout": n.get("holdout_score"), "test": n.get("test_score"),
+        "repairs": sum(1 for c in (n.get("calls") or []) if c.get("role") == "repairer"),
+        "bug": " ".join(str(n.get("bug_reason") or "").split())[:200],
+    } for n in nodes]
 
 
 def run_stats(run_path: Path) -> dict[str, Any] | None:
@@ -51,30 +80,44 @@ def run_stats(run_path: Path) -> dict[str, Any] | None:
     if not summary_file.is_file() or not tree_file.is_file():
         return None
     summary = json.loads(summary_file.read_text())
-    nodes = json.loads(tree_file.read_text())["nodes"]
-    valid = sum(1 for n in nodes if not n["is_buggy"])
-    repairs = sum(1 for n in nodes for c in (n.get("calls") or [])
-                  if c.get("role") == "repairer")
+    tree = json.loads(tree_file.read_text())
+    nodes = tree["nodes"]
+    records = node_records(nodes)
     steps = max(1, len(nodes))
     return {
-        "nodes": len(nodes), "valid_nodes": valid, "valid_submission": bool(summary.get("valid_submission")),
+        "nodes": len(nodes), "valid_nodes": sum(1 for r in records if not r["buggy"]),
+        "valid_submission": bool(summary.get("valid_submission")),
         "llm_s_per_step": round(float(summary.get("llm_seconds") or 0.0) / steps, 1),
-        "repairs_per_node": round(repairs / steps, 2),
+        "repairs_per_node": round(sum(r["repairs"] for r in records) / steps, 2),
         "test_score": summary.get("best_node_test_score"),
         "wall_s": round(float(summary.get("wall_seconds") or 0.0)),
+        "lower_is_better": bool(tree.get("lower_is_better")),
+        "selection_by": (summary.get("selection") or {}).get("by"),
+        "node_records": records,
     }
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of an earlier measurement (none when the file does not exist)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row.get(k) for k in ROW_KEY)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| variant | task | seed | valid nodes | valid submission | LLM s/step | repairs/node "
-            "| test score |\n"
-            "|---|---|---|---|---|---|---|---|")
+            "| test score | server |\n"
+            "|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         score = "-" if r["test_score"] is None else f"{r['test_score']:.4g}"
         lines.append(f"| {r['variant']} | {r['task']} | {r['seed']} | {r['valid_nodes']}/{r['nodes']} | "
                      f"{'yes' if r['valid_submission'] else 'no'} | {r['llm_s_per_step']} | "
-                     f"{r['repairs_per_node']} | {score} |")
+                     f"{r['repairs_per_node']} | {score} | {r.get('server', 'embedded')} |")
     by_variant: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_variant.setdefault(r["variant"], []).append(r)
@@ -88,7 +131,44 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {name} | {len(rs)} | {valid}/{nodes} ({valid / max(1, nodes):.0%}) | "
                      f"{subs}/{len(rs)} | "
                      f"{per_step:.1f} |")
+    paired = paired_effects(rows)
+    if paired:
+        lines += ["", "Each variant against `all` on the same task and seed (only pairs measured both ways):",
+                  "", "| variant | pairs | valid nodes, variant - all | valid submissions, variant - all |",
+                  "|---|---|---|---|"]
+        for name, (pairs, d_nodes, d_subs) in paired.items():
+            lines.append(f"| {name} | {pairs} | {d_nodes:+d} | {d_subs:+d} |")
     return "\n".join(lines)
+
+
+def paired_effects(rows: list[dict[str, Any]]) -> dict[str, tuple[int, int, int]]:
+    """Per variant: (pairs, sum of valid-node differences, sum of valid-submission differences)
+    against the `all` row of the same task, seed, steps and model."""
+    base = {(r["task"], r["seed"], r["steps"], r["model"]): r for r in rows if r["variant"] == "all"}
+    out: dict[str, tuple[int, int, int]] = {}
+    for r in rows:
+        b = base.get((r["task"], r["seed"], r["steps"], r["model"]))
+        if r["variant"] == "all" or b is None:
+            continue
+        pairs, d_nodes, d_subs = out.get(r["variant"], (0, 0, 0))
+        out[r["variant"]] = (pairs + 1, d_nodes + r["valid_nodes"] - b["valid_nodes"],
+                             d_subs + int(r["valid_submission"]) - int(b["valid_submission"]))
+    return out
+
+
+@contextlib.contextmanager
+def native_server(local_model: str, slots: int, out: Path) -> Iterator[tuple[str, str]]:
+    """llama.cpp's native server with `slots` parallel slots on the embedded model's weights:
+    yields (base_url, model name), the name the embedded server would give them."""
+    from serving.native import NativeServer
+    from serving.weights import ensure_local_model
+
+    path = Path(ensure_local_model(local_model, progress=lambda m: print(m, flush=True)))
+    server = NativeServer(path, model_alias=path.stem, n_parallel=slots, n_threads=os.cpu_count() or 1,
+                          log_path=out / "llama-server.log")
+    with server:
+        print(f"llama-server with {slots} slots at {server.base_url}, serving {path.stem}", flush=True)
+        yield server.base_url, path.stem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,46 +179,85 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--local-model", default="1.5b")
     p.add_argument("--base-url", default=None, help="measure another endpoint instead of the embedded model")
+    p.add_argument("--model", default=None, help="the model at --base-url (default: the one it serves)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once (default 1)")
+    p.add_argument("--native", action="store_true",
+                   help="serve the embedded model's weights with llama.cpp's native server, --jobs slots")
     p.add_argument("--exec-timeout", type=float, default=300)
     p.add_argument("--out", default="runs/yield")
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error("--jobs must be at least 1")
+    if args.native and args.base_url:
+        p.error("--native serves the embedded model itself: it does not take --base-url")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     from tasks.prepare import prepare_task
 
-    rows: list[dict[str, Any]] = []
-    for task in args.tasks:
-        task_dir = prepare_task(task)
-        for seed in args.seeds:
-            for variant in args.variants:
-                run_id = f"{task}-s{seed}-{variant}"
-                run_path = out / "runs" / run_id
-                stats = run_stats(run_path)
-                if stats is None:
-                    endpoint = (["--base-url", args.base_url] if args.base_url
-                                else ["--local-model", args.local_model])
-                    resume = ["--resume", run_id] if (run_path / "run.json").is_file() else [
-                        "--task", str(task_dir), "--run-id", run_id, "--seed", str(seed)]
-                    cmd = [sys.executable, "-m", "graphs.run", *resume, "--steps", str(args.steps),
-                           "--run-dir", str(out / "runs"), "--exec-timeout", str(args.exec_timeout),
-                           *([] if resume[0] == "--resume" else [*endpoint, *VARIANTS[variant]])]
-                    started = time.monotonic()
-                    print(f"[{time.strftime('%H:%M:%S')}] {run_id}: {' '.join(cmd[3:])}", flush=True)
-                    proc = subprocess.run(cmd, capture_output=True, text=True)
-                    if proc.returncode != 0:
-                        print(f"  failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}", flush=True)
-                        continue
-                    stats = run_stats(run_path)
-                    if stats is None:
-                        continue
-                    print(f"  {stats['valid_nodes']}/{stats['nodes']} valid, submission "
-                          f"{'yes' if stats['valid_submission'] else 'no'}, "
-                          f"{time.monotonic() - started:.0f} s",
-                          flush=True)
-                row = {"variant": variant, "task": task, "seed": seed, **stats}
-                rows.append(row)
-                write_atomically(out / "yield.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-                write_atomically(out / "yield.md", table(rows) + "\n")
+    jobs = [(task, seed, variant) for seed in args.seeds for task in args.tasks for variant in args.variants]
+    task_dirs = {task: prepare_task(task) for task in args.tasks}
+    model_name = args.model or args.base_url or args.local_model
+    rows = read_rows(out / "yield.jsonl")
+    done = {row_key(r) for r in rows}
+    todo = [j for j in jobs if (j[2], j[0], j[1], args.steps, model_name) not in done]
+    if len(todo) < len(jobs):
+        print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already measured in {out / 'yield.jsonl'}",
+              flush=True)
+    lock = threading.Lock()
+
+    def record(row: dict[str, Any]) -> None:
+        with lock:
+            rows.append(row)
+            write_atomically(out / "yield.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+            write_atomically(out / "yield.md", table(rows) + "\n")
+
+    def measure(job: tuple[str, int, str], endpoint: list[str], server: str) -> None:
+        task, seed, variant = job
+        run_id = f"{task}-s{seed}-{variant}"
+        run_path = out / "runs" / run_id
+        stats = run_stats(run_path)
+        if stats is None:
+            resume = ["--resume", run_id] if (run_path / "run.json").is_file() else [
+                "--task", str(task_dirs[task]), "--run-id", run_id, "--seed", str(seed),
+                *VARIANTS[variant]]
+            moved = endpoint[:2] if endpoint[0] == "--base-url" else []  # a resumed run may move endpoint
+            cmd = [sys.executable, "-m", "graphs.run", *resume, "--steps", str(args.steps),
+                   "--run-dir", str(out / "runs"), "--exec-timeout", str(args.exec_timeout),
+                   *(moved if resume[0] == "--resume" else endpoint)]
+            started = time.monotonic()
+            print(f"[{time.strftime('%H:%M:%S')}] {run_id}: {' '.join(cmd[3:])}", flush=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                print(f"  {run_id} failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}", flush=True)
+                return
+            stats = run_stats(run_path)
+            if stats is None:
+                return
+            print(f"  {run_id}: {stats['valid_nodes']}/{stats['nodes']} valid, submission "
+                  f"{'yes' if stats['valid_submission'] else 'no'}, {time.monotonic() - started:.0f} s",
+                  flush=True)
+        record({"variant": variant, "task": task, "seed": seed, "steps": args.steps, "model": model_name,
+                "server": server, "jobs": args.jobs, **stats})
+
+    def measure_all(endpoint: list[str], server: str) -> None:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for future in [pool.submit(measure, job, endpoint, server) for job in todo]:
+                future.result()
+
+    if args.native and todo:
+        from serving.native import LlamaServerNotFound
+
+        try:
+            with native_server(args.local_model, args.jobs, out) as (url, name):
+                measure_all(["--base-url", url, "--model", name], f"native x{args.jobs}")
+        except LlamaServerNotFound as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    elif args.base_url:
+        measure_all(["--base-url", args.base_url, *(["--model", args.model] if args.model else [])],
+                    args.base_url)
+    else:
+        measure_all(["--local-model", args.local_model], "embedded")
     print(table(rows))
     return 0
 
