@@ -72,6 +72,20 @@ def test_code_extraction_variants():
     assert extract_plan_and_code("```bash\npip install x\n```")[1] == ""
 
 
+def test_a_fence_inside_a_list_item_loses_its_indentation():
+    # a small model's repair answer: the whole script indented under a numbered item, which ran as
+    # "SyntaxError: unexpected indent (line 1)"
+    answer = ("1. Define X_test before predicting:\n\n   ```python\n   import os\n\n   def f():\n"
+              "       return os.sep\n   print(f())\n   ```\n")
+    plan, code = extract_plan_and_code(answer)
+    assert plan == "1. Define X_test before predicting:"
+    assert code == "import os\n\ndef f():\n    return os.sep\nprint(f())\n"
+    compile(code, "<answer>", "exec")
+    # a script at the top level keeps its indentation exactly, string contents included
+    top = 'x = """\n    kept\n"""\nif x:\n    print(x)\n'
+    assert extract_plan_and_code(f"```python\n{top}```")[1] == top
+
+
 def test_static_check():
     assert static_problems("x = undefined_thing + 1\n") == ["line 1: undefined name 'undefined_thing'"]
     assert static_problems("def f(:\n")[0].startswith("SyntaxError")

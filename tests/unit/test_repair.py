@@ -336,6 +336,11 @@ ERROR_SCRIPTS = {
         import numpy as np
         x = np.float(3)
     """,
+    "outline-names": """
+        import pandas as pd
+        # ... hold out validation data, train, validate, predict X_test ...
+        print(f"METRIC: {validation_score}")
+    """,
     "test-labels": """
         pred = [0, 1]
         print(sum(p == t for p, t in zip(pred, y_test)) / len(pred))
@@ -410,6 +415,8 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
         assert remedy.startswith("`X_val` is used but never assigned: add the line that creates it")
     if case == "test-labels":  # not the generic "add the line that creates it": there is none
         assert remedy.startswith("`y_test` is never assigned. If it stands for the test rows' labels")
+    if case == "outline-names":  # not the generic remedy, whose example would assign a model to it
+        assert remedy.startswith("`validation_score` is a name the outline's last lines use")
     if case == "unexpected-keyword":
         assert remedy.startswith("the installed version of that function has no 'squared' argument")
     if case == "invalid-parameter":
