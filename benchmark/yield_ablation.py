@@ -18,7 +18,8 @@ Per run: nodes valid / total, valid submission, LLM seconds per step, repair cal
 test score of the best node, and one small record per node (stage, buggy or not, its METRIC line,
 the harness's holdout score, the hidden test score, why it was buggy) -- what
 `benchmark.selection_gap --rows` reads. The table (markdown) is printed and written to OUT/yield.md,
-one JSON line per run to OUT/yield.jsonl.
+one JSON line per run to OUT/yield.jsonl, with the commit the code was at (measure from a clone
+that stays at one commit while you edit elsewhere: every run is a new process importing the code).
 
 The measurement accumulates: a run whose row is already in OUT/yield.jsonl (same variant, task,
 seed, steps and model) is not run again, and a run finished under OUT/runs is read back, so it
@@ -156,6 +157,25 @@ def paired_effects(rows: list[dict[str, Any]]) -> dict[str, tuple[int, int, int]
     return out
 
 
+def launch(cmd: list[str]) -> subprocess.CompletedProcess:
+    """One run of `graphs.run`, its output captured."""
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def code_version() -> str:
+    """The commit the runs' code is at (`+dirty` with uncommitted changes to tracked files): rows
+    measured at different commits measure different code."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
 @contextlib.contextmanager
 def native_server(local_model: str, slots: int, out: Path) -> Iterator[tuple[str, str]]:
     """llama.cpp's native server with `slots` parallel slots on the embedded model's weights:
@@ -204,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already measured in {out / 'yield.jsonl'}",
               flush=True)
     lock = threading.Lock()
+    version = code_version()  # of the rows measured now (a run read back from OUT/runs included)
 
     def record(row: dict[str, Any]) -> None:
         with lock:
@@ -226,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                    *(moved if resume[0] == "--resume" else endpoint)]
             started = time.monotonic()
             print(f"[{time.strftime('%H:%M:%S')}] {run_id}: {' '.join(cmd[3:])}", flush=True)
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = launch(cmd)
             if proc.returncode != 0:
                 print(f"  {run_id} failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}", flush=True)
                 return
@@ -237,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'yes' if stats['valid_submission'] else 'no'}, {time.monotonic() - started:.0f} s",
                   flush=True)
         record({"variant": variant, "task": task, "seed": seed, "steps": args.steps, "model": model_name,
-                "server": server, "jobs": args.jobs, **stats})
+                "server": server, "jobs": args.jobs, "commit": version, **stats})
 
     def measure_all(endpoint: list[str], server: str) -> None:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:

@@ -40,7 +40,7 @@ def test_rows_already_measured_are_not_run_again(tmp_path, monkeypatch, no_prepa
     (out / "yield.jsonl").write_text(json.dumps(kept) + "\n")
     ran = []
 
-    def fake_run(cmd, **kw):
+    def fake_run(cmd):
         ran.append(cmd)
         run_id = cmd[cmd.index("--run-id") + 1]
         _tree(out / "runs" / run_id, [_node(1, metric=0.5, holdout=0.4, test=0.45),
@@ -48,7 +48,7 @@ def test_rows_already_measured_are_not_run_again(tmp_path, monkeypatch, no_prepa
               valid_submission=False)
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(yield_ablation.subprocess, "run", fake_run)
+    monkeypatch.setattr(yield_ablation, "launch", fake_run)
     assert yield_ablation.main(["--tasks", "t", "--seeds", "0", "--variants", "all", "no-repairs",
                                 "--out", str(out)]) == 0
     # only the variant not in the file ran, with its flag and the embedded model
@@ -58,6 +58,7 @@ def test_rows_already_measured_are_not_run_again(tmp_path, monkeypatch, no_prepa
     rows = yield_ablation.read_rows(out / "yield.jsonl")
     assert [r["variant"] for r in rows] == ["all", "no-repairs"]
     new = rows[1]
+    assert new["commit"] == yield_ablation.code_version() != "unknown"
     assert (new["nodes"], new["valid_nodes"], new["repairs_per_node"], new["llm_s_per_step"]) == (2, 1, 1.0, 20.0)
     assert new["node_records"][1] == {"step": 2, "stage": "draft", "buggy": True, "metric": None,
                                       "holdout": None, "test": None, "repairs": 2, "bug": "NameError: name 'model'"}
@@ -77,13 +78,13 @@ def test_jobs_run_at_once_against_one_endpoint(tmp_path, monkeypatch, no_prepare
     out = tmp_path / "out"
     both_in = threading.Barrier(2, timeout=10)  # fails unless two runs are in flight together
 
-    def fake_run(cmd, **kw):
+    def fake_run(cmd):
         both_in.wait()
         run_id = cmd[cmd.index("--run-id") + 1]
         _tree(out / "runs" / run_id, [_node(1, metric=0.5, holdout=0.4, test=0.45)])
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(yield_ablation.subprocess, "run", fake_run)
+    monkeypatch.setattr(yield_ablation, "launch", fake_run)
     assert yield_ablation.main(["--tasks", "t", "--seeds", "0", "1", "--variants", "all", "--jobs", "2",
                                 "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--out", str(out)]) == 0
     rows = yield_ablation.read_rows(out / "yield.jsonl")
