@@ -18,8 +18,10 @@ Per run: nodes valid / total, valid submission, LLM seconds per step, repair cal
 test score of the best node, and one small record per node (stage, buggy or not, its METRIC line,
 the harness's holdout score, the hidden test score, why it was buggy) -- what
 `benchmark.selection_gap --rows` reads. The table (markdown) is printed and written to OUT/yield.md,
-one JSON line per run to OUT/yield.jsonl, with the commit the code was at (measure from a clone
-that stays at one commit while you edit elsewhere: every run is a new process importing the code).
+one JSON line per run to OUT/yield.jsonl, with the commit the code was at. Measure from a clone
+that stays at one commit while you edit elsewhere (every run is a new process importing the
+code), and complete a set of variants at the commit its rows name: a variant pairs only with the
+`all` row of its own commit.
 
 The measurement accumulates: a run whose row is already in OUT/yield.jsonl (same variant, task,
 seed, steps and model) is not run again, and a run finished under OUT/runs is read back, so it
@@ -111,14 +113,15 @@ def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| variant | task | seed | valid nodes | valid submission | LLM s/step | repairs/node "
-            "| test score | server |\n"
-            "|---|---|---|---|---|---|---|---|---|")
+            "| test score | server | commit |\n"
+            "|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         score = "-" if r["test_score"] is None else f"{r['test_score']:.4g}"
         lines.append(f"| {r['variant']} | {r['task']} | {r['seed']} | {r['valid_nodes']}/{r['nodes']} | "
                      f"{'yes' if r['valid_submission'] else 'no'} | {r['llm_s_per_step']} | "
-                     f"{r['repairs_per_node']} | {score} | {r.get('server', 'embedded')} |")
+                     f"{r['repairs_per_node']} | {score} | {r.get('server', 'embedded')} | "
+                     f"{r.get('commit', '-')} |")
     by_variant: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_variant.setdefault(r["variant"], []).append(r)
@@ -134,7 +137,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                      f"{per_step:.1f} |")
     paired = paired_effects(rows)
     if paired:
-        lines += ["", "Each variant against `all` on the same task and seed (only pairs measured both ways):",
+        lines += ["", "Each variant against `all` on the same task, seed and commit (only pairs "
+                  "measured both ways):",
                   "", "| variant | pairs | valid nodes, variant - all | valid submissions, variant - all |",
                   "|---|---|---|---|"]
         for name, (pairs, d_nodes, d_subs) in paired.items():
@@ -144,11 +148,15 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def paired_effects(rows: list[dict[str, Any]]) -> dict[str, tuple[int, int, int]]:
     """Per variant: (pairs, sum of valid-node differences, sum of valid-submission differences)
-    against the `all` row of the same task, seed, steps and model."""
-    base = {(r["task"], r["seed"], r["steps"], r["model"]): r for r in rows if r["variant"] == "all"}
+    against the `all` row of the same task, seed, steps, model and commit (rows measured at other
+    commits measure other code, so they pair with none)."""
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r["task"], r["seed"], r["steps"], r["model"], r.get("commit")
+
+    base = {key(r): r for r in rows if r["variant"] == "all"}
     out: dict[str, tuple[int, int, int]] = {}
     for r in rows:
-        b = base.get((r["task"], r["seed"], r["steps"], r["model"]))
+        b = base.get(key(r))
         if r["variant"] == "all" or b is None:
             continue
         pairs, d_nodes, d_subs = out.get(r["variant"], (0, 0, 0))

@@ -413,6 +413,8 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
         assert remedy.startswith("there is no column 'label' in that table. If 'label' is the target")
     if case == "undefined-name":
         assert remedy.startswith("`X_val` is used but never assigned: add the line that creates it")
+        # the examples are the usual lines for each kind of name, never the name assigned a model
+        assert "X_test = test[features]" in remedy and "`X_val = " not in remedy
     if case == "test-labels":  # not the generic "add the line that creates it": there is none
         assert remedy.startswith("`y_test` is never assigned. If it stands for the test rows' labels")
     if case == "outline-names":  # not the generic remedy, whose example would assign a model to it

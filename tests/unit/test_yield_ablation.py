@@ -36,7 +36,7 @@ def test_rows_already_measured_are_not_run_again(tmp_path, monkeypatch, no_prepa
     out.mkdir()
     kept = {"variant": "all", "task": "t", "seed": 0, "steps": 10, "model": "1.5b", "server": "embedded",
             "nodes": 10, "valid_nodes": 4, "valid_submission": True, "llm_s_per_step": 50.0,
-            "repairs_per_node": 0.5, "test_score": 0.8}
+            "repairs_per_node": 0.5, "test_score": 0.8, "commit": yield_ablation.code_version()}
     (out / "yield.jsonl").write_text(json.dumps(kept) + "\n")
     ran = []
 
@@ -65,6 +65,8 @@ def test_rows_already_measured_are_not_run_again(tmp_path, monkeypatch, no_prepa
     md = (out / "yield.md").read_text()
     # the pair (no-repairs against all on t, seed 0): 1 - 4 valid nodes, 0 - 1 submissions
     assert "| no-repairs | 1 | -3 | -1 |" in md
+    # an `all` row of another commit measured other code: nothing pairs with it
+    assert yield_ablation.paired_effects([{**kept, "commit": "0123abcd"}, new]) == {}
     # a second call finds both rows and runs nothing
     ran.clear()
     assert yield_ablation.main(["--tasks", "t", "--seeds", "0", "--variants", "all", "no-repairs",
