@@ -4,6 +4,7 @@ one switched off, on bundled tasks and seeds, in one run of this script (issue 1
     python -m benchmark.yield_ablation [--tasks tumor-diagnosis ...] [--seeds 0 1] [--steps 10]
         [--variants all no-repairs ...] [--local-model 1.5b] [--out runs/yield] [--exec-timeout 300]
         [--jobs N [--native]] [--base-url URL --model NAME]
+    python -m benchmark.yield_ablation --out benchmark/measured --report   # the table of the rows only
 
 Variants (each one flag of `graphs.run`, default on):
   all              every aid on (the default run)
@@ -213,12 +214,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="serve the embedded model's weights with llama.cpp's native server, --jobs slots")
     p.add_argument("--exec-timeout", type=float, default=300)
     p.add_argument("--out", default="runs/yield")
+    p.add_argument("--report", action="store_true", help="only rewrite OUT/yield.md from OUT/yield.jsonl")
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
     if args.native and args.base_url:
         p.error("--native serves the embedded model itself: it does not take --base-url")
     out = Path(args.out).resolve()
+    if args.report:
+        rows = read_rows(out / "yield.jsonl")
+        write_atomically(out / "yield.md", table(rows) + "\n")
+        print(table(rows))
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     from tasks.prepare import prepare_task
 

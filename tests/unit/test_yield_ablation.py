@@ -72,6 +72,10 @@ def test_rows_already_measured_are_not_run_again(tmp_path, monkeypatch, no_prepa
     assert yield_ablation.main(["--tasks", "t", "--seeds", "0", "--variants", "all", "no-repairs",
                                 "--out", str(out)]) == 0
     assert ran == [] and len(yield_ablation.read_rows(out / "yield.jsonl")) == 2
+    # --report rewrites the table from the rows alone
+    (out / "yield.md").unlink()
+    assert yield_ablation.main(["--out", str(out), "--report"]) == 0
+    assert ran == [] and (out / "yield.md").read_text() == md
 
 
 def test_jobs_run_at_once_against_one_endpoint(tmp_path, monkeypatch, no_prepare):
