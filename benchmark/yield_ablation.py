@@ -29,11 +29,12 @@ seed, steps and model) is not run again, and a run finished under OUT/runs is re
 can be stopped and continued, and its rows kept in the repository grow across machines
 (`benchmark/measured/` holds ours).
 
-It is slow on CPU (about 10-15 minutes per task and seed with the 1.5B model): run it in the
-background. `--jobs N` runs N at once; with `--native` they share one llama.cpp native server
+It is slow on CPU (about 25 minutes a run with the 1.5B model on 2 cores, repairs included): run
+it in the background. `--jobs N` runs N at once; with `--native` they share one llama.cpp native server
 (`scripts/build_llama_server.sh`) with N parallel slots serving the same weights, which decodes
 the N runs' requests together (more tokens per second in all; each run's LLM seconds per step
-then count the waits, so compare them only between rows with the same `server`).
+then count the waits, so compare them only between rows with the same `server`). On 2 cores that
+buys little: 3 slots decoded 12 tokens/s in all against 11 for one request at a time.
 """
 
 from __future__ import annotations
