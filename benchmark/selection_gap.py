@@ -104,6 +104,19 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def make_runs(args: argparse.Namespace, out: Path) -> list[Path]:
+    """Make the runs (benchmark.yield_ablation's "all" variant; finished ones are read back) and
+    return their directories."""
+    from benchmark import yield_ablation
+
+    yargs = ["--tasks", *args.tasks, "--seeds", *map(str, args.seeds), "--steps", str(args.steps),
+             "--variants", "all", "--local-model", args.local_model, "--out", str(out)]
+    if args.base_url:
+        yargs += ["--base-url", args.base_url]
+    yield_ablation.main(yargs)
+    return sorted(p for p in (out / "runs").iterdir() if p.is_dir())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark.selection_gap")
     p.add_argument("--runs", nargs="+", default=None, help="finished run directories to read (no runs made)")
@@ -123,17 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
         found = [row_numbers(r) for f in args.rows for r in read_rows(Path(f))]
         rows = [r for r in found if r is not None]
-    elif args.runs:
-        rows = [r for r in (run_numbers(Path(p).resolve()) for p in args.runs) if r is not None]
     else:
-        from benchmark import yield_ablation
-
-        yargs = ["--tasks", *args.tasks, "--seeds", *map(str, args.seeds), "--steps", str(args.steps),
-                 "--variants", "all", "--local-model", args.local_model, "--out", str(out)]
-        if args.base_url:
-            yargs += ["--base-url", args.base_url]
-        yield_ablation.main(yargs)
-        paths = sorted(p for p in (out / "runs").iterdir() if p.is_dir())
+        paths = [Path(r).resolve() for r in args.runs] if args.runs else make_runs(args, out)
         rows = [r for r in (run_numbers(p) for p in paths) if r is not None]
     text = table(rows)
     out.mkdir(parents=True, exist_ok=True)

@@ -153,7 +153,7 @@ def paired_effects(rows: list[dict[str, Any]]) -> dict[str, tuple[int, int, int]
     against the `all` row of the same task, seed, steps, model and commit (rows measured at other
     commits measure other code, so they pair with none)."""
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return r["task"], r["seed"], r["steps"], r["model"], r.get("commit")
+        return (*row_key(r)[1:], r.get("commit"))
 
     base = {key(r): r for r in rows if r["variant"] == "all"}
     out: dict[str, tuple[int, int, int]] = {}
@@ -223,9 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--native serves the embedded model itself: it does not take --base-url")
     out = Path(args.out).resolve()
     if args.report:
-        rows = read_rows(out / "yield.jsonl")
-        write_atomically(out / "yield.md", table(rows) + "\n")
-        print(table(rows))
+        text = table(read_rows(out / "yield.jsonl"))
+        write_atomically(out / "yield.md", text + "\n")
+        print(text)
         return 0
     out.mkdir(parents=True, exist_ok=True)
     from tasks.prepare import prepare_task
@@ -235,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     model_name = args.model or args.base_url or args.local_model
     rows = read_rows(out / "yield.jsonl")
     done = {row_key(r) for r in rows}
-    todo = [j for j in jobs if (j[2], j[0], j[1], args.steps, model_name) not in done]
+    def measured(task: str, seed: int, variant: str) -> bool:
+        return row_key({"variant": variant, "task": task, "seed": seed, "steps": args.steps,
+                        "model": model_name}) in done
+
+    todo = [job for job in jobs if not measured(*job)]
     if len(todo) < len(jobs):
         print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already measured in {out / 'yield.jsonl'}",
               flush=True)
