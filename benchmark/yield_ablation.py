@@ -15,7 +15,8 @@ Variants (each one flag of `graphs.run`, default on):
   no-branch-memory --no-branch-memory       (point 5: memory of the parent's lineage)
   review-failed    --review-failed-runs     (point 6: the LLM also reviews runs that already failed)
 
-Per run: nodes valid / total, valid submission, LLM seconds per step, repair calls per node, hidden
+Per run: nodes valid / total, valid submission, LLM seconds and tokens (prompt + completion) per
+step, repair calls per node, hidden
 test score of the best node, and one small record per node (stage, buggy or not, its METRIC line,
 the harness's holdout score, the hidden test score, why it was buggy) -- what
 `benchmark.selection_gap --rows` reads. The table (markdown) is printed and written to OUT/yield.md,
@@ -93,6 +94,7 @@ def run_stats(run_path: Path) -> dict[str, Any] | None:
         "nodes": len(nodes), "valid_nodes": sum(1 for r in records if not r["buggy"]),
         "valid_submission": bool(summary.get("valid_submission")),
         "llm_s_per_step": round(float(summary.get("llm_seconds") or 0.0) / steps, 1),
+        **token_stats(summary, steps),
         "repairs_per_node": round(sum(r["repairs"] for r in records) / steps, 2),
         "test_score": summary.get("best_node_test_score"),
         "wall_s": round(float(summary.get("wall_seconds") or 0.0)),
@@ -100,6 +102,24 @@ def run_stats(run_path: Path) -> dict[str, Any] | None:
         "selection_by": (summary.get("selection") or {}).get("by"),
         "node_records": records,
     }
+
+
+def token_stats(summary: dict[str, Any], steps: int) -> dict[str, int]:
+    """Tokens per step (prompt + completion, and completion alone): the compute a run spent, in a
+    unit that does not depend on the machine's speed as LLM seconds do."""
+    prompt, completion = int(summary.get("prompt_tokens") or 0), int(summary.get("completion_tokens") or 0)
+    return {"tokens_per_step": round((prompt + completion) / steps),
+            "completion_tokens_per_step": round(completion / steps)}
+
+
+def with_run_tokens(rows: list[dict[str, Any]], out: Path) -> list[dict[str, Any]]:
+    """Rows measured before rows carried tokens get them from their run's summary.json when its
+    directory is still in OUT/runs (the row was read from that directory); others stay without."""
+    for row in rows:
+        summary = out / "runs" / f"{row['task']}-s{row['seed']}-{row['variant']}" / "summary.json"
+        if "tokens_per_step" not in row and summary.is_file():
+            row.update(token_stats(json.loads(summary.read_text()), max(1, int(row["nodes"]))))
+    return rows
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -113,58 +133,73 @@ def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(row.get(k) for k in ROW_KEY)
 
 
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| variant | task | seed | valid nodes | valid submission | LLM s/step | repairs/node "
-            "| test score | server | commit |\n"
-            "|---|---|---|---|---|---|---|---|---|---|")
+    head = ("| variant | task | seed | valid nodes | valid submission | LLM s/step | tokens/step "
+            "| repairs/node | test score | server | commit |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
-        score = "-" if r["test_score"] is None else f"{r['test_score']:.4g}"
         lines.append(f"| {r['variant']} | {r['task']} | {r['seed']} | {r['valid_nodes']}/{r['nodes']} | "
                      f"{'yes' if r['valid_submission'] else 'no'} | {r['llm_s_per_step']} | "
-                     f"{r['repairs_per_node']} | {score} | {r.get('server', 'embedded')} | "
+                     f"{r.get('tokens_per_step', '-')} | {r['repairs_per_node']} | "
+                     f"{_num(r['test_score'], '.4g')} | {r.get('server', 'embedded')} | "
                      f"{r.get('commit', '-')} |")
     by_variant: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_variant.setdefault(r["variant"], []).append(r)
-    lines += ["", "| variant | runs | valid nodes | runs with a valid submission | LLM s/step |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| variant | runs | valid nodes | runs with a valid submission | LLM s/step "
+              "| tokens/step |", "|---|---|---|---|---|---|"]
     for name, rs in by_variant.items():
         nodes = sum(r["nodes"] for r in rs)
         valid = sum(r["valid_nodes"] for r in rs)
         subs = sum(r["valid_submission"] for r in rs)
-        per_step = sum(r["llm_s_per_step"] for r in rs) / len(rs)
+        tokens = _mean([r["tokens_per_step"] for r in rs if "tokens_per_step" in r])
         lines.append(f"| {name} | {len(rs)} | {valid}/{nodes} ({valid / max(1, nodes):.0%}) | "
-                     f"{subs}/{len(rs)} | "
-                     f"{per_step:.1f} |")
+                     f"{subs}/{len(rs)} | {_mean([r['llm_s_per_step'] for r in rs]):.1f} | "
+                     f"{_num(tokens, '.0f')} |")
     paired = paired_effects(rows)
     if paired:
         lines += ["", "Each variant against `all` on the same task, seed and commit (only pairs "
-                  "measured both ways):",
-                  "", "| variant | pairs | valid nodes, variant - all | valid submissions, variant - all |",
-                  "|---|---|---|---|"]
-        for name, (pairs, d_nodes, d_subs) in paired.items():
-            lines.append(f"| {name} | {pairs} | {d_nodes:+d} | {d_subs:+d} |")
+                  "measured both ways); the compute columns are means over the pairs:",
+                  "", "| variant | pairs | valid nodes, variant - all | valid submissions, variant - all "
+                  "| LLM s/step, variant - all | tokens/step, variant - all |",
+                  "|---|---|---|---|---|---|"]
+        for name, e in paired.items():
+            lines.append(f"| {name} | {e['pairs']} | {e['valid_nodes']:+d} | {e['valid_submissions']:+d} | "
+                         f"{e['llm_s_per_step']:+.1f} | {_num(e['tokens_per_step'], '+.0f')} |")
     return "\n".join(lines)
 
 
-def paired_effects(rows: list[dict[str, Any]]) -> dict[str, tuple[int, int, int]]:
-    """Per variant: (pairs, sum of valid-node differences, sum of valid-submission differences)
-    against the `all` row of the same task, seed, steps, model and commit (rows measured at other
-    commits measure other code, so they pair with none)."""
+def paired_effects(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per variant, against the `all` row of the same task, seed, steps, model and commit (rows
+    measured at other commits measure other code, so they pair with none): the pairs, the sums of
+    the valid-node and valid-submission differences, and the mean differences of LLM seconds and
+    tokens per step (tokens None when no pair carries them)."""
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
         return (*row_key(r)[1:], r.get("commit"))
 
     base = {key(r): r for r in rows if r["variant"] == "all"}
-    out: dict[str, tuple[int, int, int]] = {}
+    pairs: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     for r in rows:
         b = base.get(key(r))
-        if r["variant"] == "all" or b is None:
-            continue
-        pairs, d_nodes, d_subs = out.get(r["variant"], (0, 0, 0))
-        out[r["variant"]] = (pairs + 1, d_nodes + r["valid_nodes"] - b["valid_nodes"],
-                             d_subs + int(r["valid_submission"]) - int(b["valid_submission"]))
-    return out
+        if r["variant"] != "all" and b is not None:
+            pairs.setdefault(r["variant"], []).append((r, b))
+    return {name: {
+        "pairs": len(ps),
+        "valid_nodes": sum(r["valid_nodes"] - b["valid_nodes"] for r, b in ps),
+        "valid_submissions": sum(int(r["valid_submission"]) - int(b["valid_submission"]) for r, b in ps),
+        "llm_s_per_step": _mean([r["llm_s_per_step"] - b["llm_s_per_step"] for r, b in ps]),
+        "tokens_per_step": _mean([r["tokens_per_step"] - b["tokens_per_step"] for r, b in ps
+                                  if "tokens_per_step" in r and "tokens_per_step" in b]),
+    } for name, ps in pairs.items()}
 
 
 def launch(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -215,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="serve the embedded model's weights with llama.cpp's native server, --jobs slots")
     p.add_argument("--exec-timeout", type=float, default=300)
     p.add_argument("--out", default="runs/yield")
-    p.add_argument("--report", action="store_true", help="only rewrite OUT/yield.md from OUT/yield.jsonl")
+    p.add_argument("--report", action="store_true",
+                   help="only rewrite OUT/yield.md from OUT/yield.jsonl (and add the tokens of rows "
+                        "that lack them from their run directories in OUT/runs)")
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error("--jobs must be at least 1")
@@ -223,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--native serves the embedded model itself: it does not take --base-url")
     out = Path(args.out).resolve()
     if args.report:
-        text = table(read_rows(out / "yield.jsonl"))
+        rows = read_rows(out / "yield.jsonl")
+        filled = with_run_tokens([dict(r) for r in rows], out)
+        if filled != rows:  # tokens read from run directories that will not outlive this machine
+            write_atomically(out / "yield.jsonl", "".join(json.dumps(r) + "\n" for r in filled))
+        text = table(filled)
         write_atomically(out / "yield.md", text + "\n")
         print(text)
         return 0
@@ -233,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(task, seed, variant) for seed in args.seeds for task in args.tasks for variant in args.variants]
     task_dirs = {task: prepare_task(task) for task in args.tasks}
     model_name = args.model or args.base_url or args.local_model
-    rows = read_rows(out / "yield.jsonl")
+    rows = with_run_tokens(read_rows(out / "yield.jsonl"), out)
     done = {row_key(r) for r in rows}
     def measured(task: str, seed: int, variant: str) -> bool:
         return row_key({"variant": variant, "task": task, "seed": seed, "steps": args.steps,

@@ -10,12 +10,13 @@ import pytest
 from benchmark import selection_gap, yield_ablation
 
 
-def _tree(run, nodes, *, lower=False, valid_submission=True):
+def _tree(run, nodes, *, lower=False, valid_submission=True, prompt_tokens=3000, completion_tokens=1000):
     run.mkdir(parents=True)
     (run / "tree.json").write_text(json.dumps({"lower_is_better": lower, "nodes": nodes}))
     (run / "summary.json").write_text(json.dumps({
         "valid_submission": valid_submission, "llm_seconds": 40.0, "best_node_test_score": 0.9,
-        "wall_seconds": 100.0, "selection": {"by": "holdout"}}))
+        "wall_seconds": 100.0, "selection": {"by": "holdout"}, "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens}))
 
 
 def _node(step, *, buggy=False, metric=None, holdout=None, test=None, bug="", repairs=0):
@@ -60,11 +61,15 @@ def test_rows_already_measured_are_not_run_again(tmp_path, monkeypatch, no_prepa
     new = rows[1]
     assert new["commit"] == yield_ablation.code_version() != "unknown"
     assert (new["nodes"], new["valid_nodes"], new["repairs_per_node"], new["llm_s_per_step"]) == (2, 1, 1.0, 20.0)
+    # 4,000 tokens over 2 steps, 1,000 of them completions; the kept row predates tokens
+    assert (new["tokens_per_step"], new["completion_tokens_per_step"]) == (2000, 500)
+    assert "tokens_per_step" not in rows[0]
     assert new["node_records"][1] == {"step": 2, "stage": "draft", "buggy": True, "metric": None,
                                       "holdout": None, "test": None, "repairs": 2, "bug": "NameError: name 'model'"}
     md = (out / "yield.md").read_text()
     # the pair (no-repairs against all on t, seed 0): 1 - 4 valid nodes, 0 - 1 submissions
-    assert "| no-repairs | 1 | -3 | -1 |" in md
+    # LLM s/step 20.0 - 50.0; no tokens difference, as the `all` row has none
+    assert "| no-repairs | 1 | -3 | -1 | -30.0 | - |" in md
     # an `all` row of another commit measured other code: nothing pairs with it
     assert yield_ablation.paired_effects([{**kept, "commit": "0123abcd"}, new]) == {}
     # a second call finds both rows and runs nothing
@@ -76,6 +81,13 @@ def test_rows_already_measured_are_not_run_again(tmp_path, monkeypatch, no_prepa
     (out / "yield.md").unlink()
     assert yield_ablation.main(["--out", str(out), "--report"]) == 0
     assert ran == [] and (out / "yield.md").read_text() == md
+    # once the `all` row's run directory is there, --report adds its tokens to the kept row
+    _tree(out / "runs" / "t-s0-all", [_node(1)] * 10, prompt_tokens=20000, completion_tokens=5000)
+    assert yield_ablation.main(["--out", str(out), "--report"]) == 0
+    filled = yield_ablation.read_rows(out / "yield.jsonl")
+    assert (filled[0]["tokens_per_step"], filled[0]["completion_tokens_per_step"]) == (2500, 500)
+    assert filled[1] == new  # measured with tokens: unchanged
+    assert "| no-repairs | 1 | -3 | -1 | -30.0 | -500 |" in (out / "yield.md").read_text()
 
 
 def test_jobs_run_at_once_against_one_endpoint(tmp_path, monkeypatch, no_prepare):
