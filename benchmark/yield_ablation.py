@@ -16,9 +16,9 @@ Variants (each one flag of `graphs.run`, default on):
   review-failed    --review-failed-runs     (point 6: the LLM also reviews runs that already failed)
 
 Per run: nodes valid / total, valid submission, LLM seconds and tokens (prompt + completion) per
-step, repair calls per node, hidden
-test score of the best node, and one small record per node (stage, buggy or not, its METRIC line,
-the harness's holdout score, the hidden test score, why it was buggy) -- what
+step, repair calls per node, hidden test score of the best node, and one small record per node
+(stage, buggy or not, its METRIC line, the harness's holdout score, the hidden test score, why it was
+buggy) -- what
 `benchmark.selection_gap --rows` reads. The table (markdown) is printed and written to OUT/yield.md,
 one JSON line per run to OUT/yield.jsonl, with the commit the code was at. Measure from a clone
 that stays at one commit while you edit elsewhere (every run is a new process importing the
@@ -116,10 +116,19 @@ def with_run_tokens(rows: list[dict[str, Any]], out: Path) -> list[dict[str, Any
     """Rows measured before rows carried tokens get them from their run's summary.json when its
     directory is still in OUT/runs (the row was read from that directory); others stay without."""
     for row in rows:
-        summary = out / "runs" / f"{row['task']}-s{row['seed']}-{row['variant']}" / "summary.json"
+        summary = out / "runs" / run_id(row["task"], row["seed"], row["variant"]) / "summary.json"
         if "tokens_per_step" not in row and summary.is_file():
             row.update(token_stats(json.loads(summary.read_text()), max(1, int(row["nodes"]))))
     return rows
+
+
+def run_id(task: str, seed: int, variant: str) -> str:
+    """The run directory's name under OUT/runs."""
+    return f"{task}-s{seed}-{variant}"
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    write_atomically(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -263,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = read_rows(out / "yield.jsonl")
         filled = with_run_tokens([dict(r) for r in rows], out)
         if filled != rows:  # tokens read from run directories that will not outlive this machine
-            write_atomically(out / "yield.jsonl", "".join(json.dumps(r) + "\n" for r in filled))
+            write_rows(out / "yield.jsonl", filled)
         text = table(filled)
         write_atomically(out / "yield.md", text + "\n")
         print(text)
@@ -290,32 +299,32 @@ def main(argv: list[str] | None = None) -> int:
     def record(row: dict[str, Any]) -> None:
         with lock:
             rows.append(row)
-            write_atomically(out / "yield.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+            write_rows(out / "yield.jsonl", rows)
             write_atomically(out / "yield.md", table(rows) + "\n")
 
     def measure(job: tuple[str, int, str], endpoint: list[str], server: str) -> None:
         task, seed, variant = job
-        run_id = f"{task}-s{seed}-{variant}"
-        run_path = out / "runs" / run_id
+        name = run_id(task, seed, variant)
+        run_path = out / "runs" / name
         stats = run_stats(run_path)
         if stats is None:
-            resume = ["--resume", run_id] if (run_path / "run.json").is_file() else [
-                "--task", str(task_dirs[task]), "--run-id", run_id, "--seed", str(seed),
+            resume = ["--resume", name] if (run_path / "run.json").is_file() else [
+                "--task", str(task_dirs[task]), "--run-id", name, "--seed", str(seed),
                 *VARIANTS[variant]]
             moved = endpoint[:2] if endpoint[0] == "--base-url" else []  # a resumed run may move endpoint
             cmd = [sys.executable, "-m", "graphs.run", *resume, "--steps", str(args.steps),
                    "--run-dir", str(out / "runs"), "--exec-timeout", str(args.exec_timeout),
                    *(moved if resume[0] == "--resume" else endpoint)]
             started = time.monotonic()
-            print(f"[{time.strftime('%H:%M:%S')}] {run_id}: {' '.join(cmd[3:])}", flush=True)
+            print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(cmd[3:])}", flush=True)
             proc = launch(cmd)
             if proc.returncode != 0:
-                print(f"  {run_id} failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}", flush=True)
+                print(f"  {name} failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}", flush=True)
                 return
             stats = run_stats(run_path)
             if stats is None:
                 return
-            print(f"  {run_id}: {stats['valid_nodes']}/{stats['nodes']} valid, submission "
+            print(f"  {name}: {stats['valid_nodes']}/{stats['nodes']} valid, submission "
                   f"{'yes' if stats['valid_submission'] else 'no'}, {time.monotonic() - started:.0f} s",
                   flush=True)
         record({"variant": variant, "task": task, "seed": seed, "steps": args.steps, "model": model_name,
