@@ -14,6 +14,7 @@ Variants (each one flag of `graphs.run`, default on):
   aide-drafts      --num-drafts 5           (point 4: AIDE's 5 drafts instead of the step-fitted budget)
   no-branch-memory --no-branch-memory       (point 5: memory of the parent's lineage)
   review-failed    --review-failed-runs     (point 6: the LLM also reviews runs that already failed)
+  no-auto-imports  --no-auto-imports        (the harness does not add the imports of undefined names)
 
 Per run: nodes valid / total, valid submission, LLM seconds and tokens (prompt + completion) per
 step, repair calls per node, hidden test score of the best node, and one small record per node
@@ -63,6 +64,7 @@ VARIANTS: dict[str, list[str]] = {
     "aide-drafts": ["--num-drafts", "5"],
     "no-branch-memory": ["--no-branch-memory"],
     "review-failed": ["--review-failed-runs"],
+    "no-auto-imports": ["--no-auto-imports"],
 }
 DEFAULT_TASKS = ["tumor-diagnosis", "diabetes-progression", "digit-images", "fortune-topics",
                  "word-pronunciation", "spoken-digits"]
@@ -76,6 +78,8 @@ def node_records(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         "step": n["step"], "stage": n.get("stage"), "buggy": bool(n["is_buggy"]),
         "metric": n.get("metric"), "holdout": n.get("holdout_score"), "test": n.get("test_score"),
         "repairs": sum(1 for c in (n.get("calls") or []) if c.get("role") == "repairer"),
+        "imports_added": sum(1 for r in (n.get("extra") or {}).get("repairs") or []
+                             if r.get("stage") == "imports"),
         "bug": " ".join(str(n.get("bug_reason") or "").split())[:200],
     } for n in nodes]
 

@@ -43,7 +43,16 @@ from typing_extensions import TypedDict
 from graphs.settings import RunServices, SearchContext
 from graphs.strategy import safe_name
 from nodes.budget import budget_stop, describe_stop
-from nodes.execute import Execution, apply_repair, ask_for_repair, close_record, execute_script, repair_need
+from nodes.execute import (
+    Execution,
+    apply_repair,
+    ask_for_repair,
+    close_record,
+    execute_script,
+    import_fix,
+    llm_repairs,
+    repair_need,
+)
 from nodes.files import submission_path
 from nodes.operators import (
     Candidate,
@@ -233,17 +242,30 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Lite
     cand = Candidate.model_validate(state["candidate"])
     _emit(runtime, kind="executing", step=step)
     # every execution (a repair's too) runs in a workspace of its own, claimed by this task
-    ex = execute_script(cand.code, svc.run_dir / "workspaces" / claimed(svc, runtime, "workspace", step),
-                        public_dir=svc.competition.public_dir,
-                        sample_submission=svc.competition.sample_submission,
-                        timeout_s=svc.settings.exec_timeout, backend=svc.settings.sandbox,
-                        llm_error=cand.llm_error, limits=svc.settings.limits(), held=svc.held)
+    workspace = svc.run_dir / "workspaces" / claimed(svc, runtime, "workspace", step)
+
+    def run(code: str) -> Execution:
+        return execute_script(code, workspace, public_dir=svc.competition.public_dir,
+                              sample_submission=svc.competition.sample_submission,
+                              timeout_s=svc.settings.exec_timeout, backend=svc.settings.sandbox,
+                              llm_error=cand.llm_error, limits=svc.settings.limits(), held=svc.held)
+
+    ex = run(cand.code)
     window = svc.settings.repair_window_s
     if repairs and repairs[-1].get("fixed") is None:  # the script a repair just wrote
         repairs[-1] = close_record(repairs[-1], ex, early_crash_s=window)
-    update = {"execution": ex.model_dump(), "repairs": repairs,
-              "script_seconds": (state.get("script_seconds") or 0.0) + ex.seconds}
-    if len(repairs) < svc.settings.repairs and repair_need(cand, ex, early_crash_s=window) is not None:
+    seconds = (state.get("script_seconds") or 0.0) + ex.seconds
+    update: dict[str, Any] = {}
+    fix = import_fix(cand, ex) if svc.settings.auto_imports else None
+    if fix is not None:  # undefined names the harness can import: add them, check and run again
+        cand, record = fix
+        ex = run(cand.code)
+        seconds += ex.seconds
+        repairs.append(close_record(record, ex, early_crash_s=window))
+        update["candidate"] = cand.model_dump()
+    update.update(execution=ex.model_dump(), repairs=repairs, script_seconds=seconds)
+    need = repair_need(cand, ex, early_crash_s=window)
+    if llm_repairs(repairs) < svc.settings.repairs and need is not None:
         return Command(goto="repair", update=update)
     return Command(goto="review", update=update)
 
@@ -260,7 +282,7 @@ def repair(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
     need = repair_need(cand, ex, early_crash_s=svc.settings.repair_window_s)
     if need is None:  # only reached when execute found something to repair
         return Command(goto="review")
-    _emit(runtime, kind="repairing", step=step, attempt=len(repairs) + 1, total=svc.settings.repairs,
+    _emit(runtime, kind="repairing", step=step, attempt=llm_repairs(repairs) + 1, total=svc.settings.repairs,
           stage=need.stage, error=need.summary)
     answer = ask_for_repair(svc.llm, svc.system_text, cand.code, need, system_prompt=svc.use_system_prompt,
                             known=svc.settings.known_errors)

@@ -68,6 +68,7 @@ class RunSettings(BaseModel):
     repairs: int = 2  # quick repair calls per step for a static failure or an early crash (0: none)
     repair_window_s: float = 10.0  # a crash within this many seconds of the start counts as early
     known_errors: bool = True  # debug and repair prompts name the usual remedy of a known error
+    auto_imports: bool = True  # the harness adds the import line of an undefined name it can import
     memory_size: int = 8  # lines of prompt memory at most
     branch_memory: bool = True  # memory of the parent's lineage + best nodes (else: last nodes of the run)
     data_facts: bool = True  # facts checked from the data files in the stable prefix

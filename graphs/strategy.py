@@ -157,7 +157,8 @@ def execute_with_repairs(
     return run_with_repairs(cand, lambda c, _attempt: svc.execute(c, workspace, concurrent=concurrent),
                             svc.coder, svc.system_text,
                             system_prompt=svc.coder_system_prompt, max_repairs=limit,
-                            early_crash_s=ctx.repair_window_s, known=ctx.known_errors, on_repair=on_repair)
+                            early_crash_s=ctx.repair_window_s, known=ctx.known_errors,
+                            auto_imports=ctx.auto_imports, on_repair=on_repair)
 
 
 def result(candidate: Candidate, execution: Execution, usage: Usage, **details: Any) -> dict:

@@ -20,10 +20,19 @@ past the stage that failed (static: it passes the static check; early_crash: it 
 static check and does not crash early; outputs: it is a valid run); `then` says how it did.
 The repair prompt adds the known remedy of the error and the import line of an undefined name
 (`nodes.import_hints`).
+
+Imports the harness adds (`import_fix`, on unless `auto_imports` is off): before any repair call,
+a script whose static check names undefined names with an unambiguous import line (`train_test_split`,
+`os`, `np`) gets those lines added after its docstring and `__future__` imports, under a comment
+saying the harness added them, and is checked again. It costs no LLM call and does not count
+against the K repairs; its record (stage "imports", `added`: the lines) is on the node like a
+repair's, so tree.html and the ablation see it. Whatever the static check still finds then goes
+to the repair call as usual.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import re
 import threading
@@ -36,7 +45,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
 import prompts
-from nodes.import_hints import known_remedy, missing_imports
+from nodes.import_hints import auto_imports, known_remedy, missing_imports
 from nodes.operators import Candidate, ask_for_script
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
 from nodes.static_check import import_checker_for, static_report
@@ -273,6 +282,54 @@ def excerpt(code: str, line: int | None, radius: int = EXCERPT_RADIUS) -> str:
     return "\n".join(f"{'>' if i == line else ' '} {i:>{width}} | {lines[i - 1]}" for i in range(lo, hi + 1))
 
 
+# ---------------------------------------------------------------- imports the harness adds
+
+IMPORTS_STAGE = "imports"
+IMPORTS_COMMENT = "# imports added by the harness: these names were used but never imported"
+
+
+def add_imports(code: str, lines: list[str]) -> str:
+    """`code` with the import `lines` (under `IMPORTS_COMMENT`) after its module docstring and
+    `from __future__` imports; at the top when the script does not parse."""
+    at = 0
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        body = []
+    for i, stmt in enumerate(body):
+        docstring = (i == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+                     and isinstance(stmt.value.value, str))
+        future = isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__"
+        if not (docstring or future):
+            break
+        at = stmt.end_lineno or at
+    source = code.splitlines(keepends=True)
+    if source and not source[-1].endswith("\n"):
+        source[-1] += "\n"
+    block = [IMPORTS_COMMENT + "\n", *(line + "\n" for line in lines)]
+    return "".join(source[:at] + block + source[at:])
+
+
+def import_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]] | None:
+    """A script that failed the static check with undefined names the harness can import:
+    (the script with those imports added, its record, to be closed by `close_record` once the
+    new script ran); None when there is nothing to add."""
+    if not ex.skipped or not ex.static_problems or cand.llm_error:
+        return None
+    found = auto_imports(ex.static_problems)
+    if not found:
+        return None
+    record: dict[str, Any] = {"stage": IMPORTS_STAGE, "error": "undefined: " + ", ".join(found),
+                              "line": None, "fixed": None, "added": list(found.values()),
+                              "tokens": 0, "seconds": 0.0}
+    return cand.model_copy(update={"code": add_imports(cand.code, list(found.values()))}), record
+
+
+def llm_repairs(records: list[dict[str, Any]]) -> int:
+    """How many of a step's repair records were repair calls (not imports the harness added)."""
+    return sum(1 for r in records if r.get("stage") != IMPORTS_STAGE)
+
+
 # ---------------------------------------------------------------- the repair call
 
 
@@ -328,7 +385,8 @@ def close_record(
     if record["stage"] == "outputs":
         fixed = ex.valid
     else:
-        fixed = not ex.skipped and (record["stage"] == "static" or not crashed_early(ex, early_crash_s))
+        fixed = not ex.skipped and (record["stage"] in ("static", IMPORTS_STAGE)
+                                    or not crashed_early(ex, early_crash_s))
     if ex.valid:
         then = f"valid, metric {ex.metric:.6g}"
     else:
@@ -346,28 +404,46 @@ def run_with_repairs(
     max_repairs: int = DEFAULT_REPAIRS,
     early_crash_s: float = EARLY_CRASH_S,
     known: bool = True,
+    auto_imports: bool = True,
     on_repair: Callable[[int, RepairNeed], None] | None = None,
 ) -> tuple[Candidate, Execution, list[dict[str, Any]]]:
-    """Execute `cand` (`run(candidate, attempt)`), repairing static failures, early crashes and
+    """Execute `cand` (`run(candidate, attempt)`), adding the imports of undefined names
+    (`import_fix`, unless `auto_imports` is off) and repairing static failures, early crashes and
     missing outputs up to `max_repairs` times: (final candidate, its execution, repair records);
     the final candidate's usage counts the seconds of every execution. For callers
     that run a candidate inside one graph node; the tree search runs the same steps as
     supersteps of its own."""
-    cand, ex = _counted(cand, run(cand, 0))
     repairs: list[dict[str, Any]] = []
-    while len(repairs) < max_repairs:
+    runs = 0
+
+    def execute(c: Candidate, closing: dict[str, Any] | None = None, fix_imports: bool = auto_imports
+                ) -> tuple[Candidate, Execution]:
+        # run `c` (closing the record of the repair that wrote it), then once more with the
+        # imports the harness adds when the static check names undefined names it can import
+        nonlocal runs
+        c, ex = _counted(c, run(c, runs))
+        runs += 1
+        if closing is not None:
+            repairs.append(close_record(closing, ex, early_crash_s=early_crash_s))
+        fix = import_fix(c, ex) if fix_imports else None
+        if fix is not None:
+            c, record = fix
+            c, ex = execute(c, record, fix_imports=False)
+        return c, ex
+
+    cand, ex = execute(cand)
+    while llm_repairs(repairs) < max_repairs:
         need = repair_need(cand, ex, early_crash_s=early_crash_s)
         if need is None:
             break
         if on_repair is not None:
-            on_repair(len(repairs) + 1, need)
+            on_repair(llm_repairs(repairs) + 1, need)
         answer = ask_for_repair(llm, system, cand.code, need, system_prompt=system_prompt, known=known)
         cand, record, runnable = apply_repair(cand, answer, need)
         if not runnable:
             repairs.append(record)
             break
-        cand, ex = _counted(cand, run(cand, len(repairs) + 1))
-        repairs.append(close_record(record, ex, early_crash_s=early_crash_s))
+        cand, ex = execute(cand, record)
     return cand, ex, repairs
 
 

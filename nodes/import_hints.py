@@ -11,7 +11,13 @@ import LogisticRegression`, `np` -> `import numpy as np`.
 Small models often use a class or function they never import. The static check catches the
 undefined name; the repair and debug prompts then add the import line, looked up in the public
 names of the common data-science modules installed here (a lookup, so whatever version is
-installed is what it says; nothing is added to a script by the harness).
+installed is what it says).
+
+Imports the harness adds (`auto_imports`, used by `nodes.execute.import_fix`): where an undefined
+name has an unambiguous import line, the harness adds that line to the script before any repair
+call, and records that it did (a repair record of stage "imports" on the node, with the lines).
+Names that are as likely a forgotten variable (short ones, scipy.stats' distributions) only get
+the prompt's hint.
 """
 
 from __future__ import annotations
@@ -145,3 +151,34 @@ def missing_imports(*texts: str | None) -> list[str]:
             if line and line not in lines:
                 lines.append(line)
     return lines
+
+
+# ---------------------------------------------------------------- imports the harness adds
+
+# a name this short, or a scipy.stats distribution (`norm`, `t`), is as likely a variable the
+# script forgot to define as something to import: the prompts suggest the import, nothing is added
+_AUTO_MIN_LEN = 3
+_AUTO_NEVER = ("from scipy.stats import",)
+
+
+def auto_import_for(name: str) -> str | None:
+    """The import line the harness may add for an undefined `name`: a conventional alias, a plain
+    module, or an unambiguous public name of the common modules; None when adding one would be a
+    guess (see `_AUTO_NEVER`)."""
+    if name in _ALIASES or name in _PLAIN:
+        return import_for(name)
+    line = import_for(name)
+    if line is None or len(name) < _AUTO_MIN_LEN or line.startswith(_AUTO_NEVER):
+        return None
+    return line
+
+
+def auto_imports(problems: list[str]) -> dict[str, str]:
+    """{undefined name: the import line the harness may add} for static-check problems."""
+    found: dict[str, str] = {}
+    for problem in problems:
+        for name in _UNDEFINED.findall(problem):
+            line = auto_import_for(name)
+            if line is not None:
+                found.setdefault(name, line)
+    return found

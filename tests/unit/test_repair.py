@@ -235,12 +235,15 @@ def test_excerpt_numbers_and_marks_the_line():
 
 def test_repair_flags(tmp_path, toy_task, capsys):
     args = build_parser().parse_args(["--task", str(toy_task), "--run-dir", str(tmp_path),
-                                      "--repairs", "0", "--repair-window", "3", "--no-known-errors"])
+                                      "--repairs", "0", "--repair-window", "3", "--no-known-errors",
+                                      "--no-auto-imports"])
     settings, _, _ = resolve_settings(args)
-    assert (settings.repairs, settings.repair_window_s, settings.known_errors) == (0, 3.0, False)
+    assert (settings.repairs, settings.repair_window_s, settings.known_errors, settings.auto_imports) == (
+        0, 3.0, False, False)
     settings, _, _ = resolve_settings(build_parser().parse_args(["--task", str(toy_task),
                                                                 "--run-dir", str(tmp_path)]))
-    assert (settings.repairs, settings.repair_window_s, settings.known_errors) == (2, 10.0, True)
+    assert (settings.repairs, settings.repair_window_s, settings.known_errors, settings.auto_imports) == (
+        2, 10.0, True, True)
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["--task", str(toy_task), "--repairs", "-1"])
     err = capsys.readouterr().err.strip()

@@ -218,6 +218,9 @@ def _headline(tree: dict[str, Any], summary: dict[str, Any], nodes: list[dict[st
          (f"{_fmt(best['metric'])} (node {best['id']}; {'lower' if lower else 'higher'} is better)"
           if best else "none (no valid node)")),
     ]
+    repairs = repair_text(nodes)
+    if repairs:
+        facts.append(("repairs inside the steps", repairs))
     selection = summary.get("selection") if summary else None
     if isinstance(selection, dict) and selection.get("by") == "holdout":
         facts.append(("selected by", f"the harness's held split ({selection.get('rows', '?')} training "
@@ -253,6 +256,22 @@ def _headline(tree: dict[str, Any], summary: dict[str, Any], nodes: list[dict[st
                           f"{summary['answers_cut']} lost, {summary.get('answers_cut_retried', 0)} "
                           "recovered by a retry with a larger cap"))
     return facts
+
+
+def repair_text(nodes: list[dict[str, Any]]) -> str:
+    """What the repairs inside the steps did: the repair calls and how many got past the
+    failure, the imports the harness added (\"\" when there were none)."""
+    records = [r for n in nodes for r in ((n.get("extra") or {}).get("repairs") or [])]
+    calls = [r for r in records if r.get("stage") != "imports"]
+    added = [r for r in records if r.get("stage") == "imports"]
+    parts = []
+    if calls:
+        fixed = sum(1 for r in calls if r.get("fixed"))
+        parts.append(f"{len(calls)} repair calls, {fixed} got past the failure")
+    if added:
+        parts.append(f"imports added by the harness {len(added)} times "
+                     f"({sum(1 for r in added if r.get('fixed'))} then passed the static check)")
+    return "; ".join(parts)
 
 
 def _budget_text(summary: dict[str, Any]) -> str:
