@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--no-auto-imports", dest="auto_imports", action="store_false", default=None,
                     help="do not add the import line of an undefined name the harness can import "
                     "(`train_test_split`, `os`, `np`) before the repair calls")
+    gr.add_argument("--no-revert-repairs", dest="revert_repairs", action="store_false", default=None,
+                    help="keep a repaired script even when its run got less far than the script "
+                    "before it (a crash where the script before it ran to the end, say)")
     gh = p.add_argument_group("selection (a validation split held by the harness)")
     gh.add_argument("--no-holdout", dest="holdout", action="store_false", default=None,
                     help="select by the scripts' own METRIC lines, with no training rows held out")
@@ -209,7 +212,7 @@ _OVERRIDABLE = {
     "data_facts": "data_facts", "branch_memory": "branch_memory",
     "holdout": "holdout", "holdout_fraction": "holdout_fraction",
     "repairs": "repairs", "repair_window": "repair_window_s", "known_errors": "known_errors",
-    "auto_imports": "auto_imports",
+    "auto_imports": "auto_imports", "revert_repairs": "revert_repairs",
     "vllm_model": "vllm_model", "tensor_parallel_size": "tensor_parallel_size",
     "max_model_len": "max_model_len", "python": "python",
 }

@@ -13,7 +13,8 @@ again. A step's logic lives in four files:
 - nodes/review.py: the facts of the run and the LLM's verdict.
 
 `record` stores the step as a node in the tree store (nodes/tree.py: `Node`, `Tree`, the run's
-`NodeStore`); the node records the last script and every repair attempt. With a strategy
+`NodeStore`); the node records the script kept (the last one, or the one before a repair that
+got less far: `nodes.execute.kept_before`) and every repair attempt. With a strategy
 other than `aide`, `generate` runs that strategy's graph as the expansion operator (a subgraph
 sharing this graph's checkpointer, so a killed fan-out or loop resumes inside itself) and
 `execute` only keeps the submission of the candidate it returned. The state holds
@@ -50,8 +51,10 @@ from nodes.execute import (
     close_record,
     execute_script,
     import_fix,
+    kept_before,
     llm_repairs,
     repair_need,
+    set_aside,
 )
 from nodes.files import submission_path
 from nodes.operators import (
@@ -78,6 +81,9 @@ class SearchState(TypedDict, total=False):
     details: dict | None  # what a strategy graph reports about its expansion
     repairs: list[dict] | None  # the repair attempts of this step (nodes.execute)
     script_seconds: float | None  # seconds of the scripts `execute` ran this step, a repair's too
+    # the script a repair replaced, its execution and where the repair's records start: `execute`
+    # goes back to it when the repaired script gets less far (nodes.execute.kept_before)
+    before: dict | None
     verdict: dict | None
     head: str | None  # the branch's newest node (NodeStore.branch reads the branch from it)
     best_id: str | None
@@ -263,7 +269,16 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Lite
         seconds += ex.seconds
         repairs.append(close_record(record, ex, early_crash_s=window))
         update["candidate"] = cand.model_dump()
-    update.update(execution=ex.model_dump(), repairs=repairs, script_seconds=seconds)
+    before = state.get("before")
+    if before is not None and svc.settings.revert_repairs:
+        prior = Execution.model_validate(before["execution"])
+        if kept_before(prior, ex):  # the repair got less far: go on with the script before it
+            at = int(before["at"])
+            repairs[at:] = [set_aside(r) for r in repairs[at:]]
+            kept = Candidate.model_validate(before["candidate"])
+            cand, ex = kept.model_copy(update={"usage": cand.usage}), prior
+            update["candidate"] = cand.model_dump()
+    update.update(execution=ex.model_dump(), repairs=repairs, script_seconds=seconds, before=None)
     need = repair_need(cand, ex, early_crash_s=window)
     if llm_repairs(repairs) < svc.settings.repairs and need is not None:
         return Command(goto="repair", update=update)
@@ -290,7 +305,8 @@ def repair(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Liter
     update = {"candidate": cand.model_dump(), "repairs": [*repairs, record]}
     if not runnable:  # the script stays as it was, with its execution
         return Command(goto="review", update=update)
-    return Command(goto="execute", update={**update, "execution": None})
+    before = {"candidate": state["candidate"], "execution": state["execution"], "at": len(repairs)}
+    return Command(goto="execute", update={**update, "execution": None, "before": before})
 
 
 def _keep_submission(svc: RunServices, node_id: str, ex: dict) -> None:
@@ -410,6 +426,7 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         "details": None,
         "repairs": None,
         "script_seconds": None,
+        "before": None,
         "verdict": None,
         "head": node.id,
         "best_id": best.id if best else None,

@@ -141,8 +141,8 @@ def execute_with_repairs(
     runtime: Runtime[StrategyContext], cand: Candidate, workspace: Path, *, concurrent: int = 1, **where: Any
 ) -> tuple[Candidate, Execution, list[dict[str, Any]]]:
     """Execute `cand` in `workspace`, repairing a static failure or an early crash up to the
-    context's `repairs` times: (the last script, its execution, the repair records). Every run
-    uses the same workspace (each execution starts it afresh); the returned candidate's usage
+    context's `repairs` times: (the script kept, its execution, the repair records). The first
+    run uses `workspace`, a rerun `workspace`-N beside it; the returned candidate's usage
     is `cand`'s plus the repair calls and the seconds of every execution. `concurrent`: how many
     scripts of the expansion may run at the same time (they share the run's limits). `where`
     (candidate/total or round/rounds) goes into the progress events."""
@@ -154,11 +154,16 @@ def execute_with_repairs(
         emit(runtime, kind="strategy", stage="repairing", attempt=attempt,
              detail=f"repair {attempt}/{limit}, {need.stage}: {need.summary}"[:200], **where)
 
-    return run_with_repairs(cand, lambda c, _attempt: svc.execute(c, workspace, concurrent=concurrent),
-                            svc.coder, svc.system_text,
+    def run(c: Candidate, attempt: int) -> Execution:
+        # a rerun gets a workspace of its own beside the first: a repair that is set aside
+        # leaves the step with the earlier run, whose files (its submission) must stay
+        where_to = workspace if attempt == 0 else workspace.with_name(f"{workspace.name}-{attempt}")
+        return svc.execute(c, where_to, concurrent=concurrent)
+
+    return run_with_repairs(cand, run, svc.coder, svc.system_text,
                             system_prompt=svc.coder_system_prompt, max_repairs=limit,
                             early_crash_s=ctx.repair_window_s, known=ctx.known_errors,
-                            auto_imports=ctx.auto_imports, on_repair=on_repair)
+                            auto_imports=ctx.auto_imports, revert=ctx.revert_repairs, on_repair=on_repair)
 
 
 def result(candidate: Candidate, execution: Execution, usage: Usage, **details: Any) -> dict:

@@ -28,6 +28,16 @@ saying the harness added them, and is checked again. It costs no LLM call and do
 against the K repairs; its record (stage "imports", `added`: the lines) is on the node like a
 repair's, so tree.html and the ablation see it. Whatever the static check still finds then goes
 to the repair call as usual.
+
+Repairs that get less far are set aside (`kept_before`, on unless `revert` is off): a repaired
+script whose run got less far than the script before it (`progress`: no script < a static failure
+< a crash, a timeout or a kill < exit 0 without the outputs < a valid run) does not replace it;
+the step goes on with the script before it and that script's run, the next repair call starts
+from there, and the set-aside repair's record says `kept: "before"`. Its cost stays on the
+candidate. A tie keeps the repaired script, so a repair that moves the error elsewhere is not
+undone. Small models often answer a repair with a fragment of the script (the lines around the
+error, the rest left out); without this, the fragment replaced a script that crashed on line 40
+with one that fails the static check on line 1.
 """
 
 from __future__ import annotations
@@ -325,6 +335,32 @@ def import_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any
     return cand.model_copy(update={"code": add_imports(cand.code, list(found.values()))}), record
 
 
+def progress(ex: Execution) -> int:
+    """How far a run got: 0 no script (the generation failed), 1 failed the static check, 2 ran
+    and crashed, timed out or was stopped, 3 ran to the end (exit 0) without its outputs, 4 valid."""
+    if ex.valid:
+        return 4
+    if ex.skipped:
+        return 1 if ex.static_problems else 0
+    if ex.exit_code == 0 and not ex.timed_out and not ex.killed_reason:
+        return 3
+    return 2
+
+
+def kept_before(before: Execution, after: Execution) -> bool:
+    """Whether a repair's run (`after`) got less far than the run of the script before it
+    (`before`), so the step goes on with that script; a tie keeps the repaired one."""
+    return progress(after) < progress(before)
+
+
+SET_ASIDE = "before"  # a repair record's `kept` when the step went on with the script before it
+
+
+def set_aside(record: dict[str, Any]) -> dict[str, Any]:
+    """A closed repair record, marked as set aside: the step went on with the script before it."""
+    return {**record, "kept": SET_ASIDE}
+
+
 def llm_repairs(records: list[dict[str, Any]]) -> int:
     """How many of a step's repair records were repair calls (not imports the harness added)."""
     return sum(1 for r in records if r.get("stage") != IMPORTS_STAGE)
@@ -405,12 +441,16 @@ def run_with_repairs(
     early_crash_s: float = EARLY_CRASH_S,
     known: bool = True,
     auto_imports: bool = True,
+    revert: bool = True,
     on_repair: Callable[[int, RepairNeed], None] | None = None,
 ) -> tuple[Candidate, Execution, list[dict[str, Any]]]:
-    """Execute `cand` (`run(candidate, attempt)`), adding the imports of undefined names
-    (`import_fix`, unless `auto_imports` is off) and repairing static failures, early crashes and
-    missing outputs up to `max_repairs` times: (final candidate, its execution, repair records);
-    the final candidate's usage counts the seconds of every execution. For callers
+    """Execute `cand` (`run(candidate, attempt)`, attempt 0, 1, ...: a run after the first must
+    not disturb the files of an earlier one, which may be kept), adding the imports of undefined
+    names (`import_fix`, unless `auto_imports` is off) and repairing static failures, early
+    crashes and missing outputs up to `max_repairs` times: (final candidate, its execution,
+    repair records); the final candidate's usage counts the seconds of every execution and
+    every repair call. With `revert`, a repair whose run got less far than the script before it
+    is set aside (`kept_before`) and the step goes on with that script. For callers
     that run a candidate inside one graph node; the tree search runs the same steps as
     supersteps of its own."""
     repairs: list[dict[str, Any]] = []
@@ -439,11 +479,16 @@ def run_with_repairs(
         if on_repair is not None:
             on_repair(llm_repairs(repairs) + 1, need)
         answer = ask_for_repair(llm, system, cand.code, need, system_prompt=system_prompt, known=known)
-        cand, record, runnable = apply_repair(cand, answer, need)
+        repaired, record, runnable = apply_repair(cand, answer, need)
         if not runnable:
             repairs.append(record)
+            cand = repaired
             break
-        cand, ex = execute(cand, record)
+        before, before_ex, at = cand, ex, len(repairs)
+        cand, ex = execute(repaired, record)
+        if revert and kept_before(before_ex, ex):
+            repairs[at:] = [set_aside(r) for r in repairs[at:]]  # the repair and its imports
+            cand, ex = before.model_copy(update={"usage": cand.usage}), before_ex
     return cand, ex, repairs
 
 

@@ -114,10 +114,11 @@ def test_a_repair_that_drops_the_imports_gets_them_back(tmp_path, toy_task):
     assert cand.code == add_imports(dropped, ["import pandas as pd"])
     assert [(r["stage"], r["fixed"]) for r in repairs] == [("early_crash", False), ("imports", True)]
     assert "undefined name 'pd'" in repairs[0]["then"]
-    # off: the repaired script stays as the model wrote it
+    # off: the repaired script stays as the model wrote it (with revert off too: it fails the
+    # static check, which is less far than the crash before it)
     llm = scripted_model([ai(fenced(dropped), 90, 30)])
     cand, ex, repairs = run_with_repairs(Candidate(code=crashing), run, llm, "SYSTEM", system_prompt=True,
-                                         max_repairs=1, auto_imports=False)
+                                         max_repairs=1, auto_imports=False, revert=False)
     assert cand.code == dropped and not ex.valid and [r["stage"] for r in repairs] == ["early_crash"]
 
 

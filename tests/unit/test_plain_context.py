@@ -39,9 +39,12 @@ def test_strategy_graph_alone_on_a_task(tmp_path, toy_task, stub):
     assert result["candidate"]["code"] and result["details"]["strategy"] == "self_consistency"
     assert len(result["details"]["attempts"]) == 3
     # the run is kept as the tree search keeps one: under run_dir/<thread>/, its samples'
-    # workspaces under the expansion's label (alone: the thread)
+    # workspaces under the expansion's label (alone: the thread), a repair's rerun of sample i
+    # beside the first as si-N
     run = tmp_path / "studio" / "alone"
-    assert sorted(p.name for p in (run / "workspaces" / "alone").iterdir()) == ["s0", "s1", "s2"]
+    names = sorted(p.name for p in (run / "workspaces" / "alone").iterdir())
+    assert sorted({n.split("-")[0] for n in names}) == ["s0", "s1", "s2"]
+    assert all(n in ("s0", "s1", "s2") or n.split("-")[1].isdigit() for n in names)
     assert (run / "holdout" / "plan.json").is_file()  # the harness's split, as in a CLI run
     # a second run on the same thread starts a fresh fan-out instead of adding to the first
     again = graph.invoke({}, {"configurable": {"thread_id": "alone"}}, context=context)

@@ -128,19 +128,25 @@ def test_a_timed_out_or_crashed_late_run_gets_no_outputs_repair():
     assert need is not None and need.stage == "outputs" and need.line is None
 
 
-def test_repairs_exhausted_node_is_buggy_with_every_attempt(tmp_path, toy_task):
+@pytest.mark.parametrize("revert", [True, False])
+def test_repairs_exhausted_node_is_buggy_with_every_attempt(tmp_path, toy_task, revert):
     still_static = "print(model)\n"
     llm = scripted_model([ai(fenced(UNDEFINED)), ai(fenced(MISSING_FILE)), ai(fenced(still_static))])
-    svc = services(tmp_path, toy_task, llm, steps=1, repairs=2, llm_review=False)
+    svc = services(tmp_path, toy_task, llm, steps=1, repairs=2, llm_review=False, revert_repairs=revert)
     run_steps(svc)
     (node,) = svc.store.all()
-    assert node.is_buggy and node.code == still_static
-    assert node.bug_reason == "static check: line 1: undefined name 'model'"
     first, second = node.extra["repairs"]
     # the first repair got past the static check (then crashed early); the second did not
     assert (first["stage"], first["fixed"]) == ("static", True) and "FileNotFoundError" in first["then"]
     assert (second["stage"], second["fixed"]) == ("early_crash", False)
     assert "undefined name 'model'" in second["then"]
+    assert "kept" not in first
+    if revert:  # the second repair got less far than the crash before it: set aside
+        assert node.is_buggy and node.code == MISSING_FILE and "FileNotFoundError" in node.bug_reason
+        assert second["kept"] == "before"
+    else:
+        assert node.is_buggy and node.code == still_static and "kept" not in second
+        assert node.bug_reason == "static check: line 1: undefined name 'model'"
     assert [c.role for c in node.calls] == ["coder", "repairer", "repairer"] and len(llm.seen) == 3
     # tree.html lists the attempts in the node's details
     from views.export import export_run

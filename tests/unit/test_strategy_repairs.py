@@ -87,7 +87,8 @@ def test_sc_candidate_with_an_undefined_name_is_repaired_and_selected(tmp_path, 
     assert res["candidate"]["usage"]["prompt_tokens"] == 200
     repairing = [e for e in events if e.get("stage") == "repairing"]
     assert [(e["candidate"], e["attempt"]) for e in repairing] == [(1, 1)]
-    assert "METRIC: 0.95" in (tmp_path / "ws" / "n0" / "s0" / "output.log").read_text()
+    # the repaired script ran in a workspace of its own beside the first
+    assert "METRIC: 0.95" in (tmp_path / "ws" / "n0" / "s0-1" / "output.log").read_text()
 
 
 def test_sc_zero_repairs_makes_no_repair_call(tmp_path, toy_task):

@@ -260,7 +260,7 @@ def _headline(tree: dict[str, Any], summary: dict[str, Any], nodes: list[dict[st
 
 def repair_text(nodes: list[dict[str, Any]]) -> str:
     """What the repairs inside the steps did: the repair calls and how many got past the
-    failure, the imports the harness added (\"\" when there were none)."""
+    failure, those set aside, the imports the harness added (\"\" when there were none)."""
     records = [r for n in nodes for r in ((n.get("extra") or {}).get("repairs") or [])]
     calls = [r for r in records if r.get("stage") != "imports"]
     added = [r for r in records if r.get("stage") == "imports"]
@@ -268,6 +268,10 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     if calls:
         fixed = sum(1 for r in calls if r.get("fixed"))
         parts.append(f"{len(calls)} repair calls, {fixed} got past the failure")
+        aside = sum(1 for r in calls if r.get("kept") == "before")
+        if aside:
+            parts.append(f"{aside} repaired scripts set aside (they got less far than the script "
+                         "before them)")
     if added:
         parts.append(f"imports added by the harness {len(added)} times "
                      f"({sum(1 for r in added if r.get('fixed'))} then passed the static check)")

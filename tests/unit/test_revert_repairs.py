@@ -1,0 +1,149 @@
+"""Repairs that get less far are set aside: a repaired script whose run got less far than the
+script before it does not replace it (nodes.execute.kept_before), in the tree search's own
+supersteps and for callers inside one node (the strategy graphs). The fakes script exactly what
+the model said; the scripts really run on the toy task."""
+
+from __future__ import annotations
+
+import pytest
+
+from graphs.run import build_parser, resolve_settings
+from nodes.execute import Execution, execute_script, kept_before, progress, run_with_repairs
+from nodes.operators import Candidate
+from tasks.competition import load_competition
+from tests.conftest import GOOD_SCRIPT, ai, fenced, scripted_model
+from tests.unit.test_repair import MISSING_FILE, NO_OUTPUTS, UNDEFINED, VERDICT_OK, run_steps, services
+
+# what a small model often answers a repair with: the lines around the error, the rest left out
+FRAGMENT = 'valid = pd.read_csv("./input/train.csv")\nprint(valid.shape)\n'
+CRASHES = GOOD_SCRIPT.replace('pred = ', 'raise KeyError("label")\npred = ')
+
+RUNS = {
+    "no script": Execution(skipped="no Python code block in the answer", failure="no code"),
+    "static": Execution(skipped="static check: x", static_problems=["line 1: undefined name 'x'"],
+                        failure="static check: x"),
+    "crash": Execution(exit_code=1, seconds=0.5, failure="the script exited with code 1"),
+    "timeout": Execution(timed_out=True, seconds=30.0, failure="killed at the time limit"),
+    "killed": Execution(exit_code=-9, killed_reason="memory", failure="killed: memory"),
+    "no outputs": Execution(exit_code=0, seconds=1.0, failure="no METRIC line"),
+    "valid": Execution(exit_code=0, seconds=1.0, metric=0.9),
+}
+
+
+@pytest.mark.parametrize(("name", "rank"), [("no script", 0), ("static", 1), ("crash", 2), ("timeout", 2),
+                                            ("killed", 2), ("no outputs", 3), ("valid", 4)])
+def test_progress_ranks_how_far_a_run_got(name, rank):
+    assert progress(RUNS[name]) == rank
+
+
+def test_only_a_run_that_got_less_far_is_set_aside():
+    assert kept_before(RUNS["crash"], RUNS["static"])
+    assert kept_before(RUNS["no outputs"], RUNS["crash"])
+    assert not kept_before(RUNS["crash"], RUNS["timeout"])  # a tie keeps the repaired script
+    assert not kept_before(RUNS["static"], RUNS["static"])
+    assert not kept_before(RUNS["static"], RUNS["crash"])
+
+
+@pytest.fixture
+def runner(tmp_path, toy_task):
+    comp = load_competition(toy_task)
+    ran: list[int] = []
+
+    def run(cand, attempt):
+        ran.append(attempt)
+        return execute_script(cand.code, tmp_path / f"a{attempt}", public_dir=comp.public_dir,
+                              sample_submission=comp.sample_submission, timeout_s=30, backend="plain")
+
+    run.ran = ran
+    return run
+
+
+def test_a_fragment_does_not_replace_the_script_that_crashed(runner):
+    """crash -> fragment (fails the static check: set aside) -> from the crashing script again ->
+    a whole script that runs: kept."""
+    llm = scripted_model([ai(fenced(FRAGMENT.replace("pd.", "pandas.")), 90, 30), ai(fenced(GOOD_SCRIPT), 80, 40)])
+    cand, ex, repairs = run_with_repairs(Candidate(code=MISSING_FILE), runner, llm, "SYSTEM",
+                                         system_prompt=True, max_repairs=2, auto_imports=False)
+    assert runner.ran == [0, 1, 2] and ex.valid and cand.code == GOOD_SCRIPT
+    first, second = repairs
+    assert (first["stage"], first["fixed"], first["kept"]) == ("early_crash", False, "before")
+    assert "undefined name 'pandas'" in first["then"]
+    assert (second["stage"], second["fixed"]) == ("early_crash", True) and "kept" not in second
+    # the second repair call was asked about the crashing script, not the fragment
+    second_request = llm.seen[1][-1].content
+    assert MISSING_FILE.rstrip() in second_request and "FileNotFoundError" in second_request
+    # both calls' cost stays on the candidate
+    assert [c.role for c in cand.usage.calls] == ["repairer", "repairer"] and cand.usage.prompt_tokens == 170
+
+
+def test_with_revert_off_the_fragment_replaces_it(runner):
+    llm = scripted_model([ai(fenced(FRAGMENT.replace("pd.", "pandas.")))])
+    cand, ex, repairs = run_with_repairs(Candidate(code=MISSING_FILE), runner, llm, "SYSTEM",
+                                         system_prompt=True, max_repairs=1, auto_imports=False, revert=False)
+    assert cand.code.startswith("valid = pandas.") and ex.skipped and "kept" not in repairs[0]
+
+
+def test_the_last_repair_set_aside_leaves_the_run_before_it_and_its_files(runner):
+    llm = scripted_model([ai(fenced(CRASHES))])
+    cand, ex, repairs = run_with_repairs(Candidate(code=NO_OUTPUTS), runner, llm, "SYSTEM",
+                                         system_prompt=True, max_repairs=1)
+    assert cand.code == NO_OUTPUTS and ex.exit_code == 0 and "METRIC" in ex.failure
+    assert runner.ran == [0, 1] and ex.workspace.endswith("a0")
+    (rep,) = repairs
+    assert rep["stage"] == "outputs" and rep["kept"] == "before" and "KeyError" in rep["then"]
+
+
+def test_the_imports_of_a_set_aside_repair_are_set_aside_with_it(runner):
+    """The harness's imports make the fragment parse; it still gets less far than the crash."""
+    llm = scripted_model([ai(fenced("x = np.zeros(2)\nprint(x, y)\n"))])
+    cand, ex, repairs = run_with_repairs(Candidate(code=MISSING_FILE), runner, llm, "SYSTEM",
+                                         system_prompt=True, max_repairs=1)
+    assert cand.code == MISSING_FILE and "FileNotFoundError" in ex.failure
+    assert [(r["stage"], r.get("kept")) for r in repairs] == [("early_crash", "before"), ("imports", "before")]
+
+
+def test_the_search_step_goes_on_from_the_script_before_a_set_aside_repair(tmp_path, toy_task):
+    llm = scripted_model([ai(fenced(MISSING_FILE)), ai(fenced("print(model)\n")), ai(fenced(GOOD_SCRIPT)),
+                          ai(VERDICT_OK)])
+    svc = services(tmp_path, toy_task, llm, steps=1, repairs=2)
+    run_steps(svc)
+    (node,) = svc.store.all()
+    assert not node.is_buggy and node.code == GOOD_SCRIPT and node.has_submission
+    first, second = node.extra["repairs"]
+    assert first["kept"] == "before" and "undefined name 'model'" in first["then"]
+    assert second["fixed"] is True and "kept" not in second
+    assert MISSING_FILE.rstrip() in llm.seen[2][-1].content  # the second repair saw the crash again
+    assert [c.role for c in node.calls] == ["coder", "repairer", "repairer", "reviewer"]
+    # tree.html and the report say so
+    from views.export import export_run
+    from views.report import write_report
+
+    export_run(svc.run_dir, svc.store.all(), svc.tree, run_id="t", wall_seconds=1.0,
+               settings=svc.settings.model_dump())
+    written = write_report(svc.run_dir)
+    assert "(set aside: the step went on with the script before it)" in written["tree_html"].read_text()
+    assert "1 repaired scripts set aside" in written["report_md"].read_text()
+
+
+def test_a_repair_that_gets_as_far_is_kept(tmp_path, toy_task):
+    """static -> another static failure: a tie, the repaired script stays (its error may be the
+    next one down)."""
+    llm = scripted_model([ai(fenced(UNDEFINED)), ai(fenced("print(model)\n"))])
+    svc = services(tmp_path, toy_task, llm, steps=1, repairs=1, llm_review=False)
+    run_steps(svc)
+    (node,) = svc.store.all()
+    assert node.code == "print(model)\n" and "kept" not in node.extra["repairs"][0]
+
+
+def test_the_flag_and_the_ablation_variant(tmp_path, toy_task):
+    from benchmark.yield_ablation import VARIANTS, node_records
+
+    args = build_parser().parse_args(["--task", str(toy_task), "--run-dir", str(tmp_path), "--no-revert-repairs"])
+    assert resolve_settings(args)[0].revert_repairs is False
+    args = build_parser().parse_args(["--task", str(toy_task), "--run-dir", str(tmp_path)])
+    assert resolve_settings(args)[0].revert_repairs is True
+    assert VARIANTS["no-revert-repairs"] == ["--no-revert-repairs"]
+    node = {"step": 0, "is_buggy": True, "extra": {"repairs": [{"stage": "static", "kept": "before"},
+                                                                 {"stage": "imports", "kept": "before"},
+                                                                 {"stage": "static"}]}}
+    assert node_records([node])[0]["repairs_set_aside"] == 1
