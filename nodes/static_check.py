@@ -6,11 +6,15 @@ Importability is asked of that interpreter in a subprocess (never of the agent's
 X there once and checks `hasattr` (or a submodule `X.Y`). Answers are cached per interpreter
 for the life of the process (one run), so after the first script a check costs milliseconds.
 Imports guarded by `try: ... except ImportError` are not checked: the script handles them.
+A name the module does not have is reported with the module's public names closest in spelling
+(`close_names`): small models misremember APIs (`from sklearn.metrics import f1_macro`), and the
+repair or debug call that reads the problem then has the real name in front of it.
 """
 
 from __future__ import annotations
 
 import ast
+import difflib
 import json
 import os
 import shutil
@@ -145,8 +149,24 @@ class ImportChecker:
         if not info.found:
             return f"ModuleNotFoundError: No module named '{mod}' (not installed where scripts run)"
         if name is not None and not (name in info.known or info.names.get(name, True)):
-            return f"ImportError: cannot import name '{name}' from '{mod}'"
+            close = close_names(name, info.known)
+            hint = f" (names it has that are close: {', '.join(repr(n) for n in close)})" if close else ""
+            return f"ImportError: cannot import name '{name}' from '{mod}'{hint}"
         return None
+
+
+CLOSE_MIN_CHARS = 4  # shorter names match too much by chance ('cer' ~ 'cluster')
+CLOSE_CUTOFF = 0.6
+
+
+def close_names(name: str, known: frozenset[str], n: int = 3) -> list[str]:
+    """The public names of a module closest in spelling to a name it does not have (difflib's
+    ratio, at least `CLOSE_CUTOFF`), best first: what a model that misremembers an API most
+    likely meant ('f1_macro' in sklearn.metrics: 'f1_score'). None for short names."""
+    if len(name) < CLOSE_MIN_CHARS:
+        return []
+    public = sorted(k for k in known if not k.startswith("_"))
+    return difflib.get_close_matches(name, public, n=n, cutoff=CLOSE_CUTOFF)
 
 
 @lru_cache(maxsize=8)

@@ -206,6 +206,25 @@ def test_import_check_is_cached_and_skips_guarded_imports():
     assert checker.probes == 1
 
 
+def test_a_name_the_module_lacks_is_reported_with_its_close_names():
+    from nodes.static_check import close_names
+
+    checker = ImportChecker(sys.executable)
+    code = "from sklearn.metrics import f1_macro, accuracy\nfrom collections import OrderDict, zzzzqqq\n"
+    problems, _ = static_report(code, checker)
+    assert len(problems) == 4
+    # the closest name first (others may follow, as the installed version has them)
+    for problem, (line, name, mod, closest) in zip(problems, [
+            (1, "f1_macro", "sklearn.metrics", "f1_score"), (1, "accuracy", "sklearn.metrics", "accuracy_score"),
+            (2, "OrderDict", "collections", "OrderedDict")], strict=False):
+        assert problem.startswith(f"line {line}: ImportError: cannot import name '{name}' from '{mod}' "
+                                  f"(names it has that are close: '{closest}'")
+    assert problems[3] == "line 2: ImportError: cannot import name 'zzzzqqq' from 'collections'"
+    # short names match too much by chance; private names are never offered
+    assert close_names("cer", frozenset({"cluster", "cer_score"})) == []
+    assert close_names("f1_macro", frozenset({"_f1_macro", "f1_score"})) == ["f1_score"]
+
+
 def test_import_probe_failure_is_a_note_not_a_verdict(tmp_path):
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho not json\n")
