@@ -274,7 +274,7 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Lite
         prior = Execution.model_validate(before["execution"])
         if kept_before(prior, ex):  # the repair got less far: go on with the script before it
             at = int(before["at"])
-            repairs[at:] = [set_aside(r) for r in repairs[at:]]
+            repairs[at:] = set_aside(repairs[at:], cand.code)
             kept = Candidate.model_validate(before["candidate"])
             cand, ex = kept.model_copy(update={"usage": cand.usage}), prior
             update["candidate"] = cand.model_dump()

@@ -33,9 +33,9 @@ Repairs that get less far are set aside (`kept_before`, on unless `revert` is of
 script whose run got less far than the script before it (`progress`: no script < a static failure
 < a crash, a timeout or a kill < exit 0 without the outputs < a valid run) does not replace it;
 the step goes on with the script before it and that script's run, the next repair call starts
-from there, and the set-aside repair's record says `kept: "before"`. Its cost stays on the
-candidate. A tie keeps the repaired script, so a repair that moves the error elsewhere is not
-undone. Small models often answer a repair with a fragment of the script (the lines around the
+from there, and the set-aside repair's record says `kept: "before"` and holds the `script` set
+aside (tree.html shows it). Its cost stays on the candidate. A tie keeps the repaired script, so
+a repair that moves the error elsewhere is not undone. Small models often answer a repair with a fragment of the script (the lines around the
 error, the rest left out); without this, the fragment replaced a script that crashed on line 40
 with one that fails the static check on line 1.
 """
@@ -356,9 +356,11 @@ def kept_before(before: Execution, after: Execution) -> bool:
 SET_ASIDE = "before"  # a repair record's `kept` when the step went on with the script before it
 
 
-def set_aside(record: dict[str, Any]) -> dict[str, Any]:
-    """A closed repair record, marked as set aside: the step went on with the script before it."""
-    return {**record, "kept": SET_ASIDE}
+def set_aside(records: list[dict[str, Any]], script: str) -> list[dict[str, Any]]:
+    """The closed records of one repair (the call's, and the imports the harness then added),
+    marked as set aside: the step went on with the script before it. The first keeps the
+    `script` that was set aside (the node's code is the one before it), for tree.html."""
+    return [{**r, "kept": SET_ASIDE, **({"script": script} if i == 0 else {})} for i, r in enumerate(records)]
 
 
 def llm_repairs(records: list[dict[str, Any]]) -> int:
@@ -487,7 +489,7 @@ def run_with_repairs(
         before, before_ex, at = cand, ex, len(repairs)
         cand, ex = execute(repaired, record)
         if revert and kept_before(before_ex, ex):
-            repairs[at:] = [set_aside(r) for r in repairs[at:]]  # the repair and its imports
+            repairs[at:] = set_aside(repairs[at:], cand.code)  # the repair and its imports
             cand, ex = before.model_copy(update={"usage": cand.usage}), before_ex
     return cand, ex, repairs
 

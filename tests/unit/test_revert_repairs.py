@@ -100,6 +100,9 @@ def test_the_imports_of_a_set_aside_repair_are_set_aside_with_it(runner):
                                          system_prompt=True, max_repairs=1)
     assert cand.code == MISSING_FILE and "FileNotFoundError" in ex.failure
     assert [(r["stage"], r.get("kept")) for r in repairs] == [("early_crash", "before"), ("imports", "before")]
+    # the script set aside, as it last ran (with the harness's imports), is on the repair's record
+    assert repairs[0]["script"].endswith("import numpy as np\nx = np.zeros(2)\nprint(x, y)\n")
+    assert "script" not in repairs[1]
 
 
 def test_the_search_step_goes_on_from_the_script_before_a_set_aside_repair(tmp_path, toy_task):
@@ -121,7 +124,9 @@ def test_the_search_step_goes_on_from_the_script_before_a_set_aside_repair(tmp_p
     export_run(svc.run_dir, svc.store.all(), svc.tree, run_id="t", wall_seconds=1.0,
                settings=svc.settings.model_dump())
     written = write_report(svc.run_dir)
-    assert "(set aside: the step went on with the script before it)" in written["tree_html"].read_text()
+    html = written["tree_html"].read_text()
+    assert "(set aside: the step went on with the script before it)" in html
+    assert first["script"] == "print(model)\n" and "<summary>the script set aside</summary>" in html
     assert "1 repaired scripts set aside" in written["report_md"].read_text()
 
 
