@@ -35,9 +35,13 @@ script whose run got less far than the script before it (`progress`: no script <
 the step goes on with the script before it and that script's run, the next repair call starts
 from there, and the set-aside repair's record says `kept: "before"` and holds the `script` set
 aside (tree.html shows it). Its cost stays on the candidate. A tie keeps the repaired script, so
-a repair that moves the error elsewhere is not undone. Small models often answer a repair with a fragment of the script (the lines around the
-error, the rest left out); without this, the fragment replaced a script that crashed on line 40
-with one that fails the static check on line 1.
+a repair that moves the error elsewhere is not undone. Small models often answer a repair with
+a fragment of the script (the lines around the error, the rest left out); without this, the
+fragment replaced a script that crashed on line 40 with one that fails the static check on line 1.
+
+A static failure with several problems is asked for all of them at once: the prompt counts them
+and the excerpt marks up to `MARKED_LINES` of their lines (a small model fixes the one it is
+shown and leaves the rest, one repair call each).
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ from tasks.holdout import KEPT_SUBMISSION, HeldSplit
 DEFAULT_REPAIRS = 2
 EARLY_CRASH_S = 10.0
 EXCERPT_RADIUS = 5
+MARKED_LINES = 4  # the excerpt of a static failure marks at most this many problem lines
 OUTPUT_TAIL_CHARS = 1500
 TRACE_CHARS = 3000
 _TRACEBACK = "Traceback (most recent call last)"
@@ -233,6 +238,7 @@ class RepairNeed:
     error: str  # what the prompt shows: the static problems, or the end of the traceback
     summary: str  # one line for the node's record
     line: int | None  # the failing line of the script, when known
+    also: tuple[int, ...] = ()  # the lines of the other static problems (the excerpt marks them too)
 
 
 def repair_need(cand: Candidate, ex: Execution, *, early_crash_s: float = EARLY_CRASH_S) -> RepairNeed | None:
@@ -244,9 +250,11 @@ def repair_need(cand: Candidate, ex: Execution, *, early_crash_s: float = EARLY_
     if ex.skipped:
         if not ex.static_problems:
             return None
-        first = _LINE.search(ex.static_problems[0])
+        lines = [int(m.group(1)) for m in map(_LINE.search, ex.static_problems) if m]
+        first = lines[0] if lines else None
+        also = tuple(sorted({n for n in lines if n != first}))[:MARKED_LINES - 1]
         return RepairNeed("static", "\n".join(ex.static_problems), (ex.failure or ex.skipped)[:300],
-                          int(first.group(1)) if first else None)
+                          first, also)
     if lacks_outputs(ex):
         tail = ex.output.strip()
         tail = "..." + tail[-OUTPUT_TAIL_CHARS:] if len(tail) > OUTPUT_TAIL_CHARS else tail
@@ -282,14 +290,24 @@ def traceback_tail(output: str, chars: int = TRACE_CHARS) -> str:
     return "..." + trace[-chars:] if len(trace) > chars else trace
 
 
-def excerpt(code: str, line: int | None, radius: int = EXCERPT_RADIUS) -> str:
-    """The numbered lines around `line` (marked `>`); empty when the line is unknown."""
+def excerpt(code: str, line: int | None, radius: int = EXCERPT_RADIUS, also: tuple[int, ...] = ()) -> str:
+    """The numbered lines around `line` and the lines in `also` (each marked `>`; a gap between
+    their windows shows as `...`); empty when the line is unknown. With other lines marked, each
+    window is half as wide."""
     lines = code.splitlines()
     if line is None or not 1 <= line <= len(lines):
         return ""
-    lo, hi = max(1, line - radius), min(len(lines), line + radius)
-    width = len(str(hi))
-    return "\n".join(f"{'>' if i == line else ' '} {i:>{width}} | {lines[i - 1]}" for i in range(lo, hi + 1))
+    marked = sorted({line, *(n for n in also if 1 <= n <= len(lines))})
+    if len(marked) > 1:
+        radius = max(1, radius // 2)
+    shown = sorted({i for m in marked for i in range(max(1, m - radius), min(len(lines), m + radius) + 1)})
+    width = len(str(shown[-1]))
+    out: list[str] = []
+    for prev, i in zip([None, *shown], shown, strict=False):
+        if prev is not None and i != prev + 1:
+            out.append(" " * (width + 2) + "...")
+        out.append(f"{'>' if i in marked else ' '} {i:>{width}} | {lines[i - 1]}")
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------- imports the harness adds
@@ -380,7 +398,9 @@ def repair_prompt(code: str, need: RepairNeed, *, known: bool = True) -> str:
         remedy=known_remedy(need.error) if known else None,
         imports=missing_imports(need.error) if known else [],
         line=need.line,
-        excerpt=excerpt(code, need.line),
+        marked=[n for n in sorted({need.line, *need.also}) if n is not None],
+        problems=len(need.error.splitlines()) if need.stage == "static" else 1,
+        excerpt=excerpt(code, need.line, also=need.also),
         code=code.rstrip(),
     )
 

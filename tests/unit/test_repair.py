@@ -256,6 +256,29 @@ def test_excerpt_numbers_and_marks_the_line():
     assert text.splitlines() == ["  10 | x10 = 10", "  11 | x11 = 11", "> 12 | x12 = 12",
                                  "  13 | x13 = 13", "  14 | x14 = 14"]
     assert excerpt(code, None) == "" and excerpt(code, 99) == ""
+    # the other problem lines marked too, each window half as wide, a gap shown as ...
+    text = excerpt(code, 3, radius=2, also=(4, 9, 99))
+    assert text.splitlines() == ["   2 | x2 = 2", ">  3 | x3 = 3", ">  4 | x4 = 4", "   5 | x5 = 5", "    ...",
+                                 "   8 | x8 = 8", ">  9 | x9 = 9", "  10 | x10 = 10"]
+
+
+def test_a_static_failure_with_several_problems_asks_for_all_of_them():
+    from nodes.execute import repair_prompt
+
+    code = UNDEFINED.replace("(test.x1 > 3)", "(test.x1 > limit)")
+    need = repair_need(Candidate(code=code), check_script(code, None))
+    assert need.stage == "static" and (need.line, need.also) == (4, (6,))
+    prompt = repair_prompt(code, need)
+    assert "Fix all 2 problems listed" in prompt and "from its first line to its last" in prompt
+    assert "## Lines around lines 4, 6 (numbered; `>` marks them)" in prompt
+    assert "> 4 | pred = (test.x1 > limit)" in prompt and "> 6 | print('METRIC:', X_val)" in prompt
+    # at most MARKED_LINES lines are marked, the first problem's among them
+    many = "\n".join(f"print(u{i})" for i in range(1, 9)) + "\n"
+    need = repair_need(Candidate(code=many), check_script(many, None))
+    assert (need.line, need.also) == (1, (2, 3, 4))
+    # one problem: as before
+    single = repair_prompt(UNDEFINED, repair_need(Candidate(code=UNDEFINED), check_script(UNDEFINED, None)))
+    assert "Fix this error (and any like it)" in single and "## Lines around line 6 (numbered; `>` marks it)" in single
 
 
 def test_repair_flags(tmp_path, toy_task, capsys):
