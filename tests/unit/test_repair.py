@@ -375,6 +375,16 @@ ERROR_SCRIPTS = {
         import pandas as pd
         pd.DataFrame({"a": [1]}).applymap(str)
     """,
+    "empty-vocabulary/a-dataframe": """
+        import pandas as pd
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        train = pd.DataFrame({"text": ["good movie", "bad film", "great plot"]})
+        TfidfVectorizer(min_df=2).fit_transform(train[["text"]])
+    """,
+    "empty-vocabulary/stop-words": """
+        from sklearn.feature_extraction.text import CountVectorizer
+        CountVectorizer(stop_words="english").fit_transform(["the and of", "it is"])
+    """,
     "removed-append": """
         import pandas as pd
         pd.DataFrame({"a": [1]}).append({"a": 2}, ignore_index=True)
