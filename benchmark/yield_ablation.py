@@ -16,6 +16,7 @@ Variants (each one flag of `graphs.run`, default on):
   review-failed    --review-failed-runs     (point 6: the LLM also reviews runs that already failed)
   no-auto-imports  --no-auto-imports        (the harness does not add the imports of undefined names)
   no-revert-repairs --no-revert-repairs     (a repair that gets less far than the script before it is kept)
+  no-splice-fragments --no-splice-fragments (a repair answered with a fragment is not put in its place)
 
 Per run: nodes valid / total, valid submission, LLM seconds and tokens (prompt + completion) per
 step, repair calls per node, hidden test score of the best node, and one small record per node
@@ -67,6 +68,7 @@ VARIANTS: dict[str, list[str]] = {
     "review-failed": ["--review-failed-runs"],
     "no-auto-imports": ["--no-auto-imports"],
     "no-revert-repairs": ["--no-revert-repairs"],
+    "no-splice-fragments": ["--no-splice-fragments"],
 }
 DEFAULT_TASKS = ["tumor-diagnosis", "diabetes-progression", "digit-images", "fortune-topics",
                  "word-pronunciation", "spoken-digits"]
@@ -82,6 +84,7 @@ def node_records(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         "repairs": sum(1 for c in (n.get("calls") or []) if c.get("role") == "repairer"),
         "imports_added": sum(1 for r in (n.get("extra") or {}).get("repairs") or []
                              if r.get("stage") == "imports"),
+        "fragments_spliced": sum(1 for r in (n.get("extra") or {}).get("repairs") or [] if r.get("fragment")),
         "repairs_set_aside": sum(1 for r in (n.get("extra") or {}).get("repairs") or []
                                  if r.get("kept") == "before" and r.get("stage") != "imports"),
         "bug": " ".join(str(n.get("bug_reason") or "").split())[:200],

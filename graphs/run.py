@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--no-revert-repairs", dest="revert_repairs", action="store_false", default=None,
                     help="keep a repaired script even when its run got less far than the script "
                     "before it (a crash where the script before it ran to the end, say)")
+    gr.add_argument("--no-splice-fragments", dest="splice_fragments", action="store_false", default=None,
+                    help="set aside a repair answer that is only a fragment of the script instead of "
+                    "putting it in the place it covers and running that")
     gh = p.add_argument_group("selection (a validation split held by the harness)")
     gh.add_argument("--no-holdout", dest="holdout", action="store_false", default=None,
                     help="select by the scripts' own METRIC lines, with no training rows held out")
@@ -213,6 +216,7 @@ _OVERRIDABLE = {
     "holdout": "holdout", "holdout_fraction": "holdout_fraction",
     "repairs": "repairs", "repair_window": "repair_window_s", "known_errors": "known_errors",
     "auto_imports": "auto_imports", "revert_repairs": "revert_repairs",
+    "splice_fragments": "splice_fragments",
     "vllm_model": "vllm_model", "tensor_parallel_size": "tensor_parallel_size",
     "max_model_len": "max_model_len", "python": "python",
 }

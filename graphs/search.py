@@ -55,6 +55,7 @@ from nodes.execute import (
     llm_repairs,
     repair_need,
     set_aside,
+    splice_retry,
 )
 from nodes.files import submission_path
 from nodes.operators import (
@@ -256,29 +257,44 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Lite
                               timeout_s=svc.settings.exec_timeout, backend=svc.settings.sandbox,
                               llm_error=cand.llm_error, limits=svc.settings.limits(), held=svc.held)
 
-    ex = run(cand.code)
     window = svc.settings.repair_window_s
-    if repairs and repairs[-1].get("fixed") is None:  # the script a repair just wrote
-        repairs[-1] = close_record(repairs[-1], ex, early_crash_s=window)
-    seconds = (state.get("script_seconds") or 0.0) + ex.seconds
-    update: dict[str, Any] = {}
-    fix = import_fix(cand, ex) if svc.settings.auto_imports else None
-    if fix is not None:  # undefined names the harness can import: add them, check and run again
-        cand, record = fix
-        ex = run(cand.code)
+    seconds = state.get("script_seconds") or 0.0
+
+    def attempt(c: Candidate) -> tuple[Candidate, Execution]:
+        # run `c`, closing the record of the repair that wrote it (the open one, if any), then
+        # once more with the imports the harness adds when the static check names undefined
+        # names it can import
+        nonlocal seconds
+        ex = run(c.code)
         seconds += ex.seconds
-        repairs.append(close_record(record, ex, early_crash_s=window))
-        update["candidate"] = cand.model_dump()
+        if repairs and repairs[-1].get("fixed") is None:
+            repairs[-1] = close_record(repairs[-1], ex, early_crash_s=window)
+        fix = import_fix(c, ex) if svc.settings.auto_imports else None
+        if fix is not None:
+            c, record = fix
+            ex = run(c.code)
+            seconds += ex.seconds
+            repairs.append(close_record(record, ex, early_crash_s=window))
+        return c, ex
+
+    answer = cand.code
+    cand, ex = attempt(cand)
     before = state.get("before")
     if before is not None and svc.settings.revert_repairs:
         prior = Execution.model_validate(before["execution"])
+        kept = Candidate.model_validate(before["candidate"])
+        at = int(before["at"])
+        retry = (splice_retry(kept.code, answer, repairs[at])
+                 if kept_before(prior, ex) and svc.settings.splice_fragments else None)
+        if retry is not None:  # a fragment of the script before it: put it in its place, run that
+            code, reopened = retry
+            repairs[at:] = [reopened]
+            cand, ex = attempt(cand.model_copy(update={"code": code}))
         if kept_before(prior, ex):  # the repair got less far: go on with the script before it
-            at = int(before["at"])
             repairs[at:] = set_aside(repairs[at:], cand.code)
-            kept = Candidate.model_validate(before["candidate"])
             cand, ex = kept.model_copy(update={"usage": cand.usage}), prior
-            update["candidate"] = cand.model_dump()
-    update.update(execution=ex.model_dump(), repairs=repairs, script_seconds=seconds, before=None)
+    update: dict[str, Any] = {"candidate": cand.model_dump(), "execution": ex.model_dump(),
+                              "repairs": repairs, "script_seconds": seconds, "before": None}
     need = repair_need(cand, ex, early_crash_s=window)
     if llm_repairs(repairs) < svc.settings.repairs and need is not None:
         return Command(goto="repair", update=update)

@@ -38,6 +38,10 @@ aside (tree.html shows it). Its cost stays on the candidate. A tie keeps the rep
 a repair that moves the error elsewhere is not undone. Small models often answer a repair with
 a fragment of the script (the lines around the error, the rest left out); without this, the
 fragment replaced a script that crashed on line 40 with one that fails the static check on line 1.
+Before it is set aside, such an answer that is a fragment of the script before it (`splice_fragment`:
+under `FRAGMENT_SHARE` of its lines, at least two of them lines of the script) is put in the place
+it covers and that script is run (on unless `splice` is off); only if that still gets less far is it
+set aside. The record keeps `fragment` (its length, the lines it replaced, how it did alone).
 
 A static failure with several problems is asked for all of them at once: the prompt counts them
 and the excerpt marks up to `MARKED_LINES` of their lines (a small model fixes the one it is
@@ -48,6 +52,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import difflib
 import re
 import threading
 from collections.abc import Callable
@@ -381,6 +386,75 @@ def set_aside(records: list[dict[str, Any]], script: str) -> list[dict[str, Any]
     return [{**r, "kept": SET_ASIDE, **({"script": script} if i == 0 else {})} for i, r in enumerate(records)]
 
 
+# ---------------------------------------------------------------- a fragment put in its place
+
+FRAGMENT_SHARE = 0.6  # an answer with fewer lines than this share of the script may be a fragment
+ANCHOR_CHARS = 4  # a line shorter than this (blank, `)`, `else:`) does not anchor a fragment
+SIMILAR = 0.6  # an edge line of the fragment this similar to the script's line next to it replaces it
+
+
+def _line_key(line: str) -> str:
+    return " ".join(line.split())
+
+
+def splice_fragment(script: str, answer: str) -> tuple[str, tuple[int, int]] | None:
+    """`script` with a repair `answer` that is only a fragment of it put in the place it covers:
+    (the spliced script, (first, last) line of `script` replaced, 1-based), or None when the
+    answer does not look like a fragment (it has at least `FRAGMENT_SHARE` of the script's lines,
+    or fewer than two of its lines are lines of the script).
+
+    The place: from the first to the last line of the script that the fragment repeats (difflib's
+    matching blocks on whitespace-normalised lines), widened over the script's lines next to it
+    while the fragment's unmatched edge lines resemble them (a changed line replaces its
+    original; the edge lines past that are inserted)."""
+    old, new = script.splitlines(), answer.splitlines()
+    if not new or len(new) >= FRAGMENT_SHARE * len(old):
+        return None
+    old_keys, new_keys = [_line_key(s) for s in old], [_line_key(s) for s in new]
+    matcher = difflib.SequenceMatcher(None, old_keys, new_keys, autojunk=False)
+    anchors = [(b.a + k, b.b + k) for b in matcher.get_matching_blocks() for k in range(b.size)
+               if len(new_keys[b.b + k]) >= ANCHOR_CHARS]
+    if len(anchors) < 2:
+        return None
+    (lo, first), (hi, last) = anchors[0], anchors[-1]
+    lo = _widen(old_keys, [new_keys[j] for j in range(first - 1, -1, -1)], lo, -1)
+    hi = _widen(old_keys, [new_keys[j] for j in range(last + 1, len(new))], hi, +1) + 1
+    body = [*old[:lo], *new, *old[hi:]]
+    return "\n".join(body) + "\n", (lo + 1, hi)
+
+
+def _widen(old_keys: list[str], edge: list[str], at: int, step: int) -> int:
+    """Where the place of a fragment ends on one side: from its anchor line `at`, the fragment's
+    unmatched `edge` lines (outwards) replace the script's next non-blank lines while each is
+    similar to it; blank and short lines on either side are passed over."""
+    i = at
+    for line in edge:
+        if len(line) < ANCHOR_CHARS:
+            continue
+        j = i + step
+        while 0 <= j < len(old_keys) and len(old_keys[j]) < ANCHOR_CHARS:
+            j += step
+        if not 0 <= j < len(old_keys) or difflib.SequenceMatcher(None, old_keys[j], line).ratio() < SIMILAR:
+            break
+        i = j
+    return i
+
+
+def splice_retry(before: str, answer: str, record: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """For a repair answer whose run got less far than the script `before` it: when the answer is
+    a fragment of that script (`splice_fragment`), (the spliced script, the repair's `record`
+    reopened to be closed by the spliced script's run, with `fragment`: its length, the lines it
+    replaced and how the fragment alone did); None otherwise."""
+    spliced = splice_fragment(before, answer)
+    if spliced is None:
+        return None
+    code, (first, last) = spliced
+    reopened = {k: v for k, v in record.items() if k not in ("then", "fixed")}
+    reopened.update(fixed=None, fragment={"lines": len(answer.splitlines()), "replaced": [first, last],
+                                          "then": record.get("then")})
+    return code, reopened
+
+
 def llm_repairs(records: list[dict[str, Any]]) -> int:
     """How many of a step's repair records were repair calls (not imports the harness added)."""
     return sum(1 for r in records if r.get("stage") != IMPORTS_STAGE)
@@ -464,6 +538,7 @@ def run_with_repairs(
     known: bool = True,
     auto_imports: bool = True,
     revert: bool = True,
+    splice: bool = True,
     on_repair: Callable[[int, RepairNeed], None] | None = None,
 ) -> tuple[Candidate, Execution, list[dict[str, Any]]]:
     """Execute `cand` (`run(candidate, attempt)`, attempt 0, 1, ...: a run after the first must
@@ -472,7 +547,9 @@ def run_with_repairs(
     crashes and missing outputs up to `max_repairs` times: (final candidate, its execution,
     repair records); the final candidate's usage counts the seconds of every execution and
     every repair call. With `revert`, a repair whose run got less far than the script before it
-    is set aside (`kept_before`) and the step goes on with that script. For callers
+    is set aside (`kept_before`) and the step goes on with that script; with `splice` too, such an
+    answer that is a fragment of that script is first put in its place (`splice_retry`) and the
+    result run. For callers
     that run a candidate inside one graph node; the tree search runs the same steps as
     supersteps of its own."""
     repairs: list[dict[str, Any]] = []
@@ -508,6 +585,12 @@ def run_with_repairs(
             break
         before, before_ex, at = cand, ex, len(repairs)
         cand, ex = execute(repaired, record)
+        if revert and kept_before(before_ex, ex):
+            retry = splice_retry(before.code, repaired.code, repairs[at]) if splice else None
+            if retry is not None:  # a fragment of the script: put it in its place and run that
+                code, reopened = retry
+                del repairs[at:]
+                cand, ex = execute(cand.model_copy(update={"code": code}), reopened)
         if revert and kept_before(before_ex, ex):
             repairs[at:] = set_aside(repairs[at:], cand.code)  # the repair and its imports
             cand, ex = before.model_copy(update={"usage": cand.usage}), before_ex

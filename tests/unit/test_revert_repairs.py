@@ -148,7 +148,104 @@ def test_the_flag_and_the_ablation_variant(tmp_path, toy_task):
     args = build_parser().parse_args(["--task", str(toy_task), "--run-dir", str(tmp_path)])
     assert resolve_settings(args)[0].revert_repairs is True
     assert VARIANTS["no-revert-repairs"] == ["--no-revert-repairs"]
+    assert VARIANTS["no-splice-fragments"] == ["--no-splice-fragments"]
+    args = build_parser().parse_args(["--task", str(toy_task), "--run-dir", str(tmp_path), "--no-splice-fragments"])
+    settings = resolve_settings(args)[0]
+    assert (settings.splice_fragments, settings.revert_repairs) == (False, True)
     node = {"step": 0, "is_buggy": True, "extra": {"repairs": [{"stage": "static", "kept": "before"},
                                                                  {"stage": "imports", "kept": "before"},
                                                                  {"stage": "static"}]}}
     assert node_records([node])[0]["repairs_set_aside"] == 1
+
+
+# ------------------------------------------------------------------------- a fragment put in its place
+
+LINES = "a = load()\nb = transform(a, k=5)\nc = fit(b)\nd = score(c)\nprint(d)\ne = 1\nf = 2\ng = 3\nh = 4\ni = 5\n"
+
+
+def test_a_fragment_goes_in_the_place_it_covers():
+    from nodes.execute import splice_fragment
+
+    # a changed edge line replaces the line it resembles
+    code, replaced = splice_fragment(LINES, "b = transform(a, k=1)\nc = fit(b)\nd = score(c)\n")
+    assert replaced == (2, 4) and code == LINES.replace("k=5", "k=1")
+    # an edge line like none next to it is inserted; blank lines are passed over
+    code, replaced = splice_fragment(LINES, "import os\n\nc = fit(b)\nd = score(c)\nprint(d, os.sep)\n")
+    assert replaced == (3, 5)
+    assert code.splitlines()[:8] == ["a = load()", "b = transform(a, k=5)", "import os", "", "c = fit(b)",
+                                     "d = score(c)", "print(d, os.sep)", "e = 1"]
+    # not a fragment: as long as the script, or fewer than two of its lines
+    assert splice_fragment(LINES, LINES.replace("k=5", "k=1")) is None
+    assert splice_fragment(LINES, "c = fit(b)\nz = 0\n") is None
+    assert splice_fragment(LINES, "") is None
+
+
+# crashes early (np.float is gone from numpy), 11 lines; the fragment fixes the crash in 3
+LONG = """import numpy as np
+import pandas as pd
+
+train = pd.read_csv("input/train.csv")
+test = pd.read_csv("input/test.csv")
+# threshold on x1
+limit = 3
+scale = np.float(1.0)
+pred = (test.x1 > limit * scale).astype(int)
+pd.DataFrame({"id": test.id, "label": pred}).to_csv("submission/submission.csv", index=False)
+print("METRIC: 0.9")
+"""
+FIX_FRAGMENT = "limit = 3\nscale = float(1.0)\npred = (test.x1 > limit * scale).astype(int)\n"
+
+
+def test_a_repair_answered_with_a_fragment_is_put_in_its_place(runner):
+    llm = scripted_model([ai(fenced(FIX_FRAGMENT), 90, 30)])
+    cand, ex, repairs = run_with_repairs(Candidate(code=LONG), runner, llm, "SYSTEM", system_prompt=True,
+                                         max_repairs=1)
+    assert runner.ran == [0, 1, 2] and ex.valid and cand.code == LONG.replace("np.float(1.0)", "float(1.0)")
+    (rep,) = repairs
+    assert (rep["stage"], rep["fixed"], rep["then"]) == ("early_crash", True, "valid, metric 0.9")
+    assert "kept" not in rep
+    assert rep["fragment"]["lines"] == 3 and rep["fragment"]["replaced"] == [7, 9]
+    assert "undefined name 'test'" in rep["fragment"]["then"]  # the fragment alone
+    # off: the fragment is set aside, the step keeps the crash
+    llm = scripted_model([ai(fenced(FIX_FRAGMENT), 90, 30)])
+    cand, ex, repairs = run_with_repairs(Candidate(code=LONG), runner, llm, "SYSTEM", system_prompt=True,
+                                         max_repairs=1, splice=False)
+    assert cand.code == LONG and "AttributeError" in ex.failure and repairs[0]["kept"] == "before"
+    assert "fragment" not in repairs[0]
+
+
+def test_a_spliced_fragment_that_still_gets_less_far_is_set_aside(runner):
+    worse = "limit = 3\nscale = float(1.0) + missing\npred = (test.x1 > limit * scale).astype(int)\n"
+    llm = scripted_model([ai(fenced(worse))])
+    cand, ex, repairs = run_with_repairs(Candidate(code=LONG), runner, llm, "SYSTEM", system_prompt=True,
+                                         max_repairs=1)
+    assert cand.code == LONG and "AttributeError" in ex.failure
+    (rep,) = repairs
+    assert rep["kept"] == "before" and rep["fragment"]["replaced"] == [7, 9]
+    assert "undefined name 'missing'" in rep["then"] and "+ missing" in rep["script"]
+    assert rep["script"].startswith("import numpy as np\n")  # the spliced script, as it ran
+
+
+def test_the_search_step_splices_a_fragment(tmp_path, toy_task):
+    llm = scripted_model([ai(fenced(LONG)), ai(fenced(FIX_FRAGMENT)), ai(VERDICT_OK)])
+    svc = services(tmp_path, toy_task, llm, steps=1, repairs=1)
+    run_steps(svc)
+    (node,) = svc.store.all()
+    assert not node.is_buggy and node.has_submission and node.code == LONG.replace("np.float(1.0)", "float(1.0)")
+    (rep,) = node.extra["repairs"]
+    assert rep["fixed"] is True and rep["fragment"]["replaced"] == [7, 9] and "kept" not in rep
+    from views.export import export_run
+    from views.report import write_report
+
+    export_run(svc.run_dir, svc.store.all(), svc.tree, run_id="t", wall_seconds=1.0,
+               settings=svc.settings.model_dump())
+    written = write_report(svc.run_dir)
+    assert "the answer was a fragment of 3 lines, put in place of lines 7-9" in written["tree_html"].read_text()
+    assert "1 answers were fragments of the script, put in their place" in written["report_md"].read_text()
+    # off: set aside
+    llm = scripted_model([ai(fenced(LONG)), ai(fenced(FIX_FRAGMENT))])
+    (tmp_path / "off").mkdir()
+    svc = services(tmp_path / "off", toy_task, llm, steps=1, repairs=1, llm_review=False, splice_fragments=False)
+    run_steps(svc)
+    (node,) = svc.store.all()
+    assert node.is_buggy and node.code == LONG and node.extra["repairs"][0]["kept"] == "before"

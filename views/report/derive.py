@@ -268,6 +268,9 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     if calls:
         fixed = sum(1 for r in calls if r.get("fixed"))
         parts.append(f"{len(calls)} repair calls, {fixed} got past the failure")
+        spliced = sum(1 for r in calls if r.get("fragment"))
+        if spliced:
+            parts.append(f"{spliced} answers were fragments of the script, put in their place")
         aside = sum(1 for r in calls if r.get("kept") == "before")
         if aside:
             parts.append(f"{aside} repaired scripts set aside (they got less far than the script "
