@@ -385,6 +385,9 @@ ERROR_SCRIPTS = {
         from sklearn.feature_extraction.text import CountVectorizer
         CountVectorizer(stop_words="english").fit_transform(["the and of", "it is"])
     """,
+    "undefined-table": """
+        print(test.shape)
+    """,
     "removed-append": """
         import pandas as pd
         pd.DataFrame({"a": [1]}).append({"a": 2}, ignore_index=True)
@@ -476,6 +479,10 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
         assert remedy.startswith("`X_val` is used but never assigned: add the line that creates it")
         # the examples are the usual lines for each kind of name, never the name assigned a model
         assert "X_test = test[features]" in remedy and "`X_val = " not in remedy
+    if case == "undefined-table":  # a table the script never read: read it from ./input/
+        assert remedy.startswith("`test` (a table) is used but never read")
+        assert match_known_error("undefined name 'test_predictions'").name == "outline-names"
+        assert match_known_error("undefined name 'test_features'").name == "undefined-name"
     if case == "test-labels":  # not the generic "add the line that creates it": there is none
         assert remedy.startswith("`y_test` is never assigned. If it stands for the test rows' labels")
     if case == "outline-names":  # not the generic remedy, whose example would assign a model to it
