@@ -5,6 +5,7 @@ the run's files; and a run's claim keeps a second process off it until the holde
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,6 +74,11 @@ def test_run_killed_on_one_machine_resumes_on_another(tmp_path, postgres_url, st
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
     assert not (here / run_id / "tree.json").exists(), "".join(lines)  # it really died mid-run
+    first = here / run_id
+    assert not (first / "checkpoints.sqlite").exists() and not (first / "nodes.sqlite").exists()
+    assert SECRET not in (first / "run.json").read_text()
+    ran_here = sorted(p.name for p in (first / "workspaces").iterdir())
+    shutil.rmtree(here)  # the first machine is gone, its workspaces with it
     # another machine: an empty run directory, the database and the task alone
     resumed = cli("--resume", run_id, "--run-dir", there, "--checkpointer", url)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -81,16 +87,19 @@ def test_run_killed_on_one_machine_resumes_on_another(tmp_path, postgres_url, st
     got = tree_of(moved)
     assert [n["id"] for n in got] == [f"{s:05d}-0" for s in range(STEPS)]  # none lost or repeated
     assert got == expected
-    if kill_when is _inside_a_review:  # its script ran on the first machine: it ran again here
-        assert any(p.name.endswith("-1") for p in (moved / "workspaces").iterdir())
+    if kill_when is _inside_a_review:  # its script ran on the first machine: it ran again here,
+        # in a workspace of a new claim (the first machine's task holds the names it used)
+        step = ran_here[-1].split("-")[0]
+        again = [p.name for p in (moved / "workspaces").iterdir() if p.name.startswith(step)]
+        assert again and not set(again) & set(ran_here), (ran_here, again)
     summary = json.loads((moved / "summary.json").read_text())
     assert summary["best_node_id"] and (moved / "submission.csv").is_file()
     assert (moved / "submission.csv").read_bytes() == (moved / "submissions" / f"{summary['best_node_id']}.csv").read_bytes()
-    for run_dir in (here / run_id, moved):  # no SQLite store on either machine
-        assert not (run_dir / "checkpoints.sqlite").exists() and not (run_dir / "nodes.sqlite").exists()
-        for name in ("run.json", "summary.json"):  # and no password in the run's files
-            if (run_dir / name).exists():
-                assert SECRET not in (run_dir / name).read_text()
+    # no SQLite store on either machine (the first one's checked before it went), no password in
+    # the run's files
+    assert not (moved / "checkpoints.sqlite").exists() and not (moved / "nodes.sqlite").exists()
+    for name in ("run.json", "summary.json"):
+        assert SECRET not in (moved / name).read_text()
     assert json.loads((moved / "run.json").read_text())["checkpointer"] == postgres_url
     assert SECRET not in persistence.stored_settings(postgres_url, run_id)
 
