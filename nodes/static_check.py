@@ -157,16 +157,27 @@ class ImportChecker:
 
 CLOSE_MIN_CHARS = 4  # shorter names match too much by chance ('cer' ~ 'cluster')
 CLOSE_CUTOFF = 0.6
+CLOSE_STEM_CUTOFF = 0.5  # what is left of two names without the ending they share
 
 
 def close_names(name: str, known: frozenset[str], n: int = 3) -> list[str]:
     """The public names of a module closest in spelling to a name it does not have (difflib's
-    ratio, at least `CLOSE_CUTOFF`), best first: what a model that misremembers an API most
-    likely meant ('f1_macro' in sklearn.metrics: 'f1_score'). None for short names."""
+    ratio, at least `CLOSE_CUTOFF`, and as close without the ending they share: `_stems_close`),
+    best first: what a model that misremembers an API most likely meant ('f1_macro' in
+    sklearn.metrics: 'f1_score'). None for short names."""
     if len(name) < CLOSE_MIN_CHARS:
         return []
     public = sorted(k for k in known if not k.startswith("_"))
-    return difflib.get_close_matches(name, public, n=n, cutoff=CLOSE_CUTOFF)
+    close = difflib.get_close_matches(name, public, n=len(public), cutoff=CLOSE_CUTOFF)
+    return [k for k in close if _stems_close(name, k)][:n]
+
+
+def _stems_close(name: str, other: str) -> bool:
+    """Whether two names are close beyond an ending they share: 'XGBClassifier' is not close to
+    'BaggingClassifier' ('XGB' ~ 'Bagging'), 'OrderDict' is to 'OrderedDict'."""
+    shared = len(os.path.commonprefix([name[::-1], other[::-1]]))
+    a, b = name[: len(name) - shared], other[: len(other) - shared]
+    return not shared or not a or difflib.SequenceMatcher(None, a, b).ratio() >= CLOSE_STEM_CUTOFF
 
 
 @lru_cache(maxsize=8)

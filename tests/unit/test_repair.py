@@ -223,6 +223,11 @@ def test_a_name_the_module_lacks_is_reported_with_its_close_names():
     # short names match too much by chance; private names are never offered
     assert close_names("cer", frozenset({"cluster", "cer_score"})) == []
     assert close_names("f1_macro", frozenset({"_f1_macro", "f1_score"})) == ["f1_score"]
+    # a shared ending says nothing: XGBoost's class is not a misspelt scikit-learn ensemble
+    ensemble = frozenset({"BaggingClassifier", "AdaBoostClassifier", "VotingClassifier", "ExtraTreeClassifier"})
+    assert close_names("XGBClassifier", ensemble) == []
+    assert close_names("OrderDict", frozenset({"OrderedDict", "UserDict"})) == ["OrderedDict"]
+    assert close_names("accuracy", frozenset({"accuracy_score"})) == ["accuracy_score"]
 
 
 def test_import_probe_failure_is_a_note_not_a_verdict(tmp_path):
