@@ -51,11 +51,9 @@ from nodes.execute import (
     close_record,
     execute_script,
     import_fix,
-    kept_before,
+    keep_or_set_aside,
     llm_repairs,
     repair_need,
-    set_aside,
-    splice_retry,
 )
 from nodes.files import submission_path
 from nodes.operators import (
@@ -281,18 +279,14 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Lite
     cand, ex = attempt(cand)
     before = state.get("before")
     if before is not None and svc.settings.revert_repairs:
-        prior = Execution.model_validate(before["execution"])
-        kept = Candidate.model_validate(before["candidate"])
-        at = int(before["at"])
-        retry = (splice_retry(kept.code, answer, repairs[at])
-                 if kept_before(prior, ex) and svc.settings.splice_fragments else None)
-        if retry is not None:  # a fragment of the script before it: put it in its place, run that
-            code, reopened = retry
-            repairs[at:] = [reopened]
-            cand, ex = attempt(cand.model_copy(update={"code": code}))
-        if kept_before(prior, ex):  # the repair got less far: go on with the script before it
-            repairs[at:] = set_aside(repairs[at:], cand.code)
-            cand, ex = kept.model_copy(update={"usage": cand.usage}), prior
+        def reattempt(c: Candidate, reopened: dict[str, Any]) -> tuple[Candidate, Execution]:
+            repairs.append(reopened)  # `attempt` closes the open record
+            return attempt(c)
+
+        cand, ex = keep_or_set_aside(Candidate.model_validate(before["candidate"]),
+                                     Execution.model_validate(before["execution"]), answer, cand, ex,
+                                     repairs, int(before["at"]), reattempt,
+                                     splice=svc.settings.splice_fragments)
     update: dict[str, Any] = {"candidate": cand.model_dump(), "execution": ex.model_dump(),
                               "repairs": repairs, "script_seconds": seconds, "before": None}
     need = repair_need(cand, ex, early_crash_s=window)

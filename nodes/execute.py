@@ -455,6 +455,29 @@ def splice_retry(before: str, answer: str, record: dict[str, Any]) -> tuple[str,
     return code, reopened
 
 
+def keep_or_set_aside(
+    before: Candidate, before_ex: Execution, answer: str, cand: Candidate, ex: Execution,
+    repairs: list[dict[str, Any]], at: int,
+    attempt: Callable[[Candidate, dict[str, Any]], tuple[Candidate, Execution]], *, splice: bool,
+) -> tuple[Candidate, Execution]:
+    """After a repair's run (`cand`, `ex`; its records from `repairs[at]` on): the candidate and
+    run the step goes on with. One that got less far than the script `before` it is, with
+    `splice`, first retried as a fragment put in its place (`attempt(candidate, open record)`
+    runs it and closes the record); if it still gets less far, its records are set aside and
+    the step goes back to `before` (keeping every cost so far)."""
+    if not kept_before(before_ex, ex):
+        return cand, ex
+    retry = splice_retry(before.code, answer, repairs[at]) if splice else None
+    if retry is not None:
+        code, reopened = retry
+        del repairs[at:]
+        cand, ex = attempt(cand.model_copy(update={"code": code}), reopened)
+        if not kept_before(before_ex, ex):
+            return cand, ex
+    repairs[at:] = set_aside(repairs[at:], cand.code)  # the repair and its imports
+    return before.model_copy(update={"usage": cand.usage}), before_ex
+
+
 def llm_repairs(records: list[dict[str, Any]]) -> int:
     """How many of a step's repair records were repair calls (not imports the harness added)."""
     return sum(1 for r in records if r.get("stage") != IMPORTS_STAGE)
@@ -585,15 +608,9 @@ def run_with_repairs(
             break
         before, before_ex, at = cand, ex, len(repairs)
         cand, ex = execute(repaired, record)
-        if revert and kept_before(before_ex, ex):
-            retry = splice_retry(before.code, repaired.code, repairs[at]) if splice else None
-            if retry is not None:  # a fragment of the script: put it in its place and run that
-                code, reopened = retry
-                del repairs[at:]
-                cand, ex = execute(cand.model_copy(update={"code": code}), reopened)
-        if revert and kept_before(before_ex, ex):
-            repairs[at:] = set_aside(repairs[at:], cand.code)  # the repair and its imports
-            cand, ex = before.model_copy(update={"usage": cand.usage}), before_ex
+        if revert:
+            cand, ex = keep_or_set_aside(before, before_ex, repaired.code, cand, ex, repairs, at, execute,
+                                         splice=splice)
     return cand, ex, repairs
 
 
