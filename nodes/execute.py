@@ -64,10 +64,10 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
 import prompts
-from nodes.import_hints import auto_imports, known_remedy, missing_imports
+from nodes.import_hints import auto_imports, failure_remedies, known_remedies, missing_imports
 from nodes.operators import Candidate, ask_for_script
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
-from nodes.static_check import import_checker_for, static_report
+from nodes.static_check import STATIC_PREFIX, import_checker_for, static_report
 from prompts import fenced
 from sandbox import Limits, create_workspace, run_script
 from tasks.holdout import KEPT_SUBMISSION, HeldSplit
@@ -145,9 +145,6 @@ class Execution(BaseModel):
         if self.self_report_flag and not self.failure:
             verdict += f"\nHarness check: {self.self_report_flag}."
         return f"{verdict}\n\nOutput (end):\n{fenced(out or '(no output)')}"
-
-
-STATIC_PREFIX = "static check: "
 
 
 def check_script(code: str, llm_error: str | None, python: str | None = None) -> Execution | None:
@@ -492,7 +489,8 @@ def repair_prompt(code: str, need: RepairNeed, *, known: bool = True) -> str:
         "repair",
         stage=need.stage,
         error=need.error,
-        remedy=known_remedy(need.error) if known else None,
+        remedies=(known_remedies(need.error) if need.stage == "static" else failure_remedies(need.error))
+        if known else [],
         imports=missing_imports(need.error) if known else [],
         line=need.line,
         marked=[n for n in sorted({need.line, *need.also}) if n is not None],

@@ -3,7 +3,9 @@ and the import line of an undefined name.
 
 Known errors (prompts/known_errors.yaml): a regular expression on the error text -> the usual
 remedy in one line (which may quote what the pattern's named groups caught); the debug and
-repair prompts add the first match as "Known remedy: ...".
+repair prompts add the first match as "Known remedy: ...". A static failure with problems of
+several kinds gets one remedy for each kind (`known_remedies`), as "Known remedies, one for each
+kind of problem listed:".
 
 Where an undefined name usually comes from: `LogisticRegression` -> `from sklearn.linear_model
 import LogisticRegression`, `np` -> `import numpy as np`.
@@ -32,6 +34,7 @@ from pathlib import Path
 import yaml
 
 import prompts
+from nodes.static_check import STATIC_PREFIX
 
 _TABLE = Path(prompts.__file__).parent / "known_errors.yaml"
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -87,6 +90,30 @@ def known_remedy(*texts: str | None) -> str | None:
                 caught = {k: (v or "")[:80] for k, v in found.groupdict().items()}
                 return _PLACEHOLDER.sub(lambda m: caught.get(m.group(1), m.group(0)), entry.remedy)
     return None
+
+
+def known_remedies(problems: str, limit: int = 3) -> list[str]:
+    """The remedies for a static check's problems (one per line): each line's first matching
+    entry, each entry once (its first line's wording), at most `limit`, in the problems' order.
+    A script with three problems of three kinds gets all three remedies, not only the first."""
+    found: dict[str, str] = {}
+    for line in problems.splitlines():
+        entry = match_known_error(line)
+        if entry is not None and entry.name not in found and len(found) < limit:
+            found[entry.name] = known_remedy(line) or entry.remedy
+    return list(found.values())
+
+
+def failure_remedies(failure: str | None, *texts: str | None) -> list[str]:
+    """The known remedies for a failed run: for a static failure (its failure line is
+    STATIC_PREFIX and the problems), one for each kind of problem (`known_remedies`); otherwise
+    the remedy of the first text, `failure` first, that the table knows, if any."""
+    if failure and failure.startswith(STATIC_PREFIX):
+        found = known_remedies("\n".join(failure[len(STATIC_PREFIX):].split("; ")))
+        if found:
+            return found
+    remedy = known_remedy(failure, *texts)
+    return [remedy] if remedy else []
 
 
 # ---------------------------------------------------------------- the import line of an undefined name

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 import prompts
 from nodes.code_extract import extract_plan_and_code
-from nodes.import_hints import known_remedy, missing_imports
+from nodes.import_hints import failure_remedies, missing_imports
 from nodes.tree import Node, Tree
 from nodes.usage import Usage
 from serving.llm import MAX_ANSWER_CHARS, LLMCallError, LLMReply, build_messages, complete
@@ -152,7 +152,7 @@ def debug_prompt(
     """The request for a fixed version of the buggy `parent` (with the known remedy of its
     error unless `known_errors` is off: matched on the failure line first, then the output's end)."""
     output = tail(parent.output, output_chars)
-    remedy = known_remedy(parent.bug_reason, tail(parent.output, 2000)) if known_errors else None
+    remedies = failure_remedies(parent.bug_reason, tail(parent.output, 2000)) if known_errors else []
     imports = missing_imports(parent.bug_reason, tail(parent.output, 2000)) if known_errors else []
     return prompts.render(
         "debug",
@@ -160,7 +160,7 @@ def debug_prompt(
         failure=parent.bug_reason or "the run failed",
         output=output or "(no output)",
         earlier_errors=earlier_errors,
-        remedy=remedy,
+        remedies=remedies,
         imports=imports,
     )
 

@@ -218,6 +218,10 @@ def _imports(tree: ast.AST) -> list[tuple[int, str, str | None]]:
     return found
 
 
+# a static failure's failure line: this, then the problems joined by "; "
+STATIC_PREFIX = "static check: "
+
+
 def static_problems(code: str, imports: ImportChecker | None = None) -> list[str]:
     """Problems that would certainly crash the script, as one-line strings (empty: looks runnable).
 

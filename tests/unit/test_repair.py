@@ -286,6 +286,42 @@ def test_a_static_failure_with_several_problems_asks_for_all_of_them():
     assert "Fix this error (and any like it)" in single and "## Lines around line 6 (numbered; `>` marks it)" in single
 
 
+def test_a_static_failure_with_problems_of_several_kinds_gets_each_kinds_remedy():
+    from nodes.execute import repair_prompt
+    from nodes.import_hints import known_remedies
+
+    code = ("import pandas as pd\ntrain = pd.read_csv('./input/train.csv')\n"
+            "model = train.x1.mean()\nprint('METRIC:', ((X_val - y_test) ** 2).mean())\n"
+            "pd.DataFrame({'id': test.id, 'y': model}).to_csv('./submission/submission.csv')\n"
+            "print(X_other)\n")
+    need = repair_need(Candidate(code=code), check_script(code, None))
+    assert need.stage == "static" and need.error.splitlines() == [
+        "line 4: undefined name 'X_val'", "line 4: undefined name 'y_test'", "line 5: undefined name 'test'",
+        "line 6: undefined name 'X_other'"]
+    remedies = known_remedies(need.error)
+    # one for each kind, in the problems' order; the second undefined variable adds none
+    assert [r.split(" ", 1)[0] for r in remedies] == ["`X_val`", "`y_test`", "`test`"]
+    assert remedies[1].startswith("`y_test` is never assigned. If it stands for the test rows' labels")
+    assert remedies[2].startswith("`test` (a table) is used but never read")
+    assert known_remedies(need.error, limit=2) == remedies[:2]
+    prompt = repair_prompt(code, need)
+    assert "Known remedies, one for each kind of problem listed:\n" in prompt
+    assert all(f"- {r}\n" in prompt for r in remedies) and "Known remedy:" not in prompt
+    assert "Known remedies" not in repair_prompt(code, need, known=False)
+    # the debug step of a node that failed so gets them too (from its failure line)
+    node = Node(id="00000-0", step=0, stage="draft", code=code, output="", is_buggy=True,
+                bug_reason=check_script(code, None).failure)
+    assert node.bug_reason.startswith("static check: line 4: undefined name 'X_val'; ")
+    text = debug_prompt(node, [])
+    assert "Known remedies, one for each kind of problem listed:\n" in text and all(r in text for r in remedies)
+    assert "Known remedies" not in debug_prompt(node, [], known_errors=False)
+    # problems of one kind: the one remedy, as before
+    one = code.replace("y_test", "X_val").replace("test.id", "train.id")
+    need = repair_need(Candidate(code=one), check_script(one, None))
+    prompt = repair_prompt(one, need)
+    assert prompt.count("Known remedy: `X_val` is used but never assigned") == 1 and "Known remedies" not in prompt
+
+
 def test_repair_flags(tmp_path, toy_task, capsys):
     args = build_parser().parse_args(["--task", str(toy_task), "--run-dir", str(tmp_path),
                                       "--repairs", "0", "--repair-window", "3", "--no-known-errors",
