@@ -243,7 +243,9 @@ def static_report(code: str, imports: ImportChecker | None = None) -> tuple[list
     problems = []
     for msg in result.messages:
         if isinstance(msg, _FATAL):
-            problems.append(f"line {msg.lineno}: " + (msg.message % msg.message_args))
+            problem = f"line {msg.lineno}: " + (msg.message % msg.message_args)
+            if problem not in problems:  # a name used twice on one line is one problem
+                problems.append(problem)
     note = None
     if imports is not None:
         report = imports.check(tree)

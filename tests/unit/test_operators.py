@@ -91,6 +91,9 @@ def test_static_check():
     assert static_problems("def f(:\n")[0].startswith("SyntaxError")
     assert static_problems("import os\nprint(os.getcwd())\n") == []
     assert static_problems("") == ["the answer contained no Python code block"]
+    # a name used twice on one line is one problem; on two lines, two
+    assert static_problems("print(y_val - y_val)\nprint(y_val)\n") == [
+        "line 1: undefined name 'y_val'", "line 2: undefined name 'y_val'"]
 
 
 def test_parse_metric_takes_last_finite_line():
