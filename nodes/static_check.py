@@ -9,6 +9,9 @@ Imports guarded by `try: ... except ImportError` are not checked: the script han
 A name the module does not have is reported with the module's public names closest in spelling
 (`close_names`): small models misremember APIs (`from sklearn.metrics import f1_macro`), and the
 repair or debug call that reads the problem then has the real name in front of it.
+An undefined name that is a data split's counterpart of a name the script makes (`X_test_tfidf`
+where line 22 makes `X_val_tfidf`) is reported with that line (`counterpart`): small models
+often transform the train and validation rows and forget the test rows.
 """
 
 from __future__ import annotations
@@ -218,6 +221,41 @@ def _imports(tree: ast.AST) -> list[tuple[int, str, str | None]]:
     return found
 
 
+# the words that name a data split, in the order a counterpart is looked for (the validation
+# rows first: they are transformed like the test rows, while the train rows are fitted)
+_SPLITS = ("val", "valid", "validation", "va", "test", "te", "dev", "train", "tr", "trn")
+
+
+def counterpart(tree: ast.AST, code: str, name: str) -> str:
+    """For an undefined `name` with a split's word in it (`X_test_tfidf`): " (like 'X_val_tfidf',
+    which line 22 makes: `X_val_tfidf = vectorizer.transform(X_val)`)" when the script assigns
+    the name with another split's word; "" otherwise."""
+    parts = name.split("_")
+    made: dict[str, ast.stmt] = {}
+    for stmt in ast.walk(tree):
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.With)):
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    made.setdefault(node.id, stmt)
+    swapped = ("_".join([*parts[:i], word.upper() if part.isupper() else word, *parts[i + 1:]])
+               for i, part in enumerate(parts) if part.lower() in _SPLITS
+               for word in _SPLITS if word != part.lower())
+    twins = [twin for twin in swapped if twin in made]
+    if not twins:
+        return ""
+
+    def split_of_another(twin: str) -> bool:  # `X_val, y_val = X_train[...]`: made from the train twin
+        return any(isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in twins
+                   for n in ast.walk(made[twin]))
+
+    twin = next((t for t in twins if not split_of_another(t)), twins[0])
+    stmt = made[twin]
+    source = (ast.get_source_segment(code, stmt) or "").splitlines()
+    line = source[0].strip() if source else ""
+    line = line if len(line) <= 100 else line[:97] + "..."
+    return f" (like '{twin}', which line {stmt.lineno} makes: `{line}`)"
+
+
 # a static failure's failure line: this, then the problems joined by "; "
 STATIC_PREFIX = "static check: "
 
@@ -244,6 +282,8 @@ def static_report(code: str, imports: ImportChecker | None = None) -> tuple[list
     for msg in result.messages:
         if isinstance(msg, _FATAL):
             problem = f"line {msg.lineno}: " + (msg.message % msg.message_args)
+            if isinstance(msg, messages.UndefinedName):
+                problem += counterpart(tree, code, msg.message_args[0])
             if problem not in problems:  # a name used twice on one line is one problem
                 problems.append(problem)
     note = None

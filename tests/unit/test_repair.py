@@ -206,6 +206,29 @@ def test_import_check_is_cached_and_skips_guarded_imports():
     assert checker.probes == 1
 
 
+def test_an_undefined_split_name_is_reported_with_the_line_that_makes_its_counterpart():
+    code = ("import pandas as pd\nfrom sklearn.feature_extraction.text import TfidfVectorizer\n"
+            "train = pd.read_csv('./input/train.csv')\n"
+            "X_train, y_train = train[['text']], train['label']\n"
+            "X_val, y_val = X_train.iloc[:10], y_train.iloc[:10]\n"
+            "vec = TfidfVectorizer()\nX_train_tfidf = vec.fit_transform(X_train.text)\n"
+            "X_val_tfidf = vec.transform(X_val.text)\n"
+            "print(X_test_tfidf, X_test, test, Y_TEST, submission, X_tst)\n")
+    problems, _ = static_report(code, None)
+    assert problems == [
+        # a derived test matrix: made like the validation one (transform, not fit_transform)
+        "line 9: undefined name 'X_test_tfidf' (like 'X_val_tfidf', which line 8 makes: "
+        "`X_val_tfidf = vec.transform(X_val.text)`)",
+        # the raw test matrix: like the train one, not the split cut from it
+        "line 9: undefined name 'X_test' (like 'X_train', which line 4 makes: "
+        "`X_train, y_train = train[['text']], train['label']`)",
+        "line 9: undefined name 'test' (like 'train', which line 3 makes: `train = pd.read_csv('./input/train.csv')`)",
+        "line 9: undefined name 'Y_TEST'",  # no 'Y_VAL' or 'Y_TRAIN' in the script
+        "line 9: undefined name 'submission'", "line 9: undefined name 'X_tst'"]
+    # the known remedy still reads the name
+    assert known_remedy(problems[0]).startswith("`X_test_tfidf` is used but never assigned")
+
+
 def test_a_name_the_module_lacks_is_reported_with_its_close_names():
     from nodes.static_check import close_names
 
@@ -296,8 +319,8 @@ def test_a_static_failure_with_problems_of_several_kinds_gets_each_kinds_remedy(
             "print(X_other)\n")
     need = repair_need(Candidate(code=code), check_script(code, None))
     assert need.stage == "static" and need.error.splitlines() == [
-        "line 4: undefined name 'X_val'", "line 4: undefined name 'y_test'", "line 5: undefined name 'test'",
-        "line 6: undefined name 'X_other'"]
+        "line 4: undefined name 'X_val'", "line 4: undefined name 'y_test'", "line 5: undefined name 'test' "
+        "(like 'train', which line 2 makes: `train = pd.read_csv('./input/train.csv')`)", "line 6: undefined name 'X_other'"]
     remedies = known_remedies(need.error)
     # one for each kind, in the problems' order; the second undefined variable adds none
     assert [r.split(" ", 1)[0] for r in remedies] == ["`X_val`", "`y_test`", "`test`"]
