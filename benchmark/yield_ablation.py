@@ -78,17 +78,22 @@ ROW_KEY = ("variant", "task", "seed", "steps", "model")
 def node_records(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One small record per node of a tree.json: what the selection measurement and a reader of
     the failures need, without the scripts and their output."""
-    return [{
+    return [_node_record(n, (n.get("extra") or {}).get("repairs") or []) for n in nodes]
+
+
+def _node_record(n: dict[str, Any], repairs: list[dict[str, Any]]) -> dict[str, Any]:
+    harness = ("imports", "parent")  # records of what the harness did, not of a repair call
+    calls = [r for r in repairs if r.get("stage") not in harness]
+    return {
         "step": n["step"], "stage": n.get("stage"), "buggy": bool(n["is_buggy"]),
         "metric": n.get("metric"), "holdout": n.get("holdout_score"), "test": n.get("test_score"),
         "repairs": sum(1 for c in (n.get("calls") or []) if c.get("role") == "repairer"),
-        "imports_added": sum(1 for r in (n.get("extra") or {}).get("repairs") or []
-                             if r.get("stage") == "imports"),
-        "fragments_spliced": sum(1 for r in (n.get("extra") or {}).get("repairs") or [] if r.get("fragment")),
-        "repairs_set_aside": sum(1 for r in (n.get("extra") or {}).get("repairs") or []
-                                 if r.get("kept") == "before" and r.get("stage") != "imports"),
+        "imports_added": sum(1 for r in repairs if r.get("stage") == "imports"),
+        "fragments_spliced": sum(1 for r in calls if r.get("fragment")),
+        "parent_splices": sum(1 for r in repairs if r.get("stage") == "parent" and r.get("kept") != "before"),
+        "repairs_set_aside": sum(1 for r in calls if r.get("kept") == "before"),
         "bug": " ".join(str(n.get("bug_reason") or "").split())[:200],
-    } for n in nodes]
+    }
 
 
 def run_stats(run_path: Path) -> dict[str, Any] | None:

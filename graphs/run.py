@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "before it (a crash where the script before it ran to the end, say)")
     gr.add_argument("--no-splice-fragments", dest="splice_fragments", action="store_false", default=None,
                     help="set aside a repair answer that is only a fragment of the script instead of "
-                    "putting it in the place it covers and running that")
+                    "putting it in the place it covers and running that (and run a debug or improve "
+                    "answer that is a fragment of its parent's script as it is)")
     gh = p.add_argument_group("selection (a validation split held by the harness)")
     gh.add_argument("--no-holdout", dest="holdout", action="store_false", default=None,
                     help="select by the scripts' own METRIC lines, with no training rows held out")

@@ -54,6 +54,7 @@ from nodes.execute import (
     keep_or_set_aside,
     llm_repairs,
     repair_need,
+    splice_into_parent,
 )
 from nodes.files import submission_path
 from nodes.operators import (
@@ -278,11 +279,15 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Lite
     answer = cand.code
     cand, ex = attempt(cand)
     before = state.get("before")
-    if before is not None and svc.settings.revert_repairs:
-        def reattempt(c: Candidate, reopened: dict[str, Any]) -> tuple[Candidate, Execution]:
-            repairs.append(reopened)  # `attempt` closes the open record
-            return attempt(c)
 
+    def reattempt(c: Candidate, opened: dict[str, Any]) -> tuple[Candidate, Execution]:
+        repairs.append(opened)  # `attempt` closes the open record
+        return attempt(c)
+
+    parent_id = (state.get("action") or {}).get("parent_id")
+    if before is None and parent_id and svc.settings.splice_fragments:  # a debug or improve answer
+        cand, ex = splice_into_parent(svc.store.get(parent_id).code, answer, cand, ex, repairs, reattempt)
+    if before is not None and svc.settings.revert_repairs:
         cand, ex = keep_or_set_aside(Candidate.model_validate(before["candidate"]),
                                      Execution.model_validate(before["execution"]), answer, cand, ex,
                                      repairs, int(before["at"]), reattempt,

@@ -70,7 +70,9 @@ class RunSettings(BaseModel):
     known_errors: bool = True  # debug and repair prompts name the usual remedy of a known error
     auto_imports: bool = True  # the harness adds the import line of an undefined name it can import
     revert_repairs: bool = True  # a repair whose run got less far than the script before it is set aside
-    splice_fragments: bool = True  # such a repair that is a fragment of that script is put in its place first
+    # a repair answer that is a fragment of the script before it (and a debug or improve answer that
+    # is a fragment of its parent's script) is put in the place it covers there and run
+    splice_fragments: bool = True
     memory_size: int = 8  # lines of prompt memory at most
     branch_memory: bool = True  # memory of the parent's lineage + best nodes (else: last nodes of the run)
     data_facts: bool = True  # facts checked from the data files in the stable prefix

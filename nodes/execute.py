@@ -43,6 +43,13 @@ under `FRAGMENT_SHARE` of its lines, at least two of them lines of the script) i
 it covers and that script is run (on unless `splice` is off); only if that still gets less far is it
 set aside. The record keeps `fragment` (its length, the lines it replaced, how it did alone).
 
+A debug or improve answer that is a fragment of its parent's script (`splice_into_parent`):
+small models answer "fix this script" with the lines they changed. When the answer alone fails
+the static check and is a fragment of the parent's script, the harness puts it in the place it
+covers there and runs that script (a record of stage "parent", with `fragment`, on the node); if
+that gets less far than the fragment alone, it is set aside like a repair. No LLM call; it does
+not count against the K repairs.
+
 A static failure with several problems is asked for all of them at once: the prompt counts them
 and the excerpt marks up to `MARKED_LINES` of their lines (a small model fixes the one it is
 shown and leaves the rest, one repair call each).
@@ -315,6 +322,8 @@ def excerpt(code: str, line: int | None, radius: int = EXCERPT_RADIUS, also: tup
 # ---------------------------------------------------------------- imports the harness adds
 
 IMPORTS_STAGE = "imports"
+PARENT_STAGE = "parent"  # the harness put a fragment answer in its parent's script
+HARNESS_STAGES = frozenset({IMPORTS_STAGE, PARENT_STAGE})  # records of no LLM call
 IMPORTS_COMMENT = "# imports added by the harness: these names were used but never imported"
 
 
@@ -475,9 +484,36 @@ def keep_or_set_aside(
     return before.model_copy(update={"usage": cand.usage}), before_ex
 
 
+def splice_into_parent(
+    parent_code: str, answer: str, cand: Candidate, ex: Execution, repairs: list[dict[str, Any]],
+    attempt: Callable[[Candidate, dict[str, Any]], tuple[Candidate, Execution]],
+) -> tuple[Candidate, Execution]:
+    """After the first run of a debug or improve `answer` (`cand`, `ex`: with the imports the
+    harness may have added): when it failed the static check and is a fragment of its parent's
+    script (`splice_fragment`), that script with the fragment in its place, run by
+    `attempt(candidate, open record)` (which appends and closes the record of stage
+    PARENT_STAGE); set aside if it gets less far than the fragment alone. Anything else: `cand`,
+    `ex` as they were."""
+    if not ex.skipped or not ex.static_problems or cand.llm_error:
+        return cand, ex
+    spliced = splice_fragment(parent_code, answer)
+    if spliced is None:
+        return cand, ex
+    code, (first, last) = spliced
+    lines = len(answer.splitlines())
+    record: dict[str, Any] = {
+        "stage": PARENT_STAGE, "line": None, "fixed": None, "tokens": 0, "seconds": 0.0,
+        "error": f"the answer ({lines} lines) is a fragment of the parent's script "
+                 f"({len(parent_code.splitlines())} lines)",
+        "fragment": {"lines": lines, "replaced": [first, last], "then": (ex.failure or "")[:300]}}
+    at = len(repairs)
+    spliced_cand, spliced_ex = attempt(cand.model_copy(update={"code": code}), record)
+    return keep_or_set_aside(cand, ex, code, spliced_cand, spliced_ex, repairs, at, attempt, splice=False)
+
+
 def llm_repairs(records: list[dict[str, Any]]) -> int:
     """How many of a step's repair records were repair calls (not imports the harness added)."""
-    return sum(1 for r in records if r.get("stage") != IMPORTS_STAGE)
+    return sum(1 for r in records if r.get("stage") not in HARNESS_STAGES)
 
 
 # ---------------------------------------------------------------- the repair call
@@ -538,7 +574,7 @@ def close_record(
     if record["stage"] == "outputs":
         fixed = ex.valid
     else:
-        fixed = not ex.skipped and (record["stage"] in ("static", IMPORTS_STAGE)
+        fixed = not ex.skipped and (record["stage"] in ("static", *HARNESS_STAGES)
                                     or not crashed_early(ex, early_crash_s))
     if ex.valid:
         then = f"valid, metric {ex.metric:.6g}"

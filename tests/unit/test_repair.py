@@ -38,7 +38,7 @@ MISSING_FILE = 'import pandas as pd\n\nvalid = pd.read_csv("./input/valid.csv")\
 def services(tmp_path, task, llm, **overrides) -> RunServices:
     comp = load_competition(task)
     settings = RunSettings(run_id="t", task_dir=str(task), exec_timeout=30, sandbox="plain",
-                           lower_is_better=False, num_drafts=5, **overrides)
+                           lower_is_better=False, **{"num_drafts": 5, **overrides})
     store = NodeStore(tmp_path / "nodes.sqlite")
     return RunServices(settings=settings, run_dir=tmp_path / "run", competition=comp, llm=llm,
                        system_text="SYSTEM", use_system_prompt=True, store=store,

@@ -249,3 +249,62 @@ def test_the_search_step_splices_a_fragment(tmp_path, toy_task):
     run_steps(svc)
     (node,) = svc.store.all()
     assert node.is_buggy and node.code == LONG and node.extra["repairs"][0]["kept"] == "before"
+
+
+def test_a_debug_answer_that_is_a_fragment_of_its_parent_is_put_in_its_place(tmp_path, toy_task):
+    """Step 0's draft crashes (no repairs); step 1 debugs it and the model answers with the three
+    lines it changed: alone they fail the static check, in the parent's script they run valid."""
+    llm = scripted_model([ai(fenced(LONG)), ai(fenced(FIX_FRAGMENT))])
+    svc = services(tmp_path, toy_task, llm, steps=2, repairs=0, llm_review=False, num_drafts=1, debug_prob=1.0)
+    run_steps(svc)
+    draft, fixed = sorted(svc.store.all(), key=lambda n: n.step)
+    assert draft.is_buggy and fixed.stage == "debug" and fixed.parent_id == draft.id
+    assert not fixed.is_buggy and fixed.has_submission
+    assert fixed.code == LONG.replace("np.float(1.0)", "float(1.0)")
+    (rec,) = fixed.extra["repairs"]
+    assert rec["stage"] == "parent" and rec["fixed"] is True and rec["then"] == "valid, metric 0.9"
+    assert rec["fragment"]["lines"] == 3 and rec["fragment"]["replaced"] == [7, 9]
+    assert "undefined name 'test'" in rec["fragment"]["then"] and "kept" not in rec
+    assert [c.role for c in fixed.calls] == ["coder"]  # no repair call
+    from benchmark.yield_ablation import node_records
+    from views.export import export_run
+    from views.report import write_report
+
+    assert node_records([fixed.model_dump()])[0]["parent_splices"] == 1
+    export_run(svc.run_dir, svc.store.all(), svc.tree, run_id="t", wall_seconds=1.0,
+               settings=svc.settings.model_dump())
+    written = write_report(svc.run_dir)
+    assert "fragment put in the parent&#39;s script by the harness" in written["tree_html"].read_text()
+    assert ("1 debug or improve answers were fragments of the parent's script, put in their place by the "
+            "harness (1 kept)") in written["report_md"].read_text()
+    # off: the fragment runs as it is
+    (tmp_path / "off").mkdir()
+    llm = scripted_model([ai(fenced(LONG)), ai(fenced(FIX_FRAGMENT))])
+    svc = services(tmp_path / "off", toy_task, llm, steps=2, repairs=0, llm_review=False, num_drafts=1,
+                   debug_prob=1.0, splice_fragments=False)
+    run_steps(svc)
+    fixed = max(svc.store.all(), key=lambda n: n.step)
+    assert fixed.is_buggy and fixed.code == FIX_FRAGMENT and not fixed.extra.get("repairs")
+
+
+def test_a_debug_fragment_is_spliced_only_when_it_fails_the_static_check_alone(tmp_path, toy_task):
+    """A fragment that runs on its own (it crashes) is run as it is; one that still fails the
+    static check in its parent's script is kept there (a tie: the next repair sees the whole
+    script), its record saying it did not get past the static check."""
+    crashes_alone = "import numpy as np\nimport pandas as pd\nscale = np.float(1.0)\nprint(scale)\n"
+    llm = scripted_model([ai(fenced(LONG)), ai(fenced(crashes_alone))])
+    svc = services(tmp_path, toy_task, llm, steps=2, repairs=0, llm_review=False, num_drafts=1, debug_prob=1.0)
+    run_steps(svc)
+    fixed = max(svc.store.all(), key=lambda n: n.step)
+    assert fixed.code == crashes_alone and not fixed.extra.get("repairs") and "AttributeError" in fixed.bug_reason
+    (tmp_path / "tie").mkdir()
+    still = FIX_FRAGMENT.replace("float(1.0)", "float(missing)")
+    llm = scripted_model([ai(fenced(LONG)), ai(fenced(still))])
+    svc = services(tmp_path / "tie", toy_task, llm, steps=2, repairs=0, llm_review=False, num_drafts=1,
+                   debug_prob=1.0)
+    run_steps(svc)
+    fixed = max(svc.store.all(), key=lambda n: n.step)
+    assert fixed.code == LONG.replace("np.float(1.0)", "float(missing)")
+    (rec,) = fixed.extra["repairs"]
+    assert rec["stage"] == "parent" and rec["fixed"] is False and "undefined name 'missing'" in rec["then"]
+    assert "kept" not in rec and "undefined name 'test'" in rec["fragment"]["then"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nodes.budget import describe_stop
+from nodes.execute import HARNESS_STAGES, IMPORTS_STAGE, PARENT_STAGE
 
 STAGES = ("draft", "improve", "debug")
 STATUSES = ("valid", "buggy")
@@ -262,8 +263,9 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     """What the repairs inside the steps did: the repair calls and how many got past the
     failure, those set aside, the imports the harness added (\"\" when there were none)."""
     records = [r for n in nodes for r in ((n.get("extra") or {}).get("repairs") or [])]
-    calls = [r for r in records if r.get("stage") != "imports"]
-    added = [r for r in records if r.get("stage") == "imports"]
+    calls = [r for r in records if r.get("stage") not in HARNESS_STAGES]
+    added = [r for r in records if r.get("stage") == IMPORTS_STAGE]
+    into_parent = [r for r in records if r.get("stage") == PARENT_STAGE]
     parts = []
     if calls:
         fixed = sum(1 for r in calls if r.get("fixed"))
@@ -275,6 +277,10 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
         if aside:
             parts.append(f"{aside} repaired scripts set aside (they got less far than the script "
                          "before them)")
+    if into_parent:
+        kept = sum(1 for r in into_parent if r.get("kept") != "before")
+        parts.append(f"{len(into_parent)} debug or improve answers were fragments of the parent's script, "
+                     f"put in their place by the harness ({kept} kept)")
     if added:
         parts.append(f"imports added by the harness {len(added)} times "
                      f"({sum(1 for r in added if r.get('fixed'))} then passed the static check)")
