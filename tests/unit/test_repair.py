@@ -452,6 +452,12 @@ ERROR_SCRIPTS = {
     "undefined-table": """
         print(test.shape)
     """,
+    "undefined-features": """
+        import pandas as pd
+        from sklearn.model_selection import train_test_split
+        train = pd.DataFrame({"x1": [1, 2, 3, 4], "label": [0, 1, 0, 1]})
+        X_tr, X_va, y_tr, y_va = train_test_split(X, y, test_size=0.5)
+    """,
     "removed-append": """
         import pandas as pd
         pd.DataFrame({"a": [1]}).append({"a": 2}, ignore_index=True)
@@ -547,6 +553,11 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
         assert remedy.startswith("`test` (a table) is used but never read")
         assert match_known_error("undefined name 'test_predictions'").name == "outline-names"
         assert match_known_error("undefined name 'test_features'").name == "undefined-name"
+    if case == "undefined-features":  # the outline's lines that name them, not a generic "create it"
+        assert remedy.startswith("`X` is used but never assigned. The usual first lines")
+        assert "X, y = train[features], train['<target column>']" in remedy
+        assert match_known_error("undefined name 'X_val'").name == "undefined-name"
+        assert match_known_error("undefined name 'features'").name == "undefined-features"
     if case == "test-labels":  # not the generic "add the line that creates it": there is none
         assert remedy.startswith("`y_test` is never assigned. If it stands for the test rows' labels")
     if case == "outline-names":  # not the generic remedy, whose example would assign a model to it
