@@ -452,6 +452,17 @@ ERROR_SCRIPTS = {
     "undefined-table": """
         print(test.shape)
     """,
+    "too-few-per-class": """
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.model_selection import cross_val_score
+        cross_val_score(LogisticRegression(), np.arange(20).reshape(-1, 1), np.arange(20) % 7, cv=5)
+    """,
+    "too-few-per-class/stratify": """
+        import numpy as np
+        from sklearn.model_selection import train_test_split
+        train_test_split(np.arange(20), np.arange(20), stratify=np.arange(20))
+    """,
     "undefined-features": """
         import pandas as pd
         from sklearn.model_selection import train_test_split
