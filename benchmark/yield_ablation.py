@@ -17,6 +17,7 @@ Variants (each one flag of `graphs.run`, default on):
   no-auto-imports  --no-auto-imports        (the harness does not add the imports of undefined names)
   no-revert-repairs --no-revert-repairs     (a repair that gets less far than the script before it is kept)
   no-splice-fragments --no-splice-fragments (a repair answered with a fragment is not put in its place)
+  no-outline-names --no-outline-names     (the harness does not add the outline line of an undefined name)
 
 Per run: nodes valid / total, valid submission, LLM seconds and tokens (prompt + completion) per
 step, repair calls per node, hidden test score of the best node, and one small record per node
@@ -69,6 +70,7 @@ VARIANTS: dict[str, list[str]] = {
     "no-auto-imports": ["--no-auto-imports"],
     "no-revert-repairs": ["--no-revert-repairs"],
     "no-splice-fragments": ["--no-splice-fragments"],
+    "no-outline-names": ["--no-outline-names"],
 }
 DEFAULT_TASKS = ["tumor-diagnosis", "diabetes-progression", "digit-images", "fortune-topics",
                  "word-pronunciation", "spoken-digits"]
@@ -82,13 +84,14 @@ def node_records(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _node_record(n: dict[str, Any], repairs: list[dict[str, Any]]) -> dict[str, Any]:
-    harness = ("imports", "parent")  # records of what the harness did, not of a repair call
+    harness = ("imports", "outline", "parent")  # records of what the harness did, not of a repair call
     calls = [r for r in repairs if r.get("stage") not in harness]
     return {
         "step": n["step"], "stage": n.get("stage"), "buggy": bool(n["is_buggy"]),
         "metric": n.get("metric"), "holdout": n.get("holdout_score"), "test": n.get("test_score"),
         "repairs": sum(1 for c in (n.get("calls") or []) if c.get("role") == "repairer"),
         "imports_added": sum(1 for r in repairs if r.get("stage") == "imports"),
+        "outline_added": sum(1 for r in repairs if r.get("stage") == "outline"),
         "fragments_spliced": sum(1 for r in calls if r.get("fragment")),
         "parent_splices": sum(1 for r in repairs if r.get("stage") == "parent" and r.get("kept") != "before"),
         "repairs_set_aside": sum(1 for r in calls if r.get("kept") == "before"),

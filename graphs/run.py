@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--no-revert-repairs", dest="revert_repairs", action="store_false", default=None,
                     help="keep a repaired script even when its run got less far than the script "
                     "before it (a crash where the script before it ran to the end, say)")
+    gr.add_argument("--no-outline-names", dest="outline_names", action="store_false", default=None,
+                    help="do not add the data facts' outline line (reading `test`, `X_test = "
+                    "test[features]`, the sample submission) for a name the script uses and never assigns")
     gr.add_argument("--no-splice-fragments", dest="splice_fragments", action="store_false", default=None,
                     help="set aside a repair answer that is only a fragment of the script instead of "
                     "putting it in the place it covers and running that (and run a debug or improve "
@@ -217,7 +220,7 @@ _OVERRIDABLE = {
     "holdout": "holdout", "holdout_fraction": "holdout_fraction",
     "repairs": "repairs", "repair_window": "repair_window_s", "known_errors": "known_errors",
     "auto_imports": "auto_imports", "revert_repairs": "revert_repairs",
-    "splice_fragments": "splice_fragments",
+    "splice_fragments": "splice_fragments", "outline_names": "outline_names",
     "vllm_model": "vllm_model", "tensor_parallel_size": "tensor_parallel_size",
     "max_model_len": "max_model_len", "python": "python",
 }

@@ -50,11 +50,11 @@ from nodes.execute import (
     ask_for_repair,
     close_record,
     execute_script,
-    import_fix,
+    harness_fixes,
     keep_or_set_aside,
     llm_repairs,
+    parent_splice,
     repair_need,
-    splice_into_parent,
 )
 from nodes.files import submission_path
 from nodes.operators import (
@@ -66,6 +66,7 @@ from nodes.operators import (
     improve_prompt,
     step_rng,
 )
+from nodes.outline import outline_from_prompt
 from nodes.review import llm_verdict
 from nodes.tree import Node, Tree
 from nodes.usage import Usage
@@ -259,34 +260,38 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Lite
     window = svc.settings.repair_window_s
     seconds = state.get("script_seconds") or 0.0
 
+    fixes = harness_fixes(imports=svc.settings.auto_imports,
+                          outline=outline_from_prompt(svc.system_text) if svc.settings.outline_names else ())
+
     def attempt(c: Candidate) -> tuple[Candidate, Execution]:
         # run `c`, closing the record of the repair that wrote it (the open one, if any), then
-        # once more with the imports the harness adds when the static check names undefined
-        # names it can import
+        # once more after each thing the harness adds to a script the static check failed
         nonlocal seconds
         ex = run(c.code)
         seconds += ex.seconds
         if repairs and repairs[-1].get("fixed") is None:
             repairs[-1] = close_record(repairs[-1], ex, early_crash_s=window)
-        fix = import_fix(c, ex) if svc.settings.auto_imports else None
-        if fix is not None:
-            c, record = fix
-            ex = run(c.code)
-            seconds += ex.seconds
-            repairs.append(close_record(record, ex, early_crash_s=window))
+        for fixer in fixes:
+            fix = fixer(c, ex)
+            if fix is not None:
+                c, record = fix
+                ex = run(c.code)
+                seconds += ex.seconds
+                repairs.append(close_record(record, ex, early_crash_s=window))
         return c, ex
-
-    answer = cand.code
-    cand, ex = attempt(cand)
-    before = state.get("before")
 
     def reattempt(c: Candidate, opened: dict[str, Any]) -> tuple[Candidate, Execution]:
         repairs.append(opened)  # `attempt` closes the open record
         return attempt(c)
 
+    answer = cand.code
+    before = state.get("before")
     parent_id = (state.get("action") or {}).get("parent_id")
+    spliced = None
     if before is None and parent_id and svc.settings.splice_fragments:  # a debug or improve answer
-        cand, ex = splice_into_parent(svc.store.get(parent_id).code, answer, cand, ex, repairs, reattempt)
+        spliced = parent_splice(svc.store.get(parent_id).code, cand, python=svc.settings.python,
+                                imports=svc.settings.auto_imports)
+    cand, ex = reattempt(*spliced) if spliced is not None else attempt(cand)
     if before is not None and svc.settings.revert_repairs:
         cand, ex = keep_or_set_aside(Candidate.model_validate(before["candidate"]),
                                      Execution.model_validate(before["execution"]), answer, cand, ex,

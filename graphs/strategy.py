@@ -163,8 +163,8 @@ def execute_with_repairs(
     return run_with_repairs(cand, run, svc.coder, svc.system_text,
                             system_prompt=svc.coder_system_prompt, max_repairs=limit,
                             early_crash_s=ctx.repair_window_s, known=ctx.known_errors,
-                            auto_imports=ctx.auto_imports, revert=ctx.revert_repairs,
-                            splice=ctx.splice_fragments, on_repair=on_repair)
+                            auto_imports=ctx.auto_imports, outline=ctx.outline_names,
+                            revert=ctx.revert_repairs, splice=ctx.splice_fragments, on_repair=on_repair)
 
 
 def result(candidate: Candidate, execution: Execution, usage: Usage, **details: Any) -> dict:

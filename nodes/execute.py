@@ -29,6 +29,13 @@ against the K repairs; its record (stage "imports", `added`: the lines) is on th
 repair's, so tree.html and the ablation see it. Whatever the static check still finds then goes
 to the repair call as usual.
 
+Outline names the harness adds (`outline_fix`, on unless `outline` is off): after the imports, a
+script whose static check names an undefined name that a line of the data facts' outline assigns
+(`X_test = test[features]`, the read of `test`, the sample submission) gets that line and the
+outline lines it needs before the statement that first uses it (`nodes.outline`: only lines that
+rebind none of the script's names and read only names bound above them). Its record (stage
+"outline", `added`: the lines) is on the node like the imports'.
+
 Repairs that get less far are set aside (`kept_before`, on unless `revert` is off): a repaired
 script whose run got less far than the script before it (`progress`: no script < a static failure
 < a crash, a timeout or a kill < exit 0 without the outputs < a valid run) does not replace it;
@@ -43,12 +50,12 @@ under `FRAGMENT_SHARE` of its lines, at least two of them lines of the script) i
 it covers and that script is run (on unless `splice` is off); only if that still gets less far is it
 set aside. The record keeps `fragment` (its length, the lines it replaced, how it did alone).
 
-A debug or improve answer that is a fragment of its parent's script (`splice_into_parent`):
+A debug or improve answer that is a fragment of its parent's script (`parent_splice`):
 small models answer "fix this script" with the lines they changed. When the answer alone fails
 the static check and is a fragment of the parent's script, the harness puts it in the place it
-covers there and runs that script (a record of stage "parent", with `fragment`, on the node); if
-that gets less far than the fragment alone, it is set aside like a repair. No LLM call; it does
-not count against the K repairs.
+covers there and runs that script instead (a record of stage "parent", with `fragment`, on the
+node). An answer the harness's imports make whole is a short script, not a fragment. No LLM
+call; it does not count against the K repairs.
 
 A static failure with several problems is asked for all of them at once: the prompt counts them
 and the excerpt marks up to `MARKED_LINES` of their lines (a small model fixes the one it is
@@ -73,6 +80,7 @@ from pydantic import BaseModel
 import prompts
 from nodes.import_hints import auto_imports, failure_remedies, known_remedies, missing_imports
 from nodes.operators import Candidate, ask_for_script
+from nodes.outline import OutlineLine, add_outline_lines, outline_from_prompt
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
 from nodes.static_check import STATIC_PREFIX, import_checker_for, static_report
 from prompts import fenced
@@ -322,8 +330,9 @@ def excerpt(code: str, line: int | None, radius: int = EXCERPT_RADIUS, also: tup
 # ---------------------------------------------------------------- imports the harness adds
 
 IMPORTS_STAGE = "imports"
+OUTLINE_STAGE = "outline"  # the harness added the data facts' outline lines of undefined names
 PARENT_STAGE = "parent"  # the harness put a fragment answer in its parent's script
-HARNESS_STAGES = frozenset({IMPORTS_STAGE, PARENT_STAGE})  # records of no LLM call
+HARNESS_STAGES = frozenset({IMPORTS_STAGE, OUTLINE_STAGE, PARENT_STAGE})  # records of no LLM call
 IMPORTS_COMMENT = "# imports added by the harness: these names were used but never imported"
 
 
@@ -362,6 +371,41 @@ def import_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any
                               "line": None, "fixed": None, "added": list(found.values()),
                               "tokens": 0, "seconds": 0.0}
     return cand.model_copy(update={"code": add_imports(cand.code, list(found.values()))}), record
+
+
+_UNDEFINED_AT = re.compile(r"^line (\d+): undefined name '(\w+)'")
+
+
+def outline_fix(cand: Candidate, ex: Execution, outline: tuple[OutlineLine, ...]
+                ) -> tuple[Candidate, dict[str, Any]] | None:
+    """A script that failed the static check with undefined names that lines of the data facts'
+    outline define (`nodes.outline.add_outline_lines`): (the script with those lines added, its
+    record, to be closed by `close_record` once it ran); None when there is nothing to add."""
+    if not ex.skipped or not ex.static_problems or cand.llm_error or not outline:
+        return None
+    undefined = [(m.group(2), int(m.group(1))) for m in map(_UNDEFINED_AT.match, ex.static_problems) if m]
+    done = add_outline_lines(cand.code, undefined, outline)
+    if done is None:
+        return None
+    code, lines = done
+    named = {n for o in outline if o.text in lines for n in o.assigns}
+    names = list(dict.fromkeys(n for n, _ in undefined if n in named))
+    record: dict[str, Any] = {"stage": OUTLINE_STAGE, "error": "undefined: " + ", ".join(names), "line": None,
+                              "fixed": None, "added": lines, "tokens": 0, "seconds": 0.0}
+    return cand.model_copy(update={"code": code}), record
+
+
+Fix = Callable[[Candidate, "Execution"], "tuple[Candidate, dict[str, Any]] | None"]
+
+
+def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()) -> list[Fix]:
+    """What the harness adds, in this order, to a script the static check failed, each once per
+    run of the step's script (no LLM call): the imports of undefined names (`import_fix`), then
+    the outline lines of undefined names (`outline_fix`, with the outline of the prompt)."""
+    fixes: list[Fix] = [import_fix] if imports else []
+    if outline:
+        fixes.append(lambda c, ex: outline_fix(c, ex, outline))
+    return fixes
 
 
 def progress(ex: Execution) -> int:
@@ -484,31 +528,34 @@ def keep_or_set_aside(
     return before.model_copy(update={"usage": cand.usage}), before_ex
 
 
-def splice_into_parent(
-    parent_code: str, answer: str, cand: Candidate, ex: Execution, repairs: list[dict[str, Any]],
-    attempt: Callable[[Candidate, dict[str, Any]], tuple[Candidate, Execution]],
-) -> tuple[Candidate, Execution]:
-    """After the first run of a debug or improve `answer` (`cand`, `ex`: with the imports the
-    harness may have added): when it failed the static check and is a fragment of its parent's
-    script (`splice_fragment`), that script with the fragment in its place, run by
-    `attempt(candidate, open record)` (which appends and closes the record of stage
-    PARENT_STAGE); set aside if it gets less far than the fragment alone. Anything else: `cand`,
-    `ex` as they were."""
-    if not ex.skipped or not ex.static_problems or cand.llm_error:
-        return cand, ex
-    spliced = splice_fragment(parent_code, answer)
+def parent_splice(parent_code: str, cand: Candidate, *, python: str | None = None,
+                  imports: bool = True) -> tuple[Candidate, dict[str, Any]] | None:
+    """A debug or improve answer that is a fragment of its parent's script: (the parent's script
+    with the fragment in its place, the open record of stage PARENT_STAGE to be closed by
+    `close_record` once it ran), or None. A fragment: the answer alone fails the static check
+    (also with the imports the harness would add, when `imports`: an answer those make whole is
+    a short script, not a fragment) and `splice_fragment` places it in the parent's script."""
+    if cand.llm_error or not cand.code.strip():
+        return None
+    alone = check_script(cand.code, None, python)
+    if alone is None or not alone.static_problems:
+        return None
+    fix = import_fix(cand, alone) if imports else None
+    if fix is not None:
+        alone = check_script(fix[0].code, None, python)
+        if alone is None or not alone.static_problems:
+            return None
+    spliced = splice_fragment(parent_code, cand.code)
     if spliced is None:
-        return cand, ex
+        return None
     code, (first, last) = spliced
-    lines = len(answer.splitlines())
+    lines = len(cand.code.splitlines())
     record: dict[str, Any] = {
         "stage": PARENT_STAGE, "line": None, "fixed": None, "tokens": 0, "seconds": 0.0,
         "error": f"the answer ({lines} lines) is a fragment of the parent's script "
                  f"({len(parent_code.splitlines())} lines)",
-        "fragment": {"lines": lines, "replaced": [first, last], "then": (ex.failure or "")[:300]}}
-    at = len(repairs)
-    spliced_cand, spliced_ex = attempt(cand.model_copy(update={"code": code}), record)
-    return keep_or_set_aside(cand, ex, code, spliced_cand, spliced_ex, repairs, at, attempt, splice=False)
+        "fragment": {"lines": lines, "replaced": [first, last], "then": (alone.failure or "")[:300]}}
+    return cand.model_copy(update={"code": code}), record
 
 
 def llm_repairs(records: list[dict[str, Any]]) -> int:
@@ -594,13 +641,16 @@ def run_with_repairs(
     early_crash_s: float = EARLY_CRASH_S,
     known: bool = True,
     auto_imports: bool = True,
+    outline: bool = True,
     revert: bool = True,
     splice: bool = True,
     on_repair: Callable[[int, RepairNeed], None] | None = None,
 ) -> tuple[Candidate, Execution, list[dict[str, Any]]]:
     """Execute `cand` (`run(candidate, attempt)`, attempt 0, 1, ...: a run after the first must
     not disturb the files of an earlier one, which may be kept), adding the imports of undefined
-    names (`import_fix`, unless `auto_imports` is off) and repairing static failures, early
+    names (`import_fix`, unless `auto_imports` is off) and the data facts' outline lines of
+    undefined names (`outline_fix`: the outline in `system`, unless `outline` is off), and
+    repairing static failures, early
     crashes and missing outputs up to `max_repairs` times: (final candidate, its execution,
     repair records); the final candidate's usage counts the seconds of every execution and
     every repair call. With `revert`, a repair whose run got less far than the script before it
@@ -611,20 +661,24 @@ def run_with_repairs(
     supersteps of its own."""
     repairs: list[dict[str, Any]] = []
     runs = 0
+    fixes = harness_fixes(imports=auto_imports, outline=outline_from_prompt(system) if outline else ())
 
-    def execute(c: Candidate, closing: dict[str, Any] | None = None, fix_imports: bool = auto_imports
-                ) -> tuple[Candidate, Execution]:
-        # run `c` (closing the record of the repair that wrote it), then once more with the
-        # imports the harness adds when the static check names undefined names it can import
-        nonlocal runs
-        c, ex = _counted(c, run(c, runs))
-        runs += 1
-        if closing is not None:
-            repairs.append(close_record(closing, ex, early_crash_s=early_crash_s))
-        fix = import_fix(c, ex) if fix_imports else None
-        if fix is not None:
-            c, record = fix
-            c, ex = execute(c, record, fix_imports=False)
+    def execute(c: Candidate, closing: dict[str, Any] | None = None) -> tuple[Candidate, Execution]:
+        # run `c` (closing the record of the repair that wrote it), then once more after each
+        # thing the harness adds to a script the static check failed (`harness_fixes`)
+        def once(c: Candidate, closing: dict[str, Any] | None) -> tuple[Candidate, Execution]:
+            nonlocal runs
+            c, ex = _counted(c, run(c, runs))
+            runs += 1
+            if closing is not None:
+                repairs.append(close_record(closing, ex, early_crash_s=early_crash_s))
+            return c, ex
+
+        c, ex = once(c, closing)
+        for fixer in fixes:
+            fix = fixer(c, ex)
+            if fix is not None:
+                c, ex = once(*fix)
         return c, ex
 
     cand, ex = execute(cand)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nodes.budget import describe_stop
-from nodes.execute import HARNESS_STAGES, IMPORTS_STAGE, PARENT_STAGE
+from nodes.execute import HARNESS_STAGES, IMPORTS_STAGE, OUTLINE_STAGE, PARENT_STAGE
 
 STAGES = ("draft", "improve", "debug")
 STATUSES = ("valid", "buggy")
@@ -266,6 +266,7 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     calls = [r for r in records if r.get("stage") not in HARNESS_STAGES]
     added = [r for r in records if r.get("stage") == IMPORTS_STAGE]
     into_parent = [r for r in records if r.get("stage") == PARENT_STAGE]
+    outlined = [r for r in records if r.get("stage") == OUTLINE_STAGE]
     parts = []
     if calls:
         fixed = sum(1 for r in calls if r.get("fixed"))
@@ -284,6 +285,9 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     if added:
         parts.append(f"imports added by the harness {len(added)} times "
                      f"({sum(1 for r in added if r.get('fixed'))} then passed the static check)")
+    if outlined:
+        parts.append(f"outline lines added by the harness {len(outlined)} times "
+                     f"({sum(1 for r in outlined if r.get('fixed'))} then passed the static check)")
     return "; ".join(parts)
 
 
