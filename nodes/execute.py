@@ -82,6 +82,7 @@ from nodes.import_hints import auto_imports, failure_remedies, known_remedies, m
 from nodes.operators import Candidate, ask_for_script
 from nodes.outline import OutlineLine, add_outline_lines, outline_from_prompt
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
+from nodes.row_counts import count_note, table_rows
 from nodes.static_check import STATIC_PREFIX, import_checker_for, static_report
 from prompts import fenced
 from sandbox import Limits, create_workspace, run_script
@@ -566,14 +567,16 @@ def llm_repairs(records: list[dict[str, Any]]) -> int:
 # ---------------------------------------------------------------- the repair call
 
 
-def repair_prompt(code: str, need: RepairNeed, *, known: bool = True) -> str:
-    """The varying part of a repair request (the run's stable prefix goes before it)."""
+def repair_prompt(code: str, need: RepairNeed, *, known: bool = True, facts: str = "") -> str:
+    """The varying part of a repair request (the run's stable prefix, `facts`, goes before it;
+    its rows line tells what the row counts of a shape error are)."""
     return prompts.render(
         "repair",
         stage=need.stage,
         error=need.error,
         remedies=(known_remedies(need.error) if need.stage == "static" else failure_remedies(need.error))
         if known else [],
+        counts=count_note(table_rows(facts), need.error) if known and need.stage != "static" else None,
         imports=missing_imports(need.error) if known else [],
         line=need.line,
         marked=[n for n in sorted({need.line, *need.also}) if n is not None],
@@ -587,7 +590,8 @@ def ask_for_repair(
     llm: BaseChatModel, system: str, code: str, need: RepairNeed, *, system_prompt: bool, known: bool = True,
 ) -> Candidate:
     """One repair call (role `repairer`): a whole corrected script, or a Candidate with llm_error."""
-    return ask_for_script(llm, system, repair_prompt(code, need, known=known), system_prompt=system_prompt,
+    return ask_for_script(llm, system, repair_prompt(code, need, known=known, facts=system),
+                          system_prompt=system_prompt,
                           role="repairer")
 
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 import prompts
 from nodes.code_extract import extract_plan_and_code
 from nodes.import_hints import failure_remedies, missing_imports
+from nodes.row_counts import count_note, table_rows
 from nodes.tree import Node, Tree
 from nodes.usage import Usage
 from serving.llm import MAX_ANSWER_CHARS, LLMCallError, LLMReply, build_messages, complete
@@ -147,13 +148,17 @@ def tail(text: str, chars: int) -> str:
 
 
 def debug_prompt(
-    parent: Node, earlier_errors: list[str], *, output_chars: int = 6000, known_errors: bool = True
+    parent: Node, earlier_errors: list[str], *, output_chars: int = 6000, known_errors: bool = True,
+    facts: str = "",
 ) -> str:
     """The request for a fixed version of the buggy `parent` (with the known remedy of its
-    error unless `known_errors` is off: matched on the failure line first, then the output's end)."""
+    error unless `known_errors` is off: matched on the failure line first, then the output's end;
+    and what the row counts of a shape error are, from the data facts' rows line in `facts`)."""
     output = tail(parent.output, output_chars)
-    remedies = failure_remedies(parent.bug_reason, tail(parent.output, 2000)) if known_errors else []
-    imports = missing_imports(parent.bug_reason, tail(parent.output, 2000)) if known_errors else []
+    end = tail(parent.output, 2000)
+    remedies = failure_remedies(parent.bug_reason, end) if known_errors else []
+    imports = missing_imports(parent.bug_reason, end) if known_errors else []
+    counts = count_note(table_rows(facts), parent.bug_reason, end) if known_errors else None
     return prompts.render(
         "debug",
         code=parent.code.rstrip(),
@@ -161,6 +166,7 @@ def debug_prompt(
         output=output or "(no output)",
         earlier_errors=earlier_errors,
         remedies=remedies,
+        counts=counts,
         imports=imports,
     )
 
@@ -176,7 +182,8 @@ def debug(
     known_errors: bool = True,
 ) -> Candidate:
     """Ask for a fixed version of the buggy `parent`."""
-    text = debug_prompt(parent, earlier_errors, output_chars=output_chars, known_errors=known_errors)
+    text = debug_prompt(parent, earlier_errors, output_chars=output_chars, known_errors=known_errors,
+                        facts=system)
     return ask_for_script(llm, system, text, system_prompt=system_prompt)
 
 

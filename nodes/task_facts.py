@@ -11,11 +11,14 @@ ties broken by value, no timestamps or absolute paths.
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from nodes.row_counts import rows_fact
 
 _TABLE_SUFFIXES = {".csv", ".tsv"}
 _HEAD_ROWS = 5000  # rows read to classify columns
@@ -44,11 +47,21 @@ def _read_head(path: Path) -> pd.DataFrame | None:
 
 
 def _row_count(path: Path) -> int | None:
+    """Data rows (the header not counted); quoted fields may hold newlines (free text), so a file
+    with quotes is counted by the csv module, any other by its line ends."""
     if path.stat().st_size > 200 * 2**20:
         return None
+    lines, quoted, last = 0, False, b"\n"
     with path.open("rb") as fh:
-        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(2**20), b""))
-    return max(lines - 1, 0)
+        for chunk in iter(lambda: fh.read(2**20), b""):
+            lines += chunk.count(b"\n")
+            quoted = quoted or b'"' in chunk
+            last = chunk[-1:]
+    if quoted:
+        sep = "\t" if path.suffix == ".tsv" else ","
+        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+            return max(sum(1 for _ in csv.reader(fh, delimiter=sep)) - 1, 0)
+    return max(lines + (last != b"\n") - 1, 0)
 
 
 def _names(items: list[str], limit: int = _MAX_NAMES) -> str:
@@ -408,6 +421,9 @@ def data_facts(public_dir: Path, sample_submission: Path | None = None) -> str:
         tables.append(_Table(rel=rel, path=path, head=head, rows=_row_count(path)))
     if unreadable:
         lines.append(f"- Could not read as tables: {_names(unreadable)}.")
+    counted = rows_fact([(t.rel, t.rows, t.head.shape[1]) for t in tables][:_MAX_NAMES])
+    if counted:
+        lines.append(counted)
 
     sample_t = None
     if sample_submission is not None:
