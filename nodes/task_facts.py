@@ -253,10 +253,15 @@ def _feature_lines(
         else:
             strings.append(col)
     lines = []
+
+    def near_unique(c: str) -> bool:
+        n = train[c].nunique()
+        return n >= 0.5 * max(1, train[c].notna().sum()) and n > 20
+
     if strings:
         def distinct(c: str) -> str:
             n = train[c].nunique()
-            many = n >= 0.5 * max(1, train[c].notna().sum()) and n > 20
+            many = near_unique(c)
             hint = (": nearly one per row, so use features of its characters (e.g. character n-grams), "
                     "not one-hot") if many else ""
             return f"`{c}` ({n} distinct{hint})"
@@ -272,7 +277,8 @@ def _feature_lines(
         lines.append(f"- Numeric feature columns: {_names(numbers)}{miss}.")
     if ids:
         lines.append(f"- Id-like columns (unique per row, not a feature): {_names(ids)}.")
-    return lines, {"strings": strings, "numbers": numbers, "texts": texts, "ids": ids}
+    return lines, {"strings": strings, "numbers": numbers, "texts": texts, "ids": ids,
+                   "near_unique": [c for c in strings if near_unique(c)]}
 
 
 def _submission_lines(sample_t: _Table, id_col: str | None, targets: list[str], train: _Table | None,
@@ -349,16 +355,33 @@ def _start(train_t: _Table, test_t: _Table, targets: list[str], kinds: dict[str,
              f"test = pd.read_csv('./input/{test_t.rel}')"]
     if reorder:
         lines.append(reorder)
-    if ids:
-        lines.append(f"features = [c for c in test.columns if c not in {ids!r}]  "
-                     "# the columns train and test share, without id-like columns")
+    used = kinds["strings"] + kinds["numbers"] + kinds["texts"]
+    words = used if len(used) == 1 and (kinds["texts"] or kinds.get("near_unique")) else []
+    if words:
+        # one column of strings: a Series, which a text vectorizer takes as it is (iterating a
+        # DataFrame yields its column names, so a vectorizer given one sees one "document")
+        col = words[0]
+        lines += [f"X, y = train[{col!r}], {y}  # the one feature: a Series of strings, which a text "
+                  "vectorizer takes as it is (given a DataFrame, it reads the column name)",
+                  f"X_test = test[{col!r}]  # the same column"]
+        how = ("TfidfVectorizer(analyzer='char_wb', ngram_range=(1, 3))"
+               if col in kinds.get("near_unique", []) else "TfidfVectorizer()")
+        todo = ["hold out validation data", f"vectorize with {how} (fit_transform on the training part, "
+                "transform the validation part and X_test)", "train", "validate", "predict X_test"]
     else:
-        lines.append("features = list(test.columns)  # the columns train and test share")
-    lines += [f"X, y = train[features], {y}",
-              "X_test = test[features]  # the same columns, in the same order"]
-    todo = ["encode the string columns"] if kinds["strings"] else []
-    todo += ["vectorize the free text"] if kinds["texts"] else []
-    todo += ["hold out validation data", "train", "validate", "predict X_test"]
+        if ids:
+            lines.append(f"features = [c for c in test.columns if c not in {ids!r}]  "
+                         "# the columns train and test share, without id-like columns")
+        else:
+            lines.append("features = list(test.columns)  # the columns train and test share")
+        lines += [f"X, y = train[features], {y}",
+                  "X_test = test[features]  # the same columns, in the same order"]
+        todo = ["encode the string columns"] if kinds["strings"] else []
+        if kinds["texts"]:
+            text = kinds["texts"][0]
+            todo += [f"vectorize each free-text column as a Series (X[{text!r}]; in a ColumnTransformer "
+                     f"name it as a string, ('text', TfidfVectorizer(), {text!r}), not as a list)"]
+        todo += ["hold out validation data", "train", "validate", "predict X_test"]
     lines.append(f"# ... {', '.join(todo)} ...")
     return lines
 

@@ -296,7 +296,9 @@ def test_the_stated_skeleton_writes_a_submission_the_checker_accepts(tmp_path, l
     skeleton = _skeleton_code(data_facts(task, task / "sample_submission.csv"))
     assert "features = [c for c in test.columns if c not in ['PassengerId']]" in skeleton
     assert "X, y = train[features], train['species']" in skeleton
-    assert "# ... encode the string columns, vectorize the free text," in skeleton
+    assert ("# ... encode the string columns, vectorize each free-text column as a Series (X['note']; in a "
+            "ColumnTransformer name it as a string, ('text', TfidfVectorizer(), 'note'), not as a list), hold out"
+            ) in skeleton
     assert ("test = test.set_index('PassengerId')" in skeleton) == (layout == "shuffled")
     middle = next(line for line in skeleton.splitlines() if line.startswith("# ... encode"))
     code = skeleton.replace(middle, _MIDDLE)
@@ -335,7 +337,59 @@ def test_unique_plain_words_are_a_feature_not_an_id(tmp_path):
     facts = data_facts(root, root / "sample_submission.csv")
     assert "- Id-like columns (unique per row, not a feature): `id`." in facts.splitlines()
     assert "`word` (80 distinct: nearly one per row, so use features of its characters" in facts
-    assert "features = [c for c in test.columns if c not in ['id']]" in facts
+    # the one feature is a Series in the outline, with character n-grams named
+    skeleton = _skeleton_code(facts)
+    assert "X, y = train['word'], train['syllables']  # the one feature: a Series of strings" in skeleton
+    assert "X_test = test['word']" in skeleton and "features =" not in skeleton
+    assert "TfidfVectorizer(analyzer='char_wb', ngram_range=(1, 3))" in skeleton
+
+
+def test_one_free_text_column_is_a_series_and_the_outline_runs_with_a_vectorizer(tmp_path):
+    """A task whose one feature is free text: the outline's X is that column as a Series, and the
+    outline with the middle its comment asks for (a vectorizer fitted on the training part) runs
+    and writes a submission the checker accepts."""
+    import subprocess
+    import sys
+
+    from nodes.review import check_submission, parse_metric
+
+    root = tmp_path / "text"
+    root.mkdir()
+    rng = np.random.default_rng(1)
+    topics = {"sea": ["waves", "boat", "salt", "tide"], "sky": ["cloud", "star", "rain", "wind"]}
+    label = rng.choice(list(topics), 120)
+    text = [" ".join(rng.choice(topics[t], 5)) + "\nsecond line" for t in label]
+    df = pd.DataFrame({"id": range(120), "text": text, "topic": label})
+    df.iloc[:90].to_csv(root / "train.csv", index=False)
+    df.iloc[90:].drop(columns="topic").to_csv(root / "test.csv", index=False)
+    pd.DataFrame({"id": df.id.iloc[90:], "topic": "sea"}).to_csv(root / "sample_submission.csv", index=False)
+    facts = data_facts(root, root / "sample_submission.csv")
+    assert "- Free-text columns: `text` (need a text vectorizer)." in facts.splitlines()
+    assert ("- Rows per table (header not counted): `sample_submission.csv` 30 rows x 2 columns, "
+            "`test.csv` 30 rows x 2 columns, `train.csv` 90 rows x 3 columns.") in facts.splitlines()
+    skeleton = _skeleton_code(facts)
+    assert "X, y = train['text'], train['topic']" in skeleton and "X_test = test['text']" in skeleton
+    middle = next(line for line in skeleton.splitlines() if line.startswith("# ... hold out"))
+    assert "vectorize with TfidfVectorizer() (fit_transform on the training part" in middle
+    code = skeleton.replace(middle, """from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2, random_state=0)
+vec = TfidfVectorizer()
+model = LogisticRegression().fit(vec.fit_transform(X_train), y_train)
+validation_score = (model.predict(vec.transform(X_val)) == y_val).mean()
+test_predictions = model.predict(vec.transform(X_test))
+""")
+    work = tmp_path / "work"
+    (work / "input").mkdir(parents=True)
+    for f in root.iterdir():
+        (work / "input" / f.name).write_bytes(f.read_bytes())
+    done = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr + "\n" + code
+    assert parse_metric(done.stdout) == 1.0  # the topics' words do not overlap
+    assert check_submission(work / "submission" / "submission.csv", root / "sample_submission.csv") is None
+    sub = pd.read_csv(work / "submission" / "submission.csv")
+    assert list(sub.topic) == list(label[90:])
 
 
 def test_without_a_sample_submission_no_ending_is_stated(tmp_path):
