@@ -372,6 +372,12 @@ ERROR_SCRIPTS = {
         X = pd.DataFrame({"color": ["red", "blue", "red", "green"]})
         LogisticRegression().fit(X, [0, 1, 0, 1])
     """,
+    "text-value-to-numeric": """
+        import pandas as pd
+        from sklearn.linear_model import LogisticRegression
+        X = pd.DataFrame({"text": ["the tide came in over the rocks", "stars fall into the quiet sea"]})
+        LogisticRegression().fit(X, [0, 1])
+    """,
     "string-to-numeric": """
         import pandas as pd
         pd.Series(["15", "red"]).astype(int)
@@ -554,6 +560,10 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
     assert f"Known remedy: {remedy}" in prompt
     if case == "string-value-to-numeric":  # the remedy quotes the value the error names
         assert remedy.startswith("the text 'red' reached a numeric estimator. If 'red' is a class of the target")
+    if case == "text-value-to-numeric":  # free text, not a category to one-hot encode
+        assert remedy.startswith("a text of several words ('the tide came in over the rocks') reached")
+        assert "vectorize that column as a Series" in remedy
+        assert match_known_error("could not convert string to float: 'P EH T'").name == "string-value-to-numeric"
     if case == "missing-named-column":
         assert remedy.startswith("there is no column 'label' in that table. If 'label' is the target")
     if case == "undefined-name":
