@@ -7,9 +7,9 @@ meant. The error then says only `Length of values (56) does not match length of 
 `inconsistent numbers of samples: [2, 413]`; the remedy in prompts/known_errors.yaml says what
 to do in general. This module says which arrays they are: the data facts state each table's
 rows (`rows_fact`, in the stable prefix), and `count_note` matches the counts an error names to
-those rows, to the two parts of a train/validation split of a table, to two tables together,
-and to a table's column count. No LLM call; a count that matches nothing is said to match
-nothing.
+those rows, to the size of either part of a train/validation split of a table, to two tables
+together, to a table's column count, and to a little under a table's rows (rows dropped). No
+LLM call; a count that matches nothing is said to match nothing.
 """
 
 from __future__ import annotations
@@ -83,9 +83,9 @@ def what_count(n: int, tables: dict[str, tuple[int, int | None]]) -> str | None:
         for name, (rows, _) in tables.items():
             held, kept = _split_parts(rows, frac)
             if n == held and rows > n:
-                return f"the validation part of a {_percent(frac)} split of `{name}` ({rows} rows)"
+                return f"as many as the validation part of a {_percent(frac)} split of `{name}` ({rows} rows)"
             if n == kept and rows > n:
-                return f"the training part of a {_percent(frac)} split of `{name}` ({rows} rows)"
+                return f"as many as the training part of a {_percent(frac)} split of `{name}` ({rows} rows)"
     names = list(tables)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -95,6 +95,11 @@ def what_count(n: int, tables: dict[str, tuple[int, int | None]]) -> str | None:
     if cols:
         return (f"the number of columns of `{cols[0]}`: a table was used where one column was meant "
                 "(iterating a DataFrame yields its column names)")
+    # a little under a table's rows: rows dropped (dropna, a filter) from one array only
+    under = sorted((rows - n, name) for name, (rows, _) in tables.items() if 0.8 * rows <= n < rows)
+    if under:
+        fewer, name = under[0]
+        return f"{fewer} fewer than the {tables[name][0]} rows of `{name}` (rows dropped or filtered)"
     return None
 
 

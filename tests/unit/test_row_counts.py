@@ -76,9 +76,9 @@ def test_the_data_facts_state_each_tables_rows_and_read_back(toy):
 
 
 @pytest.mark.parametrize(("case", "counts", "named"), [
-    ("val-into-submission", [24, 40], ["24 = the validation part of a 20 % split of `train.csv` (120 rows)",
+    ("val-into-submission", [24, 40], ["24 = as many as the validation part of a 20 % split of `train.csv` (120 rows)",
                                        "40 = the rows of `sample_submission.csv` and of `test.csv`"]),
-    ("split-against-whole", [120, 24], ["24 = the validation part of a 20 % split of `train.csv`",
+    ("split-against-whole", [120, 24], ["24 = as many as the validation part of a 20 % split of `train.csv`",
                                         "120 = the rows of `train.csv`"]),
     ("table-for-column", [2, 120], ["2 = the number of columns of `sample_submission.csv`: a table was used "
                                     "where one column was meant", "120 = the rows of `train.csv`"]),
@@ -109,7 +109,7 @@ def test_a_crash_repair_request_names_the_counts_a_static_one_not(toy, crashes):
                                                        timed_out=False))
     assert need is not None and need.stage != "static"
     prompt = repair_prompt(code, need, facts=facts)
-    assert "24 = the validation part of a 20 % split of `train.csv`" in prompt
+    assert "24 = as many as the validation part of a 20 % split of `train.csv`" in prompt
     assert "Row counts" not in repair_prompt(code, need, facts=facts, known=False)
     undefined = "print(X_val)\n"
     static = repair_need(Candidate(code=undefined), check_script(undefined, None))
@@ -118,11 +118,12 @@ def test_a_crash_repair_request_names_the_counts_a_static_one_not(toy, crashes):
 
 def test_counts_that_match_nothing_are_said_to_and_other_matches():
     tables = {"train.csv": (1000, 5), "test.csv": (300, 4)}
-    assert what_count(999, tables) is None
-    assert what_count(800, tables) == "the training part of a 20 % split of `train.csv` (1000 rows)"
+    assert what_count(999, tables) == "1 fewer than the 1000 rows of `train.csv` (rows dropped or filtered)"
+    assert what_count(520, tables) is None
+    assert what_count(800, tables) == "as many as the training part of a 20 % split of `train.csv` (1000 rows)"
     assert what_count(1300, tables) == "the rows of `train.csv` and `test.csv` together"
-    note = count_note(tables, "ValueError: Found input variables with inconsistent numbers of samples: [999, 300]")
-    assert "999 = no table's rows, nor a split of one; 300 = the rows of `test.csv`" in note
+    note = count_note(tables, "ValueError: Found input variables with inconsistent numbers of samples: [520, 300]")
+    assert "520 = no table's rows, nor a split of one; 300 = the rows of `test.csv`" in note
     assert count_note({}, "inconsistent numbers of samples: [1, 2]") is None
     assert count_note(tables, "KeyError: 'label'") is None
 
