@@ -84,7 +84,7 @@ def node_records(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _node_record(n: dict[str, Any], repairs: list[dict[str, Any]]) -> dict[str, Any]:
-    harness = ("imports", "outline", "parent")  # records of what the harness did, not of a repair call
+    harness = ("imports", "outline", "parent", "shell")  # what the harness did, not a repair call
     calls = [r for r in repairs if r.get("stage") not in harness]
     return {
         "step": n["step"], "stage": n.get("stage"), "buggy": bool(n["is_buggy"]),
@@ -92,6 +92,7 @@ def _node_record(n: dict[str, Any], repairs: list[dict[str, Any]]) -> dict[str, 
         "repairs": sum(1 for c in (n.get("calls") or []) if c.get("role") == "repairer"),
         "imports_added": sum(1 for r in repairs if r.get("stage") == "imports"),
         "outline_added": sum(1 for r in repairs if r.get("stage") == "outline"),
+        "shell_removed": sum(1 for r in repairs if r.get("stage") == "shell"),
         "fragments_spliced": sum(1 for r in calls if r.get("fragment")),
         "parent_splices": sum(1 for r in repairs if r.get("stage") == "parent" and r.get("kept") != "before"),
         "repairs_set_aside": sum(1 for r in calls if r.get("kept") == "before"),

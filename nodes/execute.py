@@ -67,8 +67,10 @@ from __future__ import annotations
 import ast
 import contextlib
 import difflib
+import io
 import re
 import threading
+import tokenize
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,7 +335,10 @@ def excerpt(code: str, line: int | None, radius: int = EXCERPT_RADIUS, also: tup
 IMPORTS_STAGE = "imports"
 OUTLINE_STAGE = "outline"  # the harness added the data facts' outline lines of undefined names
 PARENT_STAGE = "parent"  # the harness put a fragment answer in its parent's script
-HARNESS_STAGES = frozenset({IMPORTS_STAGE, OUTLINE_STAGE, PARENT_STAGE})  # records of no LLM call
+SHELL_STAGE = "shell"  # the harness took out notebook shell and magic lines (`!pip install x`)
+HARNESS_STAGES = frozenset({IMPORTS_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE})  # no LLM call
+SHELL_COMMENT = "# removed by the harness: a notebook shell or magic line does not run in a script, " \
+    "and nothing can be installed here:"
 IMPORTS_COMMENT = "# imports added by the harness: these names were used but never imported"
 
 
@@ -374,6 +379,47 @@ def import_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any
     return cand.model_copy(update={"code": add_imports(cand.code, list(found.values()))}), record
 
 
+def shell_lines(code: str) -> list[int]:
+    """The lines (1-based) whose logical line starts with `!` or `%`: notebook shell commands and
+    magics, never Python (a `%` continuing an expression or a `!` inside a string is not one)."""
+    found: list[int] = []
+    start = True
+    skip = (tokenize.INDENT, tokenize.DEDENT, tokenize.COMMENT, tokenize.ENCODING, tokenize.NL)
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+            if tok.type == tokenize.NEWLINE:
+                start = True
+            elif tok.type not in skip and start:
+                start = False
+                if tok.string in ("!", "%"):
+                    found.append(tok.start[0])
+    except (tokenize.TokenError, SyntaxError):  # an unclosed bracket or string: what was seen stands
+        pass
+    return found
+
+
+def shell_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]] | None:
+    """A script that does not parse because it holds notebook lines (`!pip install imblearn`,
+    `%matplotlib inline`): (the script with each such line replaced by `pass` and a comment
+    quoting it, its record); None when the script parses or has no such line."""
+    if not ex.skipped or cand.llm_error or not any("SyntaxError" in p for p in ex.static_problems):
+        return None
+    lines = cand.code.splitlines()
+    removed: list[str] = []
+    at = shell_lines(cand.code)
+    for n in at:
+        line = lines[n - 1]
+        text = line.strip()
+        removed.append(text)
+        lines[n - 1] = f"{line[:len(line) - len(line.lstrip())]}pass  {SHELL_COMMENT} {text}"
+    first = at[0] if at else None
+    if not removed:
+        return None
+    record: dict[str, Any] = {"stage": SHELL_STAGE, "error": "notebook lines: " + "; ".join(removed)[:300],
+                              "line": first, "fixed": None, "removed": removed, "tokens": 0, "seconds": 0.0}
+    return cand.model_copy(update={"code": "\n".join(lines) + "\n"}), record
+
+
 _UNDEFINED_AT = re.compile(r"^line (\d+): undefined name '(\w+)'")
 
 
@@ -400,10 +446,11 @@ Fix = Callable[[Candidate, "Execution"], "tuple[Candidate, dict[str, Any]] | Non
 
 
 def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()) -> list[Fix]:
-    """What the harness adds, in this order, to a script the static check failed, each once per
-    run of the step's script (no LLM call): the imports of undefined names (`import_fix`), then
-    the outline lines of undefined names (`outline_fix`, with the outline of the prompt)."""
-    fixes: list[Fix] = [import_fix] if imports else []
+    """What the harness does, in this order, to a script the static check failed, each once per
+    run of the step's script (no LLM call): take out notebook shell lines that keep it from
+    parsing (`shell_fix`, always), add the imports of undefined names (`import_fix`), then the
+    outline lines of undefined names (`outline_fix`, with the outline of the prompt)."""
+    fixes: list[Fix] = [shell_fix, *([import_fix] if imports else [])]
     if outline:
         fixes.append(lambda c, ex: outline_fix(c, ex, outline))
     return fixes
