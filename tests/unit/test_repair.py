@@ -378,6 +378,10 @@ ERROR_SCRIPTS = {
         X = pd.DataFrame({"text": ["the tide came in over the rocks", "stars fall into the quiet sea"]})
         LogisticRegression().fit(X, [0, 1])
     """,
+    "unpack-count": """
+        from sklearn.model_selection import train_test_split
+        X_train, X_val, y_val = train_test_split(list(range(10)), list(range(10)), test_size=0.2)
+    """,
     "string-to-numeric": """
         import pandas as pd
         pd.Series(["15", "red"]).astype(int)
