@@ -378,6 +378,14 @@ ERROR_SCRIPTS = {
         X = pd.DataFrame({"text": ["the tide came in over the rocks", "stars fall into the quiet sea"]})
         LogisticRegression().fit(X, [0, 1])
     """,
+    "fitted-column-missing": """
+        import pandas as pd
+        from sklearn.compose import ColumnTransformer
+        from sklearn.preprocessing import OneHotEncoder
+        train = pd.DataFrame({"city": ["a", "b", "a"], "category": ["x", "y", "x"]})
+        ct = ColumnTransformer([("oh", OneHotEncoder(), ["city", "category"])]).fit(train)
+        ct.transform(train[["city"]])
+    """,
     "unpack-count": """
         from sklearn.model_selection import train_test_split
         X_train, X_val, y_val = train_test_split(list(range(10)), list(range(10)), test_size=0.2)
