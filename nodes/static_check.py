@@ -20,6 +20,7 @@ import ast
 import difflib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -256,6 +257,19 @@ def counterpart(tree: ast.AST, code: str, name: str) -> str:
     return f" (like '{twin}', which line {stmt.lineno} makes: `{line}`)"
 
 
+def commented_out(code: str, name: str) -> str:
+    """For an undefined `name` that a comment line assigns (`# model = load_model(...)`, a
+    placeholder small models leave): " (assigned only in a comment, line 14: `# model = ...`: a
+    commented-out line does not run)"; "" otherwise."""
+    pattern = re.compile(rf"^\s*#+\s*(?:[\w\s,]*,\s*)?{re.escape(name)}\s*(?:,[\w\s,]*)?=(?!=)")
+    for i, line in enumerate(code.splitlines(), 1):
+        if pattern.match(line):
+            text = line.strip()
+            text = text if len(text) <= 100 else text[:97] + "..."
+            return f" (assigned only in a comment, line {i}: `{text}`: a commented-out line does not run)"
+    return ""
+
+
 # a static failure's failure line: this, then the problems joined by "; "
 STATIC_PREFIX = "static check: "
 
@@ -283,7 +297,8 @@ def static_report(code: str, imports: ImportChecker | None = None) -> tuple[list
         if isinstance(msg, _FATAL):
             problem = f"line {msg.lineno}: " + (msg.message % msg.message_args)
             if isinstance(msg, messages.UndefinedName):
-                problem += counterpart(tree, code, msg.message_args[0])
+                problem += (counterpart(tree, code, msg.message_args[0])
+                            or commented_out(code, msg.message_args[0]))
             if problem not in problems:  # a name used twice on one line is one problem
                 problems.append(problem)
     note = None

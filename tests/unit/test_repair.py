@@ -229,6 +229,23 @@ def test_an_undefined_split_name_is_reported_with_the_line_that_makes_its_counte
     assert known_remedy(problems[0]).startswith("`X_test_tfidf` is used but never assigned")
 
 
+def test_an_undefined_name_assigned_only_in_a_comment_is_reported_with_that_line():
+    code = ("from sklearn.metrics import accuracy_score\n"
+            "# Train a model (assuming a pre-trained model named 'model')\n"
+            "# model = load_model('path_to_model.h5')  # Load the model\n"
+            "#X_val, y_val = None, None\n"
+            "# clf == 3\n"
+            "print(accuracy_score([1], model.predict([[1]])), X_val, clf)\n")
+    problems, _ = static_report(code, None)
+    assert problems == [
+        "line 6: undefined name 'model' (assigned only in a comment, line 3: "
+        "`# model = load_model('path_to_model.h5')  # Load the model`: a commented-out line does not run)",
+        "line 6: undefined name 'X_val' (assigned only in a comment, line 4: `#X_val, y_val = None, None`: "
+        "a commented-out line does not run)",
+        "line 6: undefined name 'clf'"]  # a comparison in a comment is not an assignment
+    assert known_remedy(problems[0]).startswith("`model` is used but never assigned")
+
+
 def test_a_name_the_module_lacks_is_reported_with_its_close_names():
     from nodes.static_check import close_names
 
