@@ -257,6 +257,34 @@ def counterpart(tree: ast.AST, code: str, name: str) -> str:
     return f" (like '{twin}', which line {stmt.lineno} makes: `{line}`)"
 
 
+def assigned_later(tree: ast.AST, code: str, name: str, lineno: int) -> str:
+    """For a `name` used on `lineno` before the statement that first assigns it: " (assigned
+    only later, line 16: `X_train, X_val, ... = train_test_split(X, y)`: use it after that
+    line)"; "" when nothing assigns it below."""
+    later = [stmt for stmt in ast.walk(tree)
+             if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.With,
+                                  ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom))
+             and stmt.lineno > lineno and name in _bound_by(stmt)]
+    if not later:
+        return ""
+    stmt = min(later, key=lambda st: st.lineno)
+    source = (ast.get_source_segment(code, stmt) or "").splitlines()
+    line = source[0].strip() if source else ""
+    line = line if len(line) <= 100 else line[:97] + "..."
+    return f" (assigned only later, line {stmt.lineno}: `{line}`: use it after that line)"
+
+
+def _bound_by(stmt: ast.stmt) -> set[str]:
+    if isinstance(stmt, (ast.FunctionDef, ast.ClassDef)):
+        return {stmt.name}
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return {(a.asname or a.name).split(".")[0] for a in stmt.names}
+    targets = stmt.targets if isinstance(stmt, ast.Assign) else (
+        [stmt.target] if isinstance(stmt, (ast.AnnAssign, ast.AugAssign, ast.For)) else
+        [i.optional_vars for i in stmt.items if i.optional_vars is not None])
+    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
 def commented_out(code: str, name: str) -> str:
     """For an undefined `name` that a comment line assigns (`# model = load_model(...)`, a
     placeholder small models leave): " (assigned only in a comment, line 14: `# model = ...`: a
@@ -297,8 +325,9 @@ def static_report(code: str, imports: ImportChecker | None = None) -> tuple[list
         if isinstance(msg, _FATAL):
             problem = f"line {msg.lineno}: " + (msg.message % msg.message_args)
             if isinstance(msg, messages.UndefinedName):
-                problem += (counterpart(tree, code, msg.message_args[0])
-                            or commented_out(code, msg.message_args[0]))
+                name = msg.message_args[0]
+                problem += (assigned_later(tree, code, name, msg.lineno) or counterpart(tree, code, name)
+                            or commented_out(code, name))
             if problem not in problems:  # a name used twice on one line is one problem
                 problems.append(problem)
     note = None

@@ -246,6 +246,22 @@ def test_an_undefined_name_assigned_only_in_a_comment_is_reported_with_that_line
     assert known_remedy(problems[0]).startswith("`model` is used but never assigned")
 
 
+def test_a_name_used_before_the_line_that_assigns_it_is_reported_with_that_line():
+    code = ("import pandas as pd\nfrom sklearn.model_selection import train_test_split\n"
+            "train = pd.read_csv('./input/train.csv')\ntest = pd.read_csv('./input/test.csv')\n"
+            "X, y, X_test = train[['w']], train['p'], test[['w']]\n"
+            "X_train = X_train[X_train['w'] != 'shut']\n"
+            "X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2)\n"
+            "print(helper(X_val))\n"
+            "def helper(x):\n    return x\n")
+    problems, _ = static_report(code, None)
+    # not the counterpart hint (X_test): the split assigns it, two lines below the use
+    assert problems == [
+        "line 6: undefined name 'X_train' (assigned only later, line 7: "
+        "`X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2)`: use it after that line)",
+        "line 8: undefined name 'helper' (assigned only later, line 9: `def helper(x):`: use it after that line)"]
+
+
 def test_a_name_the_module_lacks_is_reported_with_its_close_names():
     from nodes.static_check import close_names
 
@@ -402,6 +418,15 @@ ERROR_SCRIPTS = {
         train = pd.DataFrame({"city": ["a", "b", "a"], "category": ["x", "y", "x"]})
         ct = ColumnTransformer([("oh", OneHotEncoder(), ["city", "category"])]).fit(train)
         ct.transform(train[["city"]])
+    """,
+    "needs-2d": """
+        import pandas as pd
+        from sklearn.preprocessing import OneHotEncoder
+        OneHotEncoder(handle_unknown="ignore").fit_transform(pd.Series(["shut", "open", "shut"], name="word"))
+    """,
+    "needs-2d/array": """
+        from sklearn.linear_model import LinearRegression
+        LinearRegression().fit([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
     """,
     "unpack-count": """
         from sklearn.model_selection import train_test_split
