@@ -267,8 +267,13 @@ def _feature_lines(
             return f"`{c}` ({n} distinct{hint})"
         shown = ", ".join(distinct(c) for c in strings[:_MAX_NAMES])
         more = f" ... and {len(strings) - _MAX_NAMES} more" if len(strings) > _MAX_NAMES else ""
-        lines.append(f"- String/categorical feature columns: {shown}{more}. Encode them (for example "
-                     "one-hot or ordinal, with unknown categories allowed) before a numeric model.")
+        if all(near_unique(c) for c in strings):  # one-hot of near-unique values learns nothing
+            how = ("Turn each into character n-gram features (TfidfVectorizer(analyzer='char_wb', "
+                   "ngram_range=(1, 3)) on the column as a Series) before a numeric model.")
+        else:
+            how = ("Encode them (for example one-hot or ordinal, with unknown categories allowed) before "
+                   "a numeric model.")
+        lines.append(f"- String/categorical feature columns: {shown}{more}. {how}")
     if texts:
         lines.append(f"- Free-text columns: {_names(texts)} (need a text vectorizer).")
     if numbers:

@@ -337,6 +337,7 @@ def test_unique_plain_words_are_a_feature_not_an_id(tmp_path):
     facts = data_facts(root, root / "sample_submission.csv")
     assert "- Id-like columns (unique per row, not a feature): `id`." in facts.splitlines()
     assert "`word` (80 distinct: nearly one per row, so use features of its characters" in facts
+    assert "Turn each into character n-gram features" in facts and "one-hot or ordinal" not in facts
     # the one feature is a Series in the outline, with character n-grams named
     skeleton = _skeleton_code(facts)
     assert "X, y = train['word'], train['syllables']  # the one feature: a Series of strings" in skeleton
