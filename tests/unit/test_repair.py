@@ -428,6 +428,10 @@ ERROR_SCRIPTS = {
         from sklearn.linear_model import LinearRegression
         LinearRegression().fit([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
     """,
+    "string-metric-module": """
+        import Levenshtein
+        print(Levenshtein.distance("kitten", "sitting"))
+    """,
     "unpack-count": """
         from sklearn.model_selection import train_test_split
         X_train, X_val, y_val = train_test_split(list(range(10)), list(range(10)), test_size=0.2)
