@@ -371,8 +371,9 @@ def _start(train_t: _Table, test_t: _Table, targets: list[str], kinds: dict[str,
                   f"X_test = test[{col!r}]  # the same column"]
         how = ("TfidfVectorizer(analyzer='char_wb', ngram_range=(1, 3))"
                if col in kinds.get("near_unique", []) else "TfidfVectorizer()")
-        todo = ["hold out validation data", f"vectorize with {how} (fit_transform on the training part, "
-                "transform the validation part and X_test)", "train", "validate", "predict X_test"]
+        todo = ["hold out validation data", f"train a pipeline that vectorizes the strings first "
+                f"(model = make_pipeline({how}, <a classifier or regressor>), whose fit and predict take "
+                "the Series as it is)", "validate", "predict X_test"]
     else:
         if ids:
             lines.append(f"features = [c for c in test.columns if c not in {ids!r}]  "

@@ -620,7 +620,7 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
         assert remedy.startswith("the text 'red' reached a numeric estimator. If 'red' is a class of the target")
     if case == "text-value-to-numeric":  # free text, not a category to one-hot encode
         assert remedy.startswith("a text of several words ('the tide came in over the rocks') reached")
-        assert "vectorize that column as a Series" in remedy
+        assert "make the model a pipeline that vectorizes it first" in remedy
         assert match_known_error("could not convert string to float: 'P EH T'").name == "string-value-to-numeric"
     if case == "missing-named-column":
         assert remedy.startswith("there is no column 'label' in that table. If 'label' is the target")

@@ -371,15 +371,15 @@ def test_one_free_text_column_is_a_series_and_the_outline_runs_with_a_vectorizer
     skeleton = _skeleton_code(facts)
     assert "X, y = train['text'], train['topic']" in skeleton and "X_test = test['text']" in skeleton
     middle = next(line for line in skeleton.splitlines() if line.startswith("# ... hold out"))
-    assert "vectorize with TfidfVectorizer() (fit_transform on the training part" in middle
+    assert "model = make_pipeline(TfidfVectorizer(), <a classifier or regressor>)" in middle
     code = skeleton.replace(middle, """from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
 X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2, random_state=0)
-vec = TfidfVectorizer()
-model = LogisticRegression().fit(vec.fit_transform(X_train), y_train)
-validation_score = (model.predict(vec.transform(X_val)) == y_val).mean()
-test_predictions = model.predict(vec.transform(X_test))
+model = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(X_train, y_train)
+validation_score = (model.predict(X_val) == y_val).mean()
+test_predictions = model.predict(X_test)
 """)
     work = tmp_path / "work"
     (work / "input").mkdir(parents=True)
