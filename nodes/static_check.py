@@ -264,10 +264,13 @@ def assigned_later(tree: ast.AST, code: str, name: str, lineno: int) -> str:
     later = [stmt for stmt in ast.walk(tree)
              if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.With,
                                   ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom))
-             and stmt.lineno > lineno and name in _bound_by(stmt)]
+             and stmt.lineno >= lineno and name in _bound_by(stmt)]
     if not later:
         return ""
-    stmt = min(later, key=lambda st: st.lineno)
+    below = [st for st in later if st.lineno > lineno]
+    if not below:  # `a, y_tr = split(X, y_tr)`: only the line that uses it assigns it
+        return " (the line that uses it is the one that assigns it: it must exist before that line)"
+    stmt = min(below, key=lambda st: st.lineno)
     source = (ast.get_source_segment(code, stmt) or "").splitlines()
     line = source[0].strip() if source else ""
     line = line if len(line) <= 100 else line[:97] + "..."

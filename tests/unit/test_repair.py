@@ -253,13 +253,17 @@ def test_a_name_used_before_the_line_that_assigns_it_is_reported_with_that_line(
             "X_train = X_train[X_train['w'] != 'shut']\n"
             "X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2)\n"
             "print(helper(X_val))\n"
-            "def helper(x):\n    return x\n")
+            "def helper(x):\n    return x\n"
+            "a, b, y_tr, y_va = train_test_split(X, y_tr)\n")
     problems, _ = static_report(code, None)
     # not the counterpart hint (X_test): the split assigns it, two lines below the use
     assert problems == [
         "line 6: undefined name 'X_train' (assigned only later, line 7: "
         "`X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2)`: use it after that line)",
-        "line 8: undefined name 'helper' (assigned only later, line 9: `def helper(x):`: use it after that line)"]
+        "line 8: undefined name 'helper' (assigned only later, line 9: `def helper(x):`: use it after that line)",
+        # used on the right of the split that assigns it: not "like 'y_va'"
+        "line 11: undefined name 'y_tr' (the line that uses it is the one that assigns it: it must exist "
+        "before that line)"]
 
 
 def test_a_name_the_module_lacks_is_reported_with_its_close_names():
