@@ -85,7 +85,7 @@ from nodes.operators import Candidate, ask_for_script
 from nodes.outline import OutlineLine, add_outline_lines, outline_from_prompt
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
 from nodes.row_counts import count_note, table_rows
-from nodes.static_check import STATIC_PREFIX, import_checker_for, static_report
+from nodes.static_check import STATIC_PREFIX, bound_by, import_checker_for, static_report
 from prompts import fenced
 from sandbox import Limits, create_workspace, run_script
 from tasks.holdout import KEPT_SUBMISSION, HeldSplit
@@ -499,12 +499,15 @@ def splice_fragment(script: str, answer: str) -> tuple[str, tuple[int, int]] | N
     """`script` with a repair `answer` that is only a fragment of it put in the place it covers:
     (the spliced script, (first, last) line of `script` replaced, 1-based), or None when the
     answer does not look like a fragment (it has at least `FRAGMENT_SHARE` of the script's lines,
-    or fewer than two of its lines are lines of the script).
+    or fewer than two of its lines are lines of the script and it is not made of assignments
+    of names the script assigns).
 
     The place: from the first to the last line of the script that the fragment repeats (difflib's
     matching blocks on whitespace-normalised lines), widened over the script's lines next to it
     while the fragment's unmatched edge lines resemble them (a changed line replaces its
-    original; the edge lines past that are inserted)."""
+    original; the edge lines past that are inserted). A fragment with too few such lines that
+    is made of top-level assignments goes where the script assigns the same names
+    (`_assignments_splice`)."""
     old, new = script.splitlines(), answer.splitlines()
     if not new or len(new) >= FRAGMENT_SHARE * len(old):
         return None
@@ -513,12 +516,41 @@ def splice_fragment(script: str, answer: str) -> tuple[str, tuple[int, int]] | N
     anchors = [(b.a + k, b.b + k) for b in matcher.get_matching_blocks() for k in range(b.size)
                if len(new_keys[b.b + k]) >= ANCHOR_CHARS]
     if len(anchors) < 2:
-        return None
+        return _assignments_splice(script, answer)
     (lo, first), (hi, last) = anchors[0], anchors[-1]
     lo = _widen(old_keys, [new_keys[j] for j in range(first - 1, -1, -1)], lo, -1)
     hi = _widen(old_keys, [new_keys[j] for j in range(last + 1, len(new))], hi, +1) + 1
     body = [*old[:lo], *new, *old[hi:]]
     return "\n".join(body) + "\n", (lo + 1, hi)
+
+
+def _assignments_splice(script: str, answer: str) -> tuple[str, tuple[int, int]] | None:
+    """A fragment of top-level assignments that repeats too few of the script's lines to anchor
+    it (one changed line: the split with `stratify=` added): each assignment replaces the one
+    top-level assignment of the script that binds the same names; None unless every one of them
+    has exactly one such place (and no two the same)."""
+    try:
+        old_body, new_body = ast.parse(script).body, ast.parse(answer).body
+    except (SyntaxError, ValueError):
+        return None
+    kinds = (ast.Assign, ast.AnnAssign)
+    if not new_body or not all(isinstance(st, kinds) for st in new_body):
+        return None
+    olds = [st for st in old_body if isinstance(st, kinds)]
+    places: dict[int, ast.stmt] = {}
+    for st in new_body:
+        names = bound_by(st)
+        same = [o for o in olds if bound_by(o) == names]
+        if len(same) != 1 or same[0].lineno in places:
+            return None
+        places[same[0].lineno] = st
+    lines, new = script.splitlines(), answer.splitlines()
+    spans = {o.lineno: o.end_lineno or o.lineno for o in olds}
+    for at in sorted(places, reverse=True):
+        st = places[at]
+        lines[at - 1:spans[at]] = new[st.lineno - 1:st.end_lineno or st.lineno]
+    first = min(places)
+    return "\n".join(lines) + "\n", (first, max(spans[a] for a in places))
 
 
 def _widen(old_keys: list[str], edge: list[str], at: int, step: int) -> int:

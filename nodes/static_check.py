@@ -264,7 +264,7 @@ def assigned_later(tree: ast.AST, code: str, name: str, lineno: int) -> str:
     later = [stmt for stmt in ast.walk(tree)
              if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.With,
                                   ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom))
-             and stmt.lineno >= lineno and name in _bound_by(stmt)]
+             and stmt.lineno >= lineno and name in bound_by(stmt)]
     if not later:
         return ""
     below = [st for st in later if st.lineno > lineno]
@@ -277,14 +277,17 @@ def assigned_later(tree: ast.AST, code: str, name: str, lineno: int) -> str:
     return f" (assigned only later, line {stmt.lineno}: `{line}`: use it after that line)"
 
 
-def _bound_by(stmt: ast.stmt) -> set[str]:
+def bound_by(stmt: ast.stmt) -> set[str]:
+    """The names a statement binds at its own level (assignment targets, a def's or class's
+    name, imports); statements of other kinds bind none here."""
     if isinstance(stmt, (ast.FunctionDef, ast.ClassDef)):
         return {stmt.name}
     if isinstance(stmt, (ast.Import, ast.ImportFrom)):
         return {(a.asname or a.name).split(".")[0] for a in stmt.names}
     targets = stmt.targets if isinstance(stmt, ast.Assign) else (
         [stmt.target] if isinstance(stmt, (ast.AnnAssign, ast.AugAssign, ast.For)) else
-        [i.optional_vars for i in stmt.items if i.optional_vars is not None])
+        [i.optional_vars for i in stmt.items if i.optional_vars is not None]
+        if isinstance(stmt, ast.With) else [])
     return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
 
 

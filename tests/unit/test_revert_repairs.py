@@ -176,8 +176,18 @@ def test_a_fragment_goes_in_the_place_it_covers():
                                      "d = score(c)", "print(d, os.sep)", "e = 1"]
     # not a fragment: as long as the script, or fewer than two of its lines
     assert splice_fragment(LINES, LINES.replace("k=5", "k=1")) is None
-    assert splice_fragment(LINES, "c = fit(b)\nz = 0\n") is None
+    assert splice_fragment(LINES, "c = fit(b)\nz = 0\n") is None  # nothing assigns z
     assert splice_fragment(LINES, "") is None
+    # one changed assignment (no line repeated to anchor it): it replaces the one binding its names
+    code, replaced = splice_fragment(LINES, "# stratify the split\nb = transform(a,\n              k=1)\n")
+    assert replaced == (2, 2) and code == LINES.replace("b = transform(a, k=5)", "b = transform(a,\n              k=1)")
+    split = ("import pandas as pd\ntrain = pd.read_csv('t.csv')\nX, y = train[['w']], train['p']\n"
+             "X_tr, X_va, y_tr, y_va = split(X, y)\nm = fit(X_tr, y_tr)\nprint(score(m, X_va, y_va))\n"
+             "a = 1\nb = 2\n")
+    code, replaced = splice_fragment(split, "X_tr, X_va, y_tr, y_va = split(X, y, stratify=y)\n")
+    assert replaced == (4, 4) and code == split.replace("split(X, y)", "split(X, y, stratify=y)")
+    assert splice_fragment(split, "print(m)\n") is None  # not an assignment
+    assert splice_fragment(split, "X_tr, X_va = split(X)\n") is None  # names no line binds together
 
 
 # crashes early (np.float is gone from numpy), 11 lines; the fragment fixes the crash in 3
