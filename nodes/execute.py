@@ -404,19 +404,16 @@ def shell_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]
     quoting it, its record); None when the script parses or has no such line."""
     if not ex.skipped or cand.llm_error or not any("SyntaxError" in p for p in ex.static_problems):
         return None
-    lines = cand.code.splitlines()
-    removed: list[str] = []
     at = shell_lines(cand.code)
-    for n in at:
-        line = lines[n - 1]
-        text = line.strip()
-        removed.append(text)
-        lines[n - 1] = f"{line[:len(line) - len(line.lstrip())]}pass  {SHELL_COMMENT} {text}"
-    first = at[0] if at else None
-    if not removed:
+    if not at:
         return None
+    lines = cand.code.splitlines()
+    removed = [lines[n - 1].strip() for n in at]
+    for n, text in zip(at, removed):
+        line = lines[n - 1]
+        lines[n - 1] = f"{line[:len(line) - len(line.lstrip())]}pass  {SHELL_COMMENT} {text}"
     record: dict[str, Any] = {"stage": SHELL_STAGE, "error": "notebook lines: " + "; ".join(removed)[:300],
-                              "line": first, "fixed": None, "removed": removed, "tokens": 0, "seconds": 0.0}
+                              "line": at[0], "fixed": None, "removed": removed, "tokens": 0, "seconds": 0.0}
     return cand.model_copy(update={"code": "\n".join(lines) + "\n"}), record
 
 

@@ -251,10 +251,18 @@ def counterpart(tree: ast.AST, code: str, name: str) -> str:
 
     twin = next((t for t in twins if not split_of_another(t)), twins[0])
     stmt = made[twin]
+    return f" (like '{twin}', which line {stmt.lineno} makes: `{_first_line(code, stmt)}`)"
+
+
+def _shown(text: str, limit: int = 100) -> str:
+    """One line of the script as a hint quotes it: stripped, cut at `limit` characters."""
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _first_line(code: str, stmt: ast.stmt) -> str:
     source = (ast.get_source_segment(code, stmt) or "").splitlines()
-    line = source[0].strip() if source else ""
-    line = line if len(line) <= 100 else line[:97] + "..."
-    return f" (like '{twin}', which line {stmt.lineno} makes: `{line}`)"
+    return _shown(source[0]) if source else ""
 
 
 def assigned_later(tree: ast.AST, code: str, name: str, lineno: int) -> str:
@@ -262,19 +270,14 @@ def assigned_later(tree: ast.AST, code: str, name: str, lineno: int) -> str:
     only later, line 16: `X_train, X_val, ... = train_test_split(X, y)`: use it after that
     line)"; "" when nothing assigns it below."""
     later = [stmt for stmt in ast.walk(tree)
-             if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.With,
-                                  ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom))
-             and stmt.lineno >= lineno and name in bound_by(stmt)]
+             if isinstance(stmt, ast.stmt) and stmt.lineno >= lineno and name in bound_by(stmt)]
     if not later:
         return ""
     below = [st for st in later if st.lineno > lineno]
     if not below:  # `a, y_tr = split(X, y_tr)`: only the line that uses it assigns it
         return " (the line that uses it is the one that assigns it: it must exist before that line)"
     stmt = min(below, key=lambda st: st.lineno)
-    source = (ast.get_source_segment(code, stmt) or "").splitlines()
-    line = source[0].strip() if source else ""
-    line = line if len(line) <= 100 else line[:97] + "..."
-    return f" (assigned only later, line {stmt.lineno}: `{line}`: use it after that line)"
+    return f" (assigned only later, line {stmt.lineno}: `{_first_line(code, stmt)}`: use it after that line)"
 
 
 def bound_by(stmt: ast.stmt) -> set[str]:
@@ -298,9 +301,8 @@ def commented_out(code: str, name: str) -> str:
     pattern = re.compile(rf"^\s*#+\s*(?:[\w\s,]*,\s*)?{re.escape(name)}\s*(?:,[\w\s,]*)?=(?!=)")
     for i, line in enumerate(code.splitlines(), 1):
         if pattern.match(line):
-            text = line.strip()
-            text = text if len(text) <= 100 else text[:97] + "..."
-            return f" (assigned only in a comment, line {i}: `{text}`: a commented-out line does not run)"
+            return (f" (assigned only in a comment, line {i}: `{_shown(line)}`: "
+                    "a commented-out line does not run)")
     return ""
 
 
