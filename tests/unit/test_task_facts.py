@@ -269,6 +269,17 @@ def _skeleton_code(facts: str) -> str:
     return block.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+def _run_with_input(code: str, data: Path, work: Path):
+    """Run `code` in `work` with the files of `data` under ./input/, as a script sees them."""
+    import subprocess
+    import sys
+
+    (work / "input").mkdir(parents=True)
+    for f in data.iterdir():
+        (work / "input" / f.name).write_bytes(f.read_bytes())
+    return subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=120)
+
+
 # what a model writes in the skeleton's middle: a model on one numeric column
 _MIDDLE = """from sklearn.linear_model import LogisticRegression
 model = LogisticRegression().fit(X[["fare"]], y)
@@ -282,8 +293,6 @@ test_predictions = model.predict(X_test)
 def test_the_stated_skeleton_writes_a_submission_the_checker_accepts(tmp_path, layout):
     """The first and last lines the facts give, with a real model in the middle, run and write
     a submission in the sample's format, each row the prediction for that row's id."""
-    import subprocess
-    import sys
 
     from sklearn.linear_model import LogisticRegression
 
@@ -303,10 +312,7 @@ def test_the_stated_skeleton_writes_a_submission_the_checker_accepts(tmp_path, l
     middle = next(line for line in skeleton.splitlines() if line.startswith("# ... encode"))
     code = skeleton.replace(middle, _MIDDLE)
     work = tmp_path / "work"
-    (work / "input").mkdir(parents=True)
-    for f in task.iterdir():
-        (work / "input" / f.name).write_bytes(f.read_bytes())
-    done = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=120)
+    done = _run_with_input(code, task, work)
     assert done.returncode == 0, done.stderr + "\n" + code
     assert parse_metric(done.stdout) == 0.5
     sub_path = work / "submission" / "submission.csv"
@@ -349,8 +355,6 @@ def test_one_free_text_column_is_a_series_and_the_outline_runs_with_a_vectorizer
     """A task whose one feature is free text: the outline's X is that column as a Series, and the
     outline with the middle its comment asks for (a vectorizer fitted on the training part) runs
     and writes a submission the checker accepts."""
-    import subprocess
-    import sys
 
     from nodes.review import check_submission, parse_metric
 
@@ -382,10 +386,7 @@ validation_score = (model.predict(X_val) == y_val).mean()
 test_predictions = model.predict(X_test)
 """)
     work = tmp_path / "work"
-    (work / "input").mkdir(parents=True)
-    for f in root.iterdir():
-        (work / "input" / f.name).write_bytes(f.read_bytes())
-    done = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=120)
+    done = _run_with_input(code, root, work)
     assert done.returncode == 0, done.stderr + "\n" + code
     assert parse_metric(done.stdout) == 1.0  # the topics' words do not overlap
     assert check_submission(work / "submission" / "submission.csv", root / "sample_submission.csv") is None
