@@ -11,7 +11,7 @@ from nodes.static_check import static_problems
 from nodes.task_facts import data_facts
 from tasks.competition import load_competition
 from tests.conftest import ai, fenced, scripted_model
-from tests.unit.test_repair import VERDICT_OK, run_steps, services
+from tests.unit.test_repair import VERDICT_OK, run_steps, services, written_report
 
 
 def outline_of(task):
@@ -131,12 +131,7 @@ def test_the_search_step_adds_the_outline_lines_and_says_so(tmp_path, toy_task):
     assert rec["stage"] == "outline" and rec["fixed"] is True and rec["then"] == "valid, metric 0.9"
     assert [c.role for c in node.calls] == ["coder", "reviewer"]
     assert node_records([node.model_dump()])[0]["outline_added"] == 1
-    from views.export import export_run
-    from views.report import write_report
-
-    export_run(svc.run_dir, svc.store.all(), svc.tree, run_id="t", wall_seconds=1.0,
-               settings=svc.settings.model_dump())
-    written = write_report(svc.run_dir)
+    written = written_report(svc)
     assert "lines of the data facts&#39; outline added by the harness" in written["tree_html"].read_text()
     assert ("outline lines added by the harness 1 times (1 then passed the static check)"
             in written["report_md"].read_text())

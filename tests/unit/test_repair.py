@@ -45,6 +45,16 @@ def services(tmp_path, task, llm, **overrides) -> RunServices:
                        tree=store.load_tree(False), lower_is_better=False)
 
 
+def written_report(svc: RunServices) -> dict:
+    """The run's tree.json/summary and then its report (tree.html, report.md), as the CLI writes them."""
+    from views.export import export_run
+    from views.report import write_report
+
+    export_run(svc.run_dir, svc.store.all(), svc.tree, run_id="t", wall_seconds=1.0,
+               settings=svc.settings.model_dump())
+    return write_report(svc.run_dir)
+
+
 def run_steps(svc: RunServices) -> list[dict]:
     graph = build_search_graph().compile(checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "t"}, "recursion_limit": 100}
@@ -149,12 +159,7 @@ def test_repairs_exhausted_node_is_buggy_with_every_attempt(tmp_path, toy_task, 
         assert node.bug_reason == "static check: line 1: undefined name 'model'"
     assert [c.role for c in node.calls] == ["coder", "repairer", "repairer"] and len(llm.seen) == 3
     # tree.html lists the attempts in the node's details
-    from views.export import export_run
-    from views.report import write_report
-
-    export_run(svc.run_dir, svc.store.all(), svc.tree, run_id="t", wall_seconds=1.0,
-               settings=svc.settings.model_dump())
-    html = write_report(svc.run_dir)["tree_html"].read_text()
+    html = written_report(svc)["tree_html"].read_text()
     assert "Repairs inside the step" in html and html.count("<td>early_crash</td>") == 1
     assert "<td>static</td>" in html and "FileNotFoundError" in html
 

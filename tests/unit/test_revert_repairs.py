@@ -12,7 +12,15 @@ from nodes.execute import Execution, execute_script, kept_before, progress, run_
 from nodes.operators import Candidate
 from tasks.competition import load_competition
 from tests.conftest import GOOD_SCRIPT, ai, fenced, scripted_model
-from tests.unit.test_repair import MISSING_FILE, NO_OUTPUTS, UNDEFINED, VERDICT_OK, run_steps, services
+from tests.unit.test_repair import (
+    MISSING_FILE,
+    NO_OUTPUTS,
+    UNDEFINED,
+    VERDICT_OK,
+    run_steps,
+    services,
+    written_report,
+)
 
 # what a small model often answers a repair with: the lines around the error, the rest left out
 FRAGMENT = 'valid = pd.read_csv("./input/train.csv")\nprint(valid.shape)\n'
@@ -118,12 +126,7 @@ def test_the_search_step_goes_on_from_the_script_before_a_set_aside_repair(tmp_p
     assert MISSING_FILE.rstrip() in llm.seen[2][-1].content  # the second repair saw the crash again
     assert [c.role for c in node.calls] == ["coder", "repairer", "repairer", "reviewer"]
     # tree.html and the report say so
-    from views.export import export_run
-    from views.report import write_report
-
-    export_run(svc.run_dir, svc.store.all(), svc.tree, run_id="t", wall_seconds=1.0,
-               settings=svc.settings.model_dump())
-    written = write_report(svc.run_dir)
+    written = written_report(svc)
     html = written["tree_html"].read_text()
     assert "(set aside: the step went on with the script before it)" in html
     assert first["script"] == "print(model)\n" and "<summary>the script set aside</summary>" in html
@@ -244,12 +247,7 @@ def test_the_search_step_splices_a_fragment(tmp_path, toy_task):
     assert not node.is_buggy and node.has_submission and node.code == LONG.replace("np.float(1.0)", "float(1.0)")
     (rep,) = node.extra["repairs"]
     assert rep["fixed"] is True and rep["fragment"]["replaced"] == [7, 9] and "kept" not in rep
-    from views.export import export_run
-    from views.report import write_report
-
-    export_run(svc.run_dir, svc.store.all(), svc.tree, run_id="t", wall_seconds=1.0,
-               settings=svc.settings.model_dump())
-    written = write_report(svc.run_dir)
+    written = written_report(svc)
     assert "the answer was a fragment of 3 lines, put in place of lines 7-9" in written["tree_html"].read_text()
     assert "1 answers were fragments of the script, put in their place" in written["report_md"].read_text()
     # off: set aside
@@ -277,13 +275,9 @@ def test_a_debug_answer_that_is_a_fragment_of_its_parent_is_put_in_its_place(tmp
     assert "undefined name 'test'" in rec["fragment"]["then"] and "kept" not in rec
     assert [c.role for c in fixed.calls] == ["coder"]  # no repair call
     from benchmark.yield_ablation import node_records
-    from views.export import export_run
-    from views.report import write_report
 
     assert node_records([fixed.model_dump()])[0]["parent_splices"] == 1
-    export_run(svc.run_dir, svc.store.all(), svc.tree, run_id="t", wall_seconds=1.0,
-               settings=svc.settings.model_dump())
-    written = write_report(svc.run_dir)
+    written = written_report(svc)
     assert "fragment put in the parent&#39;s script by the harness" in written["tree_html"].read_text()
     assert ("1 debug or improve answers were fragments of the parent's script, put in their place by the "
             "harness (1 kept)") in written["report_md"].read_text()

@@ -7,7 +7,7 @@ from benchmark.yield_ablation import node_records
 from nodes.execute import SHELL_COMMENT, check_script, shell_fix, shell_lines
 from nodes.operators import Candidate
 from tests.conftest import GOOD_SCRIPT, ai, fenced, scripted_model
-from tests.unit.test_repair import VERDICT_OK, run_steps, services
+from tests.unit.test_repair import VERDICT_OK, run_steps, services, written_report
 
 MIXED = '''import os
 x = (1
@@ -62,12 +62,7 @@ def test_the_search_step_takes_the_lines_out_and_says_so(tmp_path, toy_task):
     assert rec["removed"] == ["!pip install lightgbm", "%matplotlib inline"]
     assert [c.role for c in node.calls] == ["coder", "reviewer"]  # no repair call
     assert node_records([node.model_dump()])[0]["shell_removed"] == 1
-    from views.export import export_run
-    from views.report import write_report
-
-    export_run(svc.run_dir, svc.store.all(), svc.tree, run_id="t", wall_seconds=1.0,
-               settings=svc.settings.model_dump())
-    written = write_report(svc.run_dir)
+    written = written_report(svc)
     assert "notebook shell lines taken out by the harness" in written["tree_html"].read_text()
     assert ("notebook shell lines taken out by the harness 1 times (1 then passed the static check)"
             in written["report_md"].read_text())
