@@ -28,7 +28,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -219,6 +219,13 @@ class PostgresNodeStore(BaseNodeStore):
                 "INSERT INTO its_mle_claims (run_id, kind, name, owner) VALUES (%s, %s, %s, %s)",
                 (self.run_id, kind, f"{base}-{k}", owner))
         return f"{base}-{k}"
+
+    def release(self, kind: str, owners: Iterable[str]) -> None:
+        with self._lock, self._conn.transaction():
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key("claims", self.run_id),))
+            self._conn.execute(
+                "DELETE FROM its_mle_claims WHERE run_id = %s AND kind = %s AND owner = ANY(%s)",
+                (self.run_id, kind, list(owners)))
 
     def put(self, node: Node) -> None:
         """Write (or overwrite) one node with its submission file's bytes."""

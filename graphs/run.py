@@ -469,7 +469,11 @@ def _search(services: RunServices, resumed: bool, url: str = "") -> dict[str, An
         pending = bool(snapshot.next or snapshot.tasks)
         if pending and _ran_elsewhere(snapshot.values):
             # execute the step's script again here, as if its candidate had just been generated;
-            # the seconds of the lost execution stay in `script_seconds` (spent, so budgeted)
+            # the seconds of the lost execution stay in `script_seconds` (spent, so budgeted).
+            # The re-run's tasks have new ids: the interrupted ones hand over the node id they
+            # claimed (a record killed before its checkpoint wrote a node on no branch, which the
+            # re-run overwrites), while their workspaces keep their names (new ones are made here)
+            services.store.release("node", [task.id for task in snapshot.tasks])
             graph.update_state(config, {"execution": None, "verdict": None}, as_node="generate")
         # The checkpoint is the source of truth: its `head` names the branch. A node stored by a
         # step whose checkpoint was never written is on no branch; the replayed step's task

@@ -22,7 +22,7 @@ import json
 import math
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -301,6 +301,11 @@ class BaseNodeStore(abc.ABC):
         """The name `base-k` of `kind` that `owner` claimed before, else the first free one."""
 
     @abc.abstractmethod
+    def release(self, kind: str, owners: Iterable[str]) -> None:
+        """Forget the names of `kind` that `owners` claimed: a step run again under new task ids
+        (a resume on another machine) then claims the same names, not the next free ones."""
+
+    @abc.abstractmethod
     def put(self, node: Node) -> None:
         """Write (or overwrite) one node atomically."""
 
@@ -400,6 +405,11 @@ class NodeStore(BaseNodeStore):
                 self._conn.execute("ROLLBACK")
                 raise
         return str(row[0])
+
+    def release(self, kind: str, owners: Iterable[str]) -> None:
+        with self._lock:
+            self._conn.executemany("DELETE FROM claims WHERE kind = ? AND owner = ?",
+                                   [(kind, owner) for owner in owners])
 
     def put(self, node: Node) -> None:
         """Write (or overwrite) one node atomically."""

@@ -3,6 +3,7 @@ uninterrupted run against the same deterministic scripted endpoint."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -282,3 +283,54 @@ def test_killed_mid_checkpoint_write_resumes_to_the_same_tree(tmp_path, stub, re
     got = tree_of(runs / "cp")
     assert [n["id"] for n in got] == [f"{s:05d}-0" for s in range(STEPS)]
     assert got == expected
+
+
+KILL_AFTER_NODE = """
+import importlib, os, signal
+
+_module, _name = os.environ["ITS_MLE_KILL_STORE"].rsplit(".", 1)
+_store = getattr(importlib.import_module(_module), _name)
+_put = _store.put
+
+
+def _killing_put(self, node):
+    _put(self, node)
+    if node.step == int(os.environ["ITS_MLE_KILL_AFTER_STEP"]):  # the node is written, the
+        os.kill(os.getpid(), signal.SIGKILL)  # superstep's checkpoint is not
+
+
+_store.put = _killing_put
+"""
+
+
+def killed_after_a_node(tmp_path: Path, store: str, step: int) -> dict[str, str]:
+    """The environment of a run that SIGKILLs itself right after `store`'s put of step `step`'s
+    node: inside the record task, before its checkpoint."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_AFTER_NODE)
+    return {**os.environ, "PYTHONPATH": f"{hook}:{ROOT}", "ITS_MLE_KILL_STORE": store,
+            "ITS_MLE_KILL_AFTER_STEP": str(step)}
+
+
+def test_killed_inside_record_resumes_without_its_workspaces(tmp_path, stub, reference):
+    """Killed after step 2's node was written but before its checkpoint, then resumed where the
+    step's workspace is gone (as on another machine): the step runs again and its node keeps the
+    id the killed task wrote (overwritten, not a second one beside it)."""
+    task, expected = reference
+    runs = tmp_path / "runs"
+    proc, lines = start(["--task", task, "--base-url", stub.base_url, "--steps", STEPS, "--run-dir", runs,
+                         "--exec-timeout", "30", "--seed", "7", "--run-id", "rec"],
+                        env=killed_after_a_node(tmp_path, "nodes.tree.NodeStore", 2))
+    assert proc.wait(timeout=120) == -signal.SIGKILL, "".join(lines)
+    ran = sorted(p.name for p in (runs / "rec" / "workspaces").iterdir())
+    assert ran[-1].startswith("00002-")
+    shutil.rmtree(runs / "rec" / "workspaces")
+    resumed = subprocess.run([sys.executable, "-m", "graphs.run", "--resume", "rec", "--run-dir", str(runs)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    got = tree_of(runs / "rec")
+    assert [n["id"] for n in got] == [f"{s:05d}-0" for s in range(STEPS)]
+    assert got == expected
+    again = sorted(p.name for p in (runs / "rec" / "workspaces").iterdir() if p.name.startswith("00002-"))
+    assert again and ran[-1] not in again  # step 2's script ran again, in a workspace of its own

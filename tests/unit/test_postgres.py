@@ -20,7 +20,7 @@ from graphs.run import main
 from nodes.tree import Node
 from tests.conftest import ROOT, make_toy_task
 from tests.doubles.stub import StubServer
-from tests.unit.test_kill_resume import start, tree_of, uninterrupted, wait_for
+from tests.unit.test_kill_resume import killed_after_a_node, start, tree_of, uninterrupted, wait_for
 from views.cli import EXIT_BUSY
 
 STEPS = 5
@@ -62,17 +62,26 @@ def _inside_a_review(lines, stub):
     return reviewing
 
 
-@pytest.mark.parametrize("kill_when", [_after_two_nodes, _inside_a_review])
+def _inside_a_record(lines, stub):
+    """Killed by the run itself (`killed_after_a_node`), right after step 2's node was written."""
+    return None
+
+
+@pytest.mark.parametrize("kill_when", [_after_two_nodes, _inside_a_review, _inside_a_record])
 def test_run_killed_on_one_machine_resumes_on_another(tmp_path, postgres_url, stub, reference, kill_when):
     task, expected = reference  # an uninterrupted run in SQLite files
     url = with_password(postgres_url)
     here, there = tmp_path / "machine-a", tmp_path / "machine-b"
     run_id = f"moved-{kill_when.__name__.strip('_')}"
+    env = (killed_after_a_node(tmp_path, "graphs.persistence.PostgresNodeStore", 2)
+           if kill_when is _inside_a_record else None)
     proc, lines = start(["--task", task, "--base-url", stub.base_url, "--steps", STEPS, "--run-dir", here,
-                         "--exec-timeout", "30", "--seed", "7", "--run-id", run_id, "--checkpointer", url])
-    wait_for(kill_when(lines, stub))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+                         "--exec-timeout", "30", "--seed", "7", "--run-id", run_id, "--checkpointer", url], env=env)
+    condition = kill_when(lines, stub)
+    if condition is not None:
+        wait_for(condition)
+        proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=120) == -signal.SIGKILL, "".join(lines)
     assert not (here / run_id / "tree.json").exists(), "".join(lines)  # it really died mid-run
     first = here / run_id
     assert not (first / "checkpoints.sqlite").exists() and not (first / "nodes.sqlite").exists()
@@ -87,7 +96,7 @@ def test_run_killed_on_one_machine_resumes_on_another(tmp_path, postgres_url, st
     got = tree_of(moved)
     assert [n["id"] for n in got] == [f"{s:05d}-0" for s in range(STEPS)]  # none lost or repeated
     assert got == expected
-    if kill_when is _inside_a_review:  # its script ran on the first machine: it ran again here,
+    if kill_when is not _after_two_nodes:  # its script ran on the first machine: it ran again here,
         # in a workspace of a new claim (the first machine's task holds the names it used)
         step = ran_here[-1].split("-")[0]
         again = [p.name for p in (moved / "workspaces").iterdir() if p.name.startswith(step)]
