@@ -292,23 +292,26 @@ def build_task_context(
             sample = None
     minutes = time_limit_s / 60
     limit = f"{time_limit_s:.0f} seconds" if time_limit_s < 120 else f"{minutes:.0f} minutes"
+    packages = installed_packages(python)
     return TaskContext(
         description=description.strip(),
         data_preview=data_preview(public_dir),
-        packages=installed_packages(python),
+        packages=packages,
         python_version=python_version(python),
         time_limit=limit,
         hardware=hardware_summary(gpus),
         metric_hint=hint,
         sample_submission=sample,
-        data_facts=_facts_or_why_not(public_dir, sample_submission) if data_facts else "",
+        data_facts=_facts_or_why_not(public_dir, sample_submission, packages) if data_facts else "",
     )
 
 
-def _facts_or_why_not(public_dir: Path, sample_submission: Path | None) -> str:
-    """The data facts; data the checks cannot handle must not stop the run, and the prompt says
-    that the facts are missing (and why) rather than leaving them out silently."""
+def _facts_or_why_not(public_dir: Path, sample_submission: Path | None, packages: str) -> str:
+    """The data facts, for scripts that have `packages` ("name version, ..."); data the checks
+    cannot handle must not stop the run, and the prompt says that the facts are missing (and
+    why) rather than leaving them out silently."""
+    installed = frozenset(item.rsplit(" ", 1)[0] for item in packages.split(", ") if item)
     try:
-        return compute_data_facts(public_dir, sample_submission)
+        return compute_data_facts(public_dir, sample_submission, installed)
     except Exception as exc:  # noqa: BLE001 - any data, any failure: reported in the prompt
         return f"- (the data facts could not be computed: {type(exc).__name__}: {str(exc)[:200]})"

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nodes.file_features import FileKind, measure_files
 from nodes.row_counts import rows_fact
 
 _TABLE_SUFFIXES = {".csv", ".tsv"}
@@ -174,6 +175,7 @@ class _FileIndex:
     """Non-table files under the public dir by relative path, name and stem."""
 
     def __init__(self, public: Path, files: list[Path]) -> None:
+        self.public = public
         self.by_rel: dict[str, str] = {}
         self.by_name: dict[str, set[str]] = {}
         self.by_stem: dict[str, set[str]] = {}
@@ -189,8 +191,9 @@ class _FileIndex:
     def __bool__(self) -> bool:
         return bool(self.by_rel)
 
-    def mapping(self, s: pd.Series, col: str) -> str | None:
-        """How the column's values name files, or None when they do not (90 % must match)."""
+    def _match(self, s: pd.Series) -> tuple[str, list[str]] | None:
+        """How the column's values name files ("path", "name" or "stem") and the one or two
+        places they are in, most first; None when they do not (90 % must match)."""
         if pd.api.types.is_float_dtype(s) or pd.api.types.is_bool_dtype(s):
             return None
         values = [str(v).strip().removeprefix("./") for v in s.dropna().unique()[:_MAP_VALUES]]
@@ -205,19 +208,43 @@ class _FileIndex:
             for hit in hits:
                 for place in ([hit] if isinstance(hit, str) else sorted(hit)):
                     where[place] += 1
-            places = [p for p, _ in sorted(where.items(), key=lambda kv: (-kv[1], kv[0]))[:2]]
-            if kind == "path":
-                return f"file paths under `./input/` (`./input/<{col}>`)"
-            if kind == "name":
-                return "file names in " + " or ".join(
-                    f"`./input/{p}/`" if p != "." else "`./input/`" for p in places)
-            shown = []
-            for place in places:
-                folder, ext = place.split("\0")
-                prefix = "./input/" if folder == "." else f"./input/{folder}/"
-                shown.append(f"`{prefix}<{col}>{ext}`")
-            return " or ".join(shown)
+            return kind, [p for p, _ in sorted(where.items(), key=lambda kv: (-kv[1], kv[0]))[:2]]
         return None
+
+    def mapping(self, s: pd.Series, col: str) -> str | None:
+        """How the column's values name files, or None when they do not."""
+        found = self._match(s)
+        if found is None:
+            return None
+        kind, places = found
+        if kind == "path":
+            return f"file paths under `./input/` (`./input/<{col}>`)"
+        if kind == "name":
+            return "file names in " + " or ".join(
+                f"`./input/{p}/`" if p != "." else "`./input/`" for p in places)
+        shown = []
+        for place in places:
+            folder, ext = place.split("\0")
+            prefix = "./input/" if folder == "." else f"./input/{folder}/"
+            shown.append(f"`{prefix}<{col}>{ext}`")
+        return " or ".join(shown)
+
+    def template(self, s: pd.Series) -> tuple[str, str] | None:
+        """The folder (under ./input/, "." for itself) and the f-string body naming one row's file,
+        with `{name}` for the value, when every matched file is in one folder; else None."""
+        found = self._match(s)
+        if found is None or len(found[1]) != 1:
+            return None
+        kind, (place,) = found
+        if kind == "path":
+            return ".", "./input/{name}"
+        folder, ext = place.split("\0") if kind == "stem" else (place, "")
+        prefix = "./input/" if folder == "." else f"./input/{folder}/"
+        return folder, prefix + "{name}" + ext
+
+    def files_in(self, folder: str) -> list[Path]:
+        """The non-table files directly in `folder` (relative to ./input/)."""
+        return [self.public / rel for rel, where in self.by_rel.items() if where == folder]
 
 
 def _looks_like_keys(s: pd.Series, col: str) -> bool:
@@ -392,20 +419,88 @@ def _start(train_t: _Table, test_t: _Table, targets: list[str], kinds: dict[str,
     return lines
 
 
+@dataclass
+class _FileRows:
+    """Rows that are files: the train and test tables' columns naming them, the f-string body
+    of one row's path (`{name}` for the value), and what the files are (`FileKind`)."""
+    train_col: str
+    train_path: str
+    test_col: str
+    test_path: str
+    kind: FileKind
+
+
+def _file_rows(index: _FileIndex, train_t: _Table | None, test_t: _Table | None,
+               mapped: dict[str, set[str]], installed: frozenset[str] | None
+               ) -> tuple[list[str], _FileRows | None]:
+    """Lines about the files the tables' columns name (one per folder, measured), and the rows
+    the outline reads when train and test each name files of one readable type."""
+    lines: list[str] = []
+    where: dict[str, tuple[str, str]] = {}  # table -> (column, path template)
+    kinds: dict[str, FileKind | None] = {}
+    for table in (train_t, test_t):
+        if table is None:
+            continue
+        for col in sorted(mapped.get(table.rel, set())):
+            found = index.template(table.head[col])
+            if found is None:
+                continue
+            folder, path = found
+            where.setdefault(table.rel, (col, path))
+            if folder not in kinds:
+                kinds[folder] = measure_files(index.files_in(folder), installed)
+                if kinds[folder] is not None:
+                    shown = "`./input/`" if folder == "." else f"`./input/{folder}/`"
+                    notes = "".join(f" ({note})" for note in kinds[folder].notes)
+                    lines.append(f"- Files in {shown}: {kinds[folder].fact}{notes}.")
+    if train_t is None or test_t is None or train_t.rel not in where or test_t.rel not in where:
+        return lines, None
+    (train_col, train_path), (test_col, test_path) = where[train_t.rel], where[test_t.rel]
+    kind = kinds.get(index.template(train_t.head[train_col])[0])  # type: ignore[index]
+    test_kind = kinds.get(index.template(test_t.head[test_col])[0])  # type: ignore[index]
+    if kind is None or test_kind is None or kind.kind != test_kind.kind or not kind.reader:
+        return lines, None
+    return lines, _FileRows(train_col, train_path, test_col, test_path, kind)
+
+
+def _files_start(train_t: _Table, test_t: _Table, targets: list[str], rows: _FileRows,
+                 reorder: str | None) -> list[str]:
+    """The first lines of a script whose rows are files: both tables, a function reading one file
+    into a vector, `X` and `X_test` stacked in the tables' row order."""
+    y = f"train[{targets[0]!r}]" if len(targets) == 1 else f"train[{targets!r}]"
+    lines = ["import numpy as np", "import pandas as pd", *rows.kind.imports,
+             f"train = pd.read_csv('./input/{train_t.rel}')",
+             f"test = pd.read_csv('./input/{test_t.rel}')"]
+    if reorder:
+        lines.append(reorder)
+    lines += [*rows.kind.reader,
+              f"X = np.stack([features_of(f'{rows.train_path}') for name in train[{rows.train_col!r}]])"
+              "  # one row per file, in the table's row order",
+              f"y = {y}",
+              f"X_test = np.stack([features_of(f'{rows.test_path}') for name in test[{rows.test_col!r}]])",
+              "# ... hold out validation data, train, validate, predict X_test ..."]
+    return lines
+
+
 def _skeleton(sample_t: _Table, train_t: _Table | None, test_t: _Table | None, id_col: str | None,
               preds: list[str], targets: list[str], per_class: bool,
-              kinds: dict[str, list[str]] | None) -> str:
+              kinds: dict[str, list[str]] | None, files: _FileRows | None = None) -> str:
     """The lines every script needs, for this task's files and submission format, as a code
-    block: for a table of features, the first lines (one feature list for train and test); always
-    the last (the metric line, the submission in the sample's format and row order)."""
+    block: for a table of features or rows that are files, the first lines (one feature list,
+    or one reader of a file, for train and test); always the last (the metric line, the
+    submission in the sample's format and row order)."""
     comment, reorder = _order(sample_t, test_t, id_col)
     start = None
-    if train_t is not None and test_t is not None and targets and kinds and (
+    chosen = [c for c in targets if c in preds] or targets[:1]
+    if train_t is not None and test_t is not None and targets and files is not None:
+        start = _files_start(train_t, test_t, chosen, files, reorder)
+    elif train_t is not None and test_t is not None and targets and kinds and (
             kinds["numbers"] or kinds["strings"] or kinds["texts"]):
-        start = _start(train_t, test_t, [c for c in targets if c in preds] or targets[:1], kinds, reorder)
+        start = _start(train_t, test_t, chosen, kinds, reorder)
     elif reorder:
         comment = f"in the sample's row order (match the rows of `{test_t.rel}` by `{id_col}`)"
-    lines = ["import os", *(start or ["# ... load, split, train, validate, predict the test set ..."]),
+    lines = ["import os", *(start or ["import pandas as pd",
+                                      "# ... load, split, train, validate, predict the test set ..."]),
              "print(f\"METRIC: {validation_score}\")  # the metric on held-out data, on its own line",
              f"submission = pd.read_csv('./input/{sample_t.rel}')"]
     if not preds:
@@ -429,8 +524,11 @@ def _skeleton(sample_t: _Table, train_t: _Table | None, test_t: _Table | None, i
             "submission format):\n```python\n" + "\n".join(lines) + "\n```")
 
 
-def data_facts(public_dir: Path, sample_submission: Path | None = None) -> str:
-    """The facts, as markdown bullet lines (deterministic for the same files)."""
+def data_facts(public_dir: Path, sample_submission: Path | None = None,
+               installed: frozenset[str] | None = None) -> str:
+    """The facts, as markdown bullet lines (deterministic for the same files). `installed`: the
+    distributions installed where scripts run (None: this interpreter's), which decide the
+    reader of files in folders the outline may use."""
     public = Path(public_dir)
     files = sorted((p for p in public.rglob("*") if p.is_file() and p.name != "description.md"),
                    key=lambda p: p.relative_to(public).as_posix())
@@ -516,6 +614,7 @@ def data_facts(public_dir: Path, sample_submission: Path | None = None) -> str:
 
     index = _FileIndex(public, files)
     mapped: dict[str, set[str]] = {}
+    files = None
     if index:
         for table in tables:
             for col in table.head.columns:
@@ -526,6 +625,8 @@ def data_facts(public_dir: Path, sample_submission: Path | None = None) -> str:
         if not mapped:
             lines.append("- No table column names the files in the folders; see the task description "
                          "for how files map to rows.")
+        file_lines, files = _file_rows(index, train_t, test_t, mapped, installed)
+        lines.extend(file_lines)
 
     kinds: dict[str, list[str]] | None = None
     if train_t is not None:
@@ -539,5 +640,5 @@ def data_facts(public_dir: Path, sample_submission: Path | None = None) -> str:
     if sample_t is not None:
         per_class = any("per-class probabilities" in line for line in lines)
         lines.append(_skeleton(sample_t, train_t, test_t, id_col, preds, targets, per_class,
-                               None if mapped else kinds))
+                               None if mapped else kinds, files))
     return "\n".join(lines)

@@ -271,12 +271,11 @@ def _skeleton_code(facts: str) -> str:
 
 def _run_with_input(code: str, data: Path, work: Path):
     """Run `code` in `work` with the files of `data` under ./input/, as a script sees them."""
+    import shutil
     import subprocess
     import sys
 
-    (work / "input").mkdir(parents=True)
-    for f in data.iterdir():
-        (work / "input" / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(data, work / "input")
     return subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True, timeout=120)
 
 
@@ -398,3 +397,166 @@ def test_without_a_sample_submission_no_ending_is_stated(tmp_path):
     task = _tabular(tmp_path / "nosample")
     (task / "sample_submission.csv").unlink()
     assert "Every script" not in data_facts(task, None)
+
+
+def _files_task(root: Path, write, ext: str, classes: list[str], n_train: int, n_test: int) -> list[str]:
+    """A task whose rows are files `train/<id><ext>`, `test/<id><ext>` (`write(path, label, i)`
+    makes one), labelled in train.csv; the test ids listed in another order than their files.
+    Returns the test rows' true labels, in test.csv's order."""
+    rng = np.random.default_rng(0)
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    labels = [classes[i % len(classes)] for i in range(n_train + n_test)]
+    rng.shuffle(labels)
+    ids = [f"f{i:04d}" for i in range(n_train + n_test)]
+    for i, (name, label) in enumerate(zip(ids, labels)):
+        write(root / ("train" if i < n_train else "test") / f"{name}{ext}", label, i)
+    pd.DataFrame({"id": ids[:n_train], "label": labels[:n_train]}).to_csv(root / "train.csv", index=False)
+    order = list(range(n_train, n_train + n_test))[::-1]
+    pd.DataFrame({"id": [ids[i] for i in order]}).to_csv(root / "test.csv", index=False)
+    pd.DataFrame({"id": [ids[i] for i in order], "label": classes[0]}).to_csv(root / "sample_submission.csv",
+                                                                            index=False)
+    return [labels[i] for i in order]
+
+
+_FILES_MIDDLE = """from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.25, random_state=0)
+model = LogisticRegression(max_iter=1000).fit(X_train, y_train)
+validation_score = (model.predict(X_val) == y_val).mean()
+test_predictions = model.predict(X_test)
+"""
+
+
+def _run_outline(facts: str, root: Path, work: Path) -> pd.DataFrame:
+    """The facts' outline with `_FILES_MIDDLE` in its middle, run on the task; its submission,
+    which the checker accepts, and whose metric line says 1.0."""
+    from nodes.review import check_submission, parse_metric
+
+    skeleton = _skeleton_code(facts)
+    middle = next(line for line in skeleton.splitlines() if line.startswith("# ... hold out"))
+    code = skeleton.replace(middle, _FILES_MIDDLE)
+    done = _run_with_input(code, root, work)
+    assert done.returncode == 0, done.stderr + "\n" + code
+    assert parse_metric(done.stdout) == 1.0
+    assert check_submission(work / "submission" / "submission.csv", root / "sample_submission.csv") is None
+    return pd.read_csv(work / "submission" / "submission.csv")
+
+
+def test_images_in_folders_get_their_sizes_and_an_outline_that_reads_them(tmp_path):
+    """Rows that are PNG images: the facts measure them (sizes, modes) and the outline reads each
+    into a vector of grey levels, shrunk and of one size; run with a model in its middle, it
+    predicts each test row's own file."""
+    from PIL import Image
+
+    def write(path, label, i):
+        size = (48, 40) if i % 7 else (50, 44)  # one size in seven differs
+        level = 230 if label == "light" else 20
+        pixels = np.full((size[1], size[0], 3), level, dtype=np.uint8)
+        pixels[: size[1] // 2, :, 0] = (i * 37) % 255  # a varying red half: the mean is not all
+        Image.fromarray(pixels, "RGB").save(path)
+
+    root = tmp_path / "images"
+    truth = _files_task(root, write, ".png", ["dark", "light"], 60, 20)
+    facts = data_facts(root, root / "sample_submission.csv")
+    assert ("- Files in `./input/train/`: 60 .png images; of the first 20, width x height 48x40: 17, "
+            "50x44: 3 (sizes differ: resize to one size); modes RGB: 20.") in facts.splitlines()
+    skeleton = _skeleton_code(facts)
+    assert "from PIL import Image" in skeleton
+    assert "    image = Image.open(path).convert('L').resize((35, 29))" in skeleton  # 48x40 shrunk to <= 32x32 pixels
+    assert ("X = np.stack([features_of(f'./input/train/{name}.png') for name in train['id']])"
+            in skeleton)
+    assert "X_test = np.stack([features_of(f'./input/test/{name}.png') for name in test['id']])" in skeleton
+    sub = _run_outline(facts, root, tmp_path / "work")
+    assert list(sub.label) == truth
+
+
+def test_recordings_in_folders_get_their_rates_and_an_outline_that_reads_them(tmp_path):
+    """Rows that are WAV recordings of different lengths (one in stereo): the facts state rate,
+    channels and durations, and the outline's fixed-length log spectrum separates a low tone
+    from a high one."""
+    from scipy.io import wavfile
+
+    rate = 8000
+
+    def write(path, label, i):
+        seconds = 0.3 + (i % 5) * 0.1
+        t = np.arange(int(rate * seconds)) / rate
+        tone = np.sin(2 * np.pi * (300 if label == "low" else 2500) * t) * (8000 + 50 * i)
+        data = tone.astype(np.int16)
+        wavfile.write(path, rate, np.stack([data, data], axis=1) if i == 3 else data)
+
+    root = tmp_path / "audio"
+    truth = _files_task(root, write, ".wav", ["low", "high"], 60, 20)
+    facts = data_facts(root, root / "sample_submission.csv")
+    assert ("- Files in `./input/train/`: 60 .wav recordings; of the first 20: sample rate 8000 Hz: 20; "
+            "1 channel: 19, 2 channels: 1; 0.3 to 0.7 s long (lengths differ: make features of a fixed "
+            "length).") in facts.splitlines()
+    skeleton = _skeleton_code(facts)
+    assert "from scipy.io import wavfile" in skeleton and "np.fft.rfft(signal, n=8192)" in skeleton
+    sub = _run_outline(facts, root, tmp_path / "work")
+    assert list(sub.label) == truth
+
+
+def test_files_without_their_reader_where_scripts_run_get_no_reader(tmp_path):
+    """The outline uses only a package scripts have: without Pillow there, the facts say so and
+    the outline gives its last lines only."""
+    from PIL import Image
+
+    def write(path, label, i):
+        Image.new("L", (8, 8), 200 if label == "b" else 10).save(path)
+
+    root = tmp_path / "images"
+    _files_task(root, write, ".png", ["a", "b"], 24, 6)
+    facts = data_facts(root, root / "sample_submission.csv", frozenset({"numpy", "pandas", "scikit-learn"}))
+    assert ("- Files in `./input/train/`: 24 .png images; of the first 20, width x height 8x8: 20; modes L: 20 "
+            "(pillow is not installed where scripts run).") in facts.splitlines()
+    assert "- Every script ends like this" in facts and "features_of" not in facts
+    with_pillow = data_facts(root, root / "sample_submission.csv", frozenset({"numpy", "pandas", "pillow"}))
+    assert "- Every script starts and ends like this" in with_pillow and "features_of" in with_pillow
+
+
+def test_a_script_that_forgot_the_files_outline_x_test_gets_it_with_its_reader(tmp_path):
+    """The outline of rows that are files is read back from the prompt like any other: a script
+    that uses X_test and never makes it gets that line, the reader function and its import."""
+    from PIL import Image
+
+    from nodes.outline import add_outline_lines, outline_from_prompt
+    from nodes.static_check import static_problems
+
+    def write(path, label, i):
+        Image.new("L", (8, 8), 200 if label == "b" else 10).save(path)
+
+    root = tmp_path / "images"
+    _files_task(root, write, ".png", ["a", "b"], 24, 6)
+    outline = outline_from_prompt("# The data\n" + data_facts(root, root / "sample_submission.csv"))
+    reader = next(o for o in outline if o.assigns == {"features_of"})
+    assert reader.reads == {"Image", "np"}  # its argument and locals are its own
+    script = ("import numpy as np\nimport pandas as pd\ntest = pd.read_csv('./input/test.csv')\n"
+              "print(len(X_test))\n")
+    missing = [(p.split("'")[1], int(p.split(":")[0][5:])) for p in static_problems(script) if "undefined" in p]
+    code, added = add_outline_lines(script, missing, outline)
+    assert added[0] == "from PIL import Image" and added[1].startswith("def features_of(path):")
+    assert added[2] == "X_test = np.stack([features_of(f'./input/test/{name}.png') for name in test['id']])"
+    assert static_problems(code) == []
+
+
+@pytest.mark.parametrize("same_shape", [True, False])
+def test_arrays_in_folders_are_flattened_or_summarised(tmp_path, same_shape):
+    """Rows that are .npy arrays: of one shape, flattened; of several, four summary numbers."""
+
+    def write(path, label, i):
+        n = 6 if same_shape else 4 + i % 3
+        np.save(path, np.full((n, 2), 5.0 if label == "up" else -5.0) + (i % 4) * 0.1)
+
+    root = tmp_path / "arrays"
+    truth = _files_task(root, write, ".npy", ["down", "up"], 40, 10)
+    facts = data_facts(root, root / "sample_submission.csv")
+    line = next(x for x in facts.splitlines() if x.startswith("- Files in `./input/train/`"))
+    if same_shape:
+        assert line == "- Files in `./input/train/`: 40 .npy arrays; of the first 20, shapes (6, 2): 20."
+        assert "    return array.ravel()" in facts
+    else:
+        assert "(shapes differ: make features of a fixed length)" in line and "array.std()" in facts
+    sub = _run_outline(facts, root, tmp_path / "work")
+    assert list(sub.label) == truth
