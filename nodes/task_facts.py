@@ -133,13 +133,30 @@ def _full_column(table: _Table, col: str) -> tuple[pd.Series, bool]:
     return s, len(s) < _TARGET_ROWS
 
 
-def _describe_target(table: _Table, col: str) -> tuple[str, list[str]]:
-    """One line about a target column, and its classes (as strings) when it holds classes."""
+def _is_text_target(s: pd.Series) -> bool:
+    """A target of strings with nearly one value per row: text to produce, not classes."""
+    v = s.dropna()
+    return (not pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+            and v.nunique() > _CLASS_LIMIT and v.nunique() >= 0.5 * len(v))
+
+
+def _describe_target(table: _Table, col: str) -> tuple[str, list[str], bool]:
+    """One line about a target column, its classes (as strings) when it holds classes, and
+    whether it is text to produce."""
     s, whole = _full_column(table, col)
     scope = "" if whole else f" (counted over the first {len(s):,} rows)"
     missing = int(s.isna().sum())
     miss = f"; {missing} missing" if missing else ""
     v = s.dropna()
+    if _is_text_target(s):
+        text = v.astype(str)
+        examples = ", ".join(_fmt(x) for x in sorted(text.unique())[:3])
+        words, chars = text.str.split().str.len(), text.str.len()
+        line = (f"`{col}`: text to produce, not a set of classes: {v.nunique()} distinct values in "
+                f"{len(v)} rows{scope} (nearly one per row), e.g. {examples}; {words.min()} to {words.max()} "
+                f"words, {chars.min()} to {chars.max()} characters{miss}. "
+                "A classifier can return only values seen in training (and is slow with this many)")
+        return line, [], True
     if _is_classes(s):
         counts = v.value_counts()
         ordered = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
@@ -148,10 +165,10 @@ def _describe_target(table: _Table, col: str) -> tuple[str, list[str]]:
         rarest = f"rarest {_fmt(ordered[-1][0])}: {ordered[-1][1]}"
         more = f", ... {rest} more classes ({rarest})" if rest > 0 else ""
         line = (f"`{col}`: classification, {len(ordered)} classes{scope}: {shown}{more}{miss}")
-        return line, [str(k) for k, _ in ordered]
+        return line, [str(k) for k, _ in ordered], False
     line = (f"`{col}`: numeric (regression), range {v.min():.6g} .. {v.max():.6g}, "
             f"mean {v.mean():.6g}, median {v.median():.6g}{scope}{miss}")
-    return line, []
+    return line, [], False
 
 
 def _id_column(sample: pd.DataFrame, others: list[pd.DataFrame]) -> str | None:
@@ -314,7 +331,7 @@ def _feature_lines(
 
 
 def _submission_lines(sample_t: _Table, id_col: str | None, targets: list[str], train: _Table | None,
-                      classes: dict[str, list[str]]) -> list[str]:
+                      classes: dict[str, list[str]], texts: set[str]) -> list[str]:
     sample = sample_t.head
     cols = [str(c) for c in sample.columns]
     rows = f"{sample_t.rows} rows" if sample_t.rows is not None else "many rows"
@@ -346,7 +363,9 @@ def _submission_lines(sample_t: _Table, id_col: str | None, targets: list[str], 
     if target is None or train is None:
         return lines
     s = sample[col].dropna()
-    if classes.get(target):
+    if target in texts:
+        lines.append(f"- Submission column `{col}` holds text like the values of `{target}`, one per row.")
+    elif classes.get(target):
         non_integer = pd.api.types.is_float_dtype(s) and not _is_integer_valued(s)
         if non_integer and in_unit and len(classes[target]) == 2:
             positive = sorted(classes[target])[-1]
@@ -377,9 +396,14 @@ def _order(sample_t: _Table, test_t: _Table | None, id_col: str | None) -> tuple
     return "one per row of `test`, after the reordering above", reorder
 
 
+_NEAREST = ("the target is text with nearly one value per row: a first model returns the target of "
+            "the most similar training row (KNeighborsClassifier(n_neighbors=1))")
+
+
 def _start(train_t: _Table, test_t: _Table, targets: list[str], kinds: dict[str, list[str]],
-           reorder: str | None) -> list[str]:
-    """The first lines of a tabular script: both tables, one feature list for train and test."""
+           reorder: str | None, text_target: bool = False) -> list[str]:
+    """The first lines of a tabular script: both tables, one feature list for train and test;
+    `text_target`: the target is text to produce (a nearest-row model to start with)."""
     ids = kinds["ids"]
     y = f"train[{targets[0]!r}]" if len(targets) == 1 else f"train[{targets!r}]"
     lines = ["import pandas as pd",
@@ -398,9 +422,12 @@ def _start(train_t: _Table, test_t: _Table, targets: list[str], kinds: dict[str,
                   f"X_test = test[{col!r}]  # the same column"]
         how = ("TfidfVectorizer(analyzer='char_wb', ngram_range=(1, 3))"
                if col in kinds.get("near_unique", []) else "TfidfVectorizer()")
+        model = "KNeighborsClassifier(n_neighbors=1)" if text_target else "<a classifier or regressor>"
         todo = ["hold out validation data", f"train a pipeline that vectorizes the strings first "
-                f"(model = make_pipeline({how}, <a classifier or regressor>), whose fit and predict take "
-                "the Series as it is)", "validate", "predict X_test"]
+                f"(model = make_pipeline({how}, {model}), whose fit and predict take the Series as it is"
+                + ("; the target is text with nearly one value per row: this returns the target of the "
+                   "most similar training row, a start to improve on" if text_target else "") + ")",
+                "validate", "predict X_test"]
     else:
         if ids:
             lines.append(f"features = [c for c in test.columns if c not in {ids!r}]  "
@@ -414,7 +441,8 @@ def _start(train_t: _Table, test_t: _Table, targets: list[str], kinds: dict[str,
             text = kinds["texts"][0]
             todo += [f"vectorize each free-text column as a Series (X[{text!r}]; in a ColumnTransformer "
                      f"name it as a string, ('text', TfidfVectorizer(), {text!r}), not as a list)"]
-        todo += ["hold out validation data", "train", "validate", "predict X_test"]
+        todo += ["hold out validation data", *([_NEAREST] if text_target else []), "train", "validate",
+                 "predict X_test"]
     lines.append(f"# ... {', '.join(todo)} ...")
     return lines
 
@@ -484,7 +512,8 @@ def _files_start(train_t: _Table, test_t: _Table, targets: list[str], rows: _Fil
 
 def _skeleton(sample_t: _Table, train_t: _Table | None, test_t: _Table | None, id_col: str | None,
               preds: list[str], targets: list[str], per_class: bool,
-              kinds: dict[str, list[str]] | None, files: _FileRows | None = None) -> str:
+              kinds: dict[str, list[str]] | None, files: _FileRows | None = None,
+              texts: set[str] | None = None) -> str:
     """The lines every script needs, for this task's files and submission format, as a code
     block: for a table of features or rows that are files, the first lines (one feature list,
     or one reader of a file, for train and test); always the last (the metric line, the
@@ -496,7 +525,8 @@ def _skeleton(sample_t: _Table, train_t: _Table | None, test_t: _Table | None, i
         start = _files_start(train_t, test_t, chosen, files, reorder)
     elif train_t is not None and test_t is not None and targets and kinds and (
             kinds["numbers"] or kinds["strings"] or kinds["texts"]):
-        start = _start(train_t, test_t, chosen, kinds, reorder)
+        start = _start(train_t, test_t, chosen, kinds, reorder,
+                       text_target=bool(set(chosen) & (texts or set())))
     elif reorder:
         comment = f"in the sample's row order (match the rows of `{test_t.rel}` by `{id_col}`)"
     lines = ["import os", *(start or ["import pandas as pd",
@@ -581,6 +611,7 @@ def data_facts(public_dir: Path, sample_submission: Path | None = None,
 
     targets: list[str] = []
     classes: dict[str, list[str]] = {}
+    texts: set[str] = set()  # targets that are text to produce
     if train_t is not None:
         train_cols = [str(c) for c in train_t.head.columns]
         if test_t is not None:
@@ -600,15 +631,17 @@ def data_facts(public_dir: Path, sample_submission: Path | None = None,
                 lines.append(f"- Of these the submission asks for: {_names(predicted)}; do not use the "
                              "others as features (the test has none).")
             for col in shown:
-                line, cls = _describe_target(train_t, col)
+                line, cls, text = _describe_target(train_t, col)
                 lines.append(f"- {line}.")
                 if cls:
                     classes[col] = cls
+                if text:
+                    texts.add(col)
         else:
             lines.append(f"- No target column found in `{train_t.rel}` (it has the same columns as "
                          "the test).")
     if sample_t is not None:
-        lines.extend(_submission_lines(sample_t, id_col, targets, train_t, classes))
+        lines.extend(_submission_lines(sample_t, id_col, targets, train_t, classes, texts))
     else:
         lines.append("- No sample submission found: follow the task description for the submission format.")
 
@@ -640,5 +673,5 @@ def data_facts(public_dir: Path, sample_submission: Path | None = None,
     if sample_t is not None:
         per_class = any("per-class probabilities" in line for line in lines)
         lines.append(_skeleton(sample_t, train_t, test_t, id_col, preds, targets, per_class,
-                               None if mapped else kinds, files))
+                               None if mapped else kinds, files, texts))
     return "\n".join(lines)

@@ -560,3 +560,54 @@ def test_arrays_in_folders_are_flattened_or_summarised(tmp_path, same_shape):
         assert "(shapes differ: make features of a fixed length)" in line and "array.std()" in facts
     sub = _run_outline(facts, root, tmp_path / "work")
     assert list(sub.label) == truth
+
+
+def test_a_target_of_text_with_one_value_per_row_is_text_to_produce(tmp_path):
+    """A string target with nearly one value per row is described as text (not thousands of
+    classes), the submission as text, and the outline's middle names a nearest-row start; that
+    outline, filled in as its comment says, runs and writes a submission the checker accepts."""
+    from nodes.review import check_submission, parse_metric
+
+    root = tmp_path / "spell"
+    root.mkdir()
+    words = [f"{a}{b}{c}{d}" for a in "bcdfgk" for b in "aeiou" for c in "lmnrst" for d in "aeio"][:300]
+    df = pd.DataFrame({"id": range(300), "word": words, "spelled": [" ".join(w.upper()) for w in words]})
+    df.iloc[:240].to_csv(root / "train.csv", index=False)
+    df.iloc[240:].drop(columns="spelled").to_csv(root / "test.csv", index=False)
+    pd.DataFrame({"id": df.id.iloc[240:], "spelled": "A"}).to_csv(root / "sample_submission.csv", index=False)
+    lines = data_facts(root, root / "sample_submission.csv").splitlines()
+    assert ("- `spelled`: text to produce, not a set of classes: 240 distinct values in 240 rows (nearly one "
+            "per row), e.g. 'B A L A', 'B A L E', 'B A L I'; 4 to 4 words, 7 to 7 characters. A classifier can "
+            "return only values seen in training (and is slow with this many).") in lines
+    assert "- Submission column `spelled` holds text like the values of `spelled`, one per row." in lines
+    assert not any("classification" in line or "class label" in line for line in lines)
+    skeleton = _skeleton_code("\n".join(lines))
+    middle = next(line for line in skeleton.splitlines() if line.startswith("# ... hold out"))
+    assert ("make_pipeline(TfidfVectorizer(analyzer='char_wb', ngram_range=(1, 3)), "
+            "KNeighborsClassifier(n_neighbors=1))") in middle
+    code = skeleton.replace(middle, """from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2, random_state=0)
+model = make_pipeline(TfidfVectorizer(analyzer='char_wb', ngram_range=(1, 3)), KNeighborsClassifier(n_neighbors=1))
+model.fit(X_train, y_train)
+validation_score = (model.predict(X_val) == y_val).mean()
+test_predictions = model.predict(X_test)
+""")
+    work = tmp_path / "work"
+    done = _run_with_input(code, root, work)
+    assert done.returncode == 0, done.stderr + "\n" + code
+    assert parse_metric(done.stdout) is not None
+    assert check_submission(work / "submission" / "submission.csv", root / "sample_submission.csv") is None
+    # with several features, the middle names the nearest-row start too; a string target with few
+    # values stays classes
+    df["length"] = df.word.str.len()
+    df.iloc[:240].to_csv(root / "train.csv", index=False)
+    df.iloc[240:].drop(columns="spelled").to_csv(root / "test.csv", index=False)
+    skeleton = _skeleton_code(data_facts(root, root / "sample_submission.csv"))
+    assert "a first model returns the target of the most similar training row" in skeleton
+    df["spelled"] = df.word.str[0]
+    df.iloc[:240].to_csv(root / "train.csv", index=False)
+    facts = data_facts(root, root / "sample_submission.csv")
+    assert "- `spelled`: classification, 2 classes" in facts and "text to produce" not in facts
