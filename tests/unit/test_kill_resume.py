@@ -74,6 +74,16 @@ def reference(tmp_path_factory, stub):
     return uninterrupted(tmp_path_factory.mktemp("ref"), stub)
 
 
+def resumed_to(runs: Path, run_id: str, expected: list[dict]) -> None:
+    """`--resume` the run; it finishes with the tree an uninterrupted run built, none lost or repeated."""
+    resumed = subprocess.run([sys.executable, "-m", "graphs.run", "--resume", run_id, "--run-dir", str(runs)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    got = tree_of(runs / run_id)
+    assert [n["id"] for n in got] == [f"{s:05d}-0" for s in range(len(expected))]
+    assert got == expected
+
+
 def scripts_running_under(run_path: Path) -> list[int]:
     """Pids of processes whose working directory is inside the run (its scripts)."""
     found = []
@@ -277,12 +287,7 @@ def test_killed_mid_checkpoint_write_resumes_to_the_same_tree(tmp_path, stub, re
                          "--exec-timeout", "30", "--seed", "7", "--run-id", "cp"], env=env)
     assert proc.wait(timeout=120) == -signal.SIGKILL, "".join(lines)
     assert mark.read_text() == str(nth) and not (runs / "cp" / "tree.json").exists()
-    resumed = subprocess.run([sys.executable, "-m", "graphs.run", "--resume", "cp", "--run-dir", str(runs)],
-                             cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    got = tree_of(runs / "cp")
-    assert [n["id"] for n in got] == [f"{s:05d}-0" for s in range(STEPS)]
-    assert got == expected
+    resumed_to(runs, "cp", expected)
 
 
 KILL_AFTER_NODE = """
@@ -326,11 +331,6 @@ def test_killed_inside_record_resumes_without_its_workspaces(tmp_path, stub, ref
     ran = sorted(p.name for p in (runs / "rec" / "workspaces").iterdir())
     assert ran[-1].startswith("00002-")
     shutil.rmtree(runs / "rec" / "workspaces")
-    resumed = subprocess.run([sys.executable, "-m", "graphs.run", "--resume", "rec", "--run-dir", str(runs)],
-                             cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    got = tree_of(runs / "rec")
-    assert [n["id"] for n in got] == [f"{s:05d}-0" for s in range(STEPS)]
-    assert got == expected
+    resumed_to(runs, "rec", expected)
     again = sorted(p.name for p in (runs / "rec" / "workspaces").iterdir() if p.name.startswith("00002-"))
     assert again and ran[-1] not in again  # step 2's script ran again, in a workspace of its own
