@@ -498,9 +498,21 @@ ERROR_SCRIPTS = {
         import pandas as pd
         pd.DataFrame({"id": [1]})[["id", "label"]]
     """,
-    "missing-file": """
+    "missing-table": """
         import pandas as pd
         pd.read_csv("./input/valid.csv")
+    """,
+    "missing-table/raised": """
+        import os
+        if not os.path.isfile('./input/validation.csv'):
+            raise FileNotFoundError("Validation file './input/validation.csv' does not exist.")
+    """,
+    "file-without-extension": """
+        from PIL import Image
+        Image.open("./input/train/90260")
+    """,
+    "missing-file": """
+        open("./models/weights.bin").read()
     """,
     "module-not-installed": """
         import nltk_not_here
@@ -652,6 +664,11 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
         assert remedy.startswith("`validation_score` is a name the outline's last lines use")
     if case == "unexpected-keyword":
         assert remedy.startswith("the installed version of that function has no 'squared' argument")
+    if case.startswith("missing-table"):  # the path the error names, and that no such file is listed
+        assert remedy.startswith(f"'./input/{'valid' if case == 'missing-table' else 'validation'}.csv' does not "
+                                 "exist: read only the files the data facts list")
+    if case == "file-without-extension":
+        assert remedy.startswith("there is no file './input/train/90260': the files in the folders")
     if case == "invalid-parameter":
         assert remedy.startswith("the 'handle_unknown' parameter got a value this version does not accept")
     assert "Known remedy" not in debug_prompt(node, [], known_errors=False)
