@@ -52,7 +52,8 @@ set aside. The record keeps `fragment` (its length, the lines it replaced, how i
 
 A debug or improve answer that is a fragment of its parent's script (`parent_splice`):
 small models answer "fix this script" with the lines they changed. When the answer alone fails
-the static check and is a fragment of the parent's script, the harness puts it in the place it
+the static check, or names neither the metric line nor the submission (so its run would end
+without them), and is a fragment of the parent's script, the harness puts it in the place it
 covers there and runs that script instead (a record of stage "parent", with `fragment`, on the
 node). An answer the harness's imports make whole is a short script, not a fragment. No LLM
 call; it does not count against the K repairs.
@@ -85,7 +86,7 @@ from nodes.operators import Candidate, ask_for_script
 from nodes.outline import OutlineLine, add_outline_lines, outline_from_prompt
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
 from nodes.row_counts import count_note, table_rows
-from nodes.static_check import STATIC_PREFIX, bound_by, import_checker_for, static_report
+from nodes.static_check import STATIC_PREFIX, bound_by, import_checker_for, missing_ending, static_report
 from prompts import fenced
 from sandbox import Limits, create_workspace, run_script
 from tasks.holdout import KEPT_SUBMISSION, HeldSplit
@@ -611,27 +612,31 @@ def parent_splice(parent_code: str, cand: Candidate, *, python: str | None = Non
     with the fragment in its place, the open record of stage PARENT_STAGE to be closed by
     `close_record` once it ran), or None. A fragment: the answer alone fails the static check
     (also with the imports the harness would add, when `imports`: an answer those make whole is
-    a short script, not a fragment) and `splice_fragment` places it in the parent's script."""
+    a short script, not a fragment), or it names neither the metric line nor the submission
+    (`missing_ending`: it would run and fail without them), and `splice_fragment` places it in
+    the parent's script."""
     if cand.llm_error or not cand.code.strip():
         return None
     alone = check_script(cand.code, None, python)
-    if alone is None or not alone.static_problems:
-        return None
-    fix = import_fix(cand, alone) if imports else None
+    fix = import_fix(cand, alone) if imports and alone is not None and alone.static_problems else None
     if fix is not None:
         alone = check_script(fix[0].code, None, python)
-        if alone is None or not alone.static_problems:
-            return None
+    failed = alone.failure if alone is not None and alone.static_problems else None
+    then = failed or missing_ending(cand.code)
+    if then is None:
+        return None
     spliced = splice_fragment(parent_code, cand.code)
     if spliced is None:
         return None
     code, (first, last) = spliced
+    if failed is None and check_script(code, None, python) is not None:  # it ran alone, not there
+        return None
     lines = len(cand.code.splitlines())
     record: dict[str, Any] = {
         "stage": PARENT_STAGE, "line": None, "fixed": None, "tokens": 0, "seconds": 0.0,
         "error": f"the answer ({lines} lines) is a fragment of the parent's script "
                  f"({len(parent_code.splitlines())} lines)",
-        "fragment": {"lines": lines, "replaced": [first, last], "then": (alone.failure or "")[:300]}}
+        "fragment": {"lines": lines, "replaced": [first, last], "then": then[:300]}}
     return cand.model_copy(update={"code": code}), record
 
 

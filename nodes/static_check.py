@@ -310,6 +310,22 @@ def commented_out(code: str, name: str) -> str:
 STATIC_PREFIX = "static check: "
 
 
+def missing_ending(code: str) -> str | None:
+    """What an answer that parses lacks of a whole script's ending, or None: no text in it names
+    the metric line or the submission, so it can print neither (the line must start `METRIC:`,
+    the file is ./submission/submission.csv). A debug or improve answer of only the lines it
+    changed; not a crash, so not one of `static_problems`."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    texts = [n.value.lower() for n in ast.walk(tree)
+             if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    if any("metric" in t or "submission" in t for t in texts):
+        return None
+    return "it never prints the 'METRIC:' line and never writes ./submission/submission.csv"
+
+
 def static_problems(code: str, imports: ImportChecker | None = None) -> list[str]:
     """Problems that would certainly crash the script, as one-line strings (empty: looks runnable).
 

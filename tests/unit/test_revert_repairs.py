@@ -10,6 +10,7 @@ import pytest
 from graphs.run import build_parser, resolve_settings
 from nodes.execute import Execution, execute_script, kept_before, progress, run_with_repairs
 from nodes.operators import Candidate
+from nodes.static_check import missing_ending, static_problems
 from tasks.competition import load_competition
 from tests.conftest import GOOD_SCRIPT, ai, fenced, scripted_model
 from tests.unit.test_repair import (
@@ -312,3 +313,27 @@ def test_a_debug_fragment_is_spliced_only_when_it_fails_the_static_check_alone(t
     (rec,) = fixed.extra["repairs"]
     assert rec["stage"] == "parent" and rec["fixed"] is False and "undefined name 'missing'" in rec["then"]
     assert "kept" not in rec and "undefined name 'test'" in rec["fragment"]["then"]
+
+
+def test_an_improve_answer_without_the_ending_is_put_in_its_parent(tmp_path, toy_task):
+    """Step 1 improves a valid draft and the model answers with only the lines it changed: they
+    pass the static check alone but name neither the metric line nor the submission, so the
+    harness puts them in the parent's script, which runs valid with the change."""
+    valid = LONG.replace("np.float(1.0)", "float(1.0)")
+    changed = 'import pandas as pd\ntest = pd.read_csv("input/test.csv")\n# threshold on x1\nlimit = 2\n' \
+              "scale = 1.0\npred = (test.x1 > limit * scale).astype(int)\n"
+    assert static_problems(changed) == [] and missing_ending(changed) is not None
+    llm = scripted_model([ai(fenced(valid)), ai(fenced(changed))])
+    svc = services(tmp_path, toy_task, llm, steps=2, repairs=0, llm_review=False, num_drafts=1)
+    run_steps(svc)
+    draft, improved = sorted(svc.store.all(), key=lambda n: n.step)
+    assert not draft.is_buggy and improved.stage == "improve" and improved.parent_id == draft.id
+    assert not improved.is_buggy and improved.has_submission
+    assert improved.code == "import numpy as np\n" + changed + valid.split("astype(int)\n", 1)[1]
+    (rec,) = improved.extra["repairs"]
+    assert rec["stage"] == "parent" and rec["fixed"] is True and rec["fragment"]["replaced"] == [2, 9]
+    assert rec["fragment"]["then"] == ("it never prints the 'METRIC:' line and never writes "
+                                       "./submission/submission.csv")
+    # an answer that names the metric line is a script of its own: it runs as it is
+    assert missing_ending('print("METRIC:", 0.5)\n') is None
+    assert missing_ending("out = './submission/submission.csv'\n") is None
