@@ -107,7 +107,8 @@ def code(state: PlannerCoderState, runtime: Runtime[StrategyContext]) -> dict:
     )
     if not cand.plan:
         cand = cand.model_copy(update={"plan": state["plan_text"]})
-    return {"candidate": cand.model_dump(), "usage": refine.add_usage(state, cand.usage)}
+    return {"candidate": cand.model_dump(), "shown": refine.shown_to_coder(state, fixing),
+            "usage": refine.add_usage(state, cand.usage)}
 
 
 def reflect(

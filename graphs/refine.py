@@ -37,6 +37,7 @@ class RefineState(StrategyInput, total=False):
     resolved_label: str
     round: int  # executions done
     candidate: dict | None
+    shown: str  # the script the coder was shown this round (the parent's, or the one it revised)
     execution: dict | None
     repairs: list[dict] | None  # the repair attempts of this round's execution
     reflection: dict | None
@@ -53,6 +54,7 @@ def start_state(state: RefineState) -> dict[str, Any]:
         "resolved_label": label_of(state),
         "round": 0,
         "candidate": None,
+        "shown": "",
         "execution": None,
         "repairs": None,
         "reflection": None,
@@ -60,6 +62,14 @@ def start_state(state: RefineState) -> dict[str, Any]:
         "history": [],
         "usage": Usage().model_dump(),
     }
+
+
+def shown_to_coder(state: RefineState, revising: bool) -> str:
+    """The script a coder's answer may be a fragment of: the one it revises, else the parent's
+    script the request showed (a debug or improve step), else none."""
+    if revising:
+        return str((state.get("candidate") or {}).get("code") or "")
+    return state.get("parent_code") or ""
 
 
 def add_usage(state: RefineState, *more: Usage) -> dict:
@@ -73,7 +83,7 @@ def add_usage(state: RefineState, *more: Usage) -> dict:
 def execute(state: RefineState, runtime: Runtime[StrategyContext]) -> dict:
     """Run the current script in this round's workspace, repairing it when it fails early; the
     repaired script replaces the round's candidate, and its calls and executions join the loop's
-    cost."""
+    cost. An answer that is a fragment of the script the coder was shown runs in its place."""
     svc = services_of(runtime)
     r = state.get("round", 0)
     emit(runtime, kind="strategy", stage="executing", round=r + 1, rounds=runtime.context.rounds)
@@ -82,7 +92,8 @@ def execute(state: RefineState, runtime: Runtime[StrategyContext]) -> dict:
     # the loop's cost (the coder's call is in it already)
     last, ex, repairs = execute_with_repairs(runtime, cand.model_copy(update={"usage": Usage()}),
                                              svc.work_dir / state["resolved_label"] / f"r{r}",
-                                             round=r + 1, rounds=runtime.context.rounds)
+                                             parent=state.get("shown") or "", round=r + 1,
+                                             rounds=runtime.context.rounds)
     # `last.usage` holds the repair calls and the seconds of every execution of the round
     usage = cand.usage.model_copy(deep=True)
     usage.add(last.usage)

@@ -222,7 +222,10 @@ def _expansion_input(svc: RunServices, runtime: Runtime[Any], state: SearchState
     """The strategy graph's input; its workspaces go under `label`, claimed by this task."""
     step = state.get("step", 0)
     label = label or claimed(svc, runtime, "workspace", step)
-    return {"request": request, "label": label, "seed": svc.settings.seed * 1_000_003 + step}
+    parent_id = (state.get("action") or {}).get("parent_id")
+    parent = svc.store.get(parent_id).code if parent_id and svc.settings.splice_fragments else ""
+    return {"request": request, "label": label, "seed": svc.settings.seed * 1_000_003 + step,
+            "parent_code": parent}
 
 
 def _generated(runtime: Runtime[SearchContext], state: SearchState, out: dict) -> dict:

@@ -68,6 +68,7 @@ class AttemptTask(TypedDict):
     request: str
     label: str
     seed: int
+    parent: str  # the script the request showed: a sample that is a fragment of it runs in its place
 
 
 def sample(state: SCState, runtime: Runtime[StrategyContext]) -> dict:
@@ -116,6 +117,7 @@ def fan_out(state: SCState) -> list[Send]:
                 request=state["resolved_request"],
                 label=state["resolved_label"],
                 seed=seed_of(state, "sample", i),
+                parent=state.get("parent_code") or "",
             ),
         )
         for i in range(state["n"])
@@ -140,7 +142,7 @@ def attempt(task: AttemptTask, runtime: Runtime[StrategyContext]) -> dict:
     emit(runtime, kind="strategy", stage="executing", candidate=i + 1, total=total)
     cand, ex, repairs = execute_with_repairs(runtime, cand, svc.work_dir / task["label"] / f"s{i}",
                                              concurrent=concurrent_runs(total, runtime.context.workers),
-                                             candidate=i + 1, total=total)
+                                             parent=task.get("parent") or "", candidate=i + 1, total=total)
     emit(
         runtime,
         kind="strategy",

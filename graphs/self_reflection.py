@@ -48,7 +48,9 @@ def code(state: RefineState, runtime: Runtime[StrategyContext]) -> dict:
             Reflection.model_validate(state["reflection"]).critique,
             system_prompt=svc.coder_system_prompt,
         )
-    return {"candidate": cand.model_dump(), "usage": refine.add_usage(state, cand.usage)}
+    revising = state.get("candidate") is not None
+    return {"candidate": cand.model_dump(), "shown": refine.shown_to_coder(state, revising),
+            "usage": refine.add_usage(state, cand.usage)}
 
 
 def reflect(state: RefineState, runtime: Runtime[StrategyContext]) -> Command[Literal["code", "finish"]]:

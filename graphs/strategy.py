@@ -87,6 +87,9 @@ class StrategyInput(TypedDict, total=False):
     request: str
     label: str
     seed: int
+    # the script a debug or improve request shows (the parent node's): a first answer that is a
+    # fragment of it runs in its place (`nodes.execute.parent_splice`)
+    parent_code: str
 
 
 class StrategyOutput(TypedDict, total=False):
@@ -138,12 +141,14 @@ def emit(runtime: Runtime[Any], **event: Any) -> None:
 
 
 def execute_with_repairs(
-    runtime: Runtime[StrategyContext], cand: Candidate, workspace: Path, *, concurrent: int = 1, **where: Any
+    runtime: Runtime[StrategyContext], cand: Candidate, workspace: Path, *, concurrent: int = 1,
+    parent: str = "", **where: Any
 ) -> tuple[Candidate, Execution, list[dict[str, Any]]]:
     """Execute `cand` in `workspace`, repairing a static failure or an early crash up to the
     context's `repairs` times: (the script kept, its execution, the repair records). The first
     run uses `workspace`, a rerun `workspace`-N beside it; the returned candidate's usage
-    is `cand`'s plus the repair calls and the seconds of every execution. `concurrent`: how many
+    is `cand`'s plus the repair calls and the seconds of every execution. `parent`: the script
+    the request showed, where a fragment answer is put (`run_with_repairs`). `concurrent`: how many
     scripts of the expansion may run at the same time (they share the run's limits). `where`
     (candidate/total or round/rounds) goes into the progress events."""
     svc = services_of(runtime)
@@ -164,7 +169,8 @@ def execute_with_repairs(
                             system_prompt=svc.coder_system_prompt, max_repairs=limit,
                             early_crash_s=ctx.repair_window_s, known=ctx.known_errors,
                             auto_imports=ctx.auto_imports, outline=ctx.outline_names,
-                            revert=ctx.revert_repairs, splice=ctx.splice_fragments, on_repair=on_repair)
+                            revert=ctx.revert_repairs, splice=ctx.splice_fragments, on_repair=on_repair,
+                            parent=parent, python=svc.limits.python if svc.limits is not None else None)
 
 
 def result(candidate: Candidate, execution: Execution, usage: Usage, **details: Any) -> dict:

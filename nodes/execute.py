@@ -730,6 +730,8 @@ def run_with_repairs(
     revert: bool = True,
     splice: bool = True,
     on_repair: Callable[[int, RepairNeed], None] | None = None,
+    parent: str = "",
+    python: str | None = None,
 ) -> tuple[Candidate, Execution, list[dict[str, Any]]]:
     """Execute `cand` (`run(candidate, attempt)`, attempt 0, 1, ...: a run after the first must
     not disturb the files of an earlier one, which may be kept), adding the imports of undefined
@@ -741,7 +743,9 @@ def run_with_repairs(
     every repair call. With `revert`, a repair whose run got less far than the script before it
     is set aside (`kept_before`) and the step goes on with that script; with `splice` too, such an
     answer that is a fragment of that script is first put in its place (`splice_retry`) and the
-    result run. For callers
+    result run. `parent`: the script a debug or improve request showed; with `splice`, a first
+    answer that is a fragment of it runs in its place (`parent_splice`; imports checked against
+    `python`, the interpreter scripts run with). For callers
     that run a candidate inside one graph node; the tree search runs the same steps as
     supersteps of its own."""
     repairs: list[dict[str, Any]] = []
@@ -766,7 +770,8 @@ def run_with_repairs(
                 c, ex = once(*fix)
         return c, ex
 
-    cand, ex = execute(cand)
+    spliced = parent_splice(parent, cand, python=python, imports=auto_imports) if parent and splice else None
+    cand, ex = execute(*spliced) if spliced is not None else execute(cand)
     while llm_repairs(repairs) < max_repairs:
         need = repair_need(cand, ex, early_crash_s=early_crash_s)
         if need is None:

@@ -251,3 +251,58 @@ def test_repair_calls_land_in_the_tree_node(tmp_path, toy_task):
     attempts = node.extra["strategy"]["attempts"]
     assert attempts[0]["repairs"][0]["stage"] == "static" and "repairs" not in attempts[1]
     assert (svc.run_dir / "submissions" / f"{node.id}.csv").is_file()
+
+
+# ------------------------------------------------------------------ fragments of the shown script
+
+
+def run_with_parent(builder, svc, parent, **ctx):
+    graph = builder().compile(checkpointer=InMemorySaver())
+    out = graph.invoke({"request": REQUEST, "label": "n0", "seed": 3, "parent_code": parent},
+                       {"configurable": {"thread_id": "p"}}, context=StrategyContext(services=svc, **ctx))
+    return out["result"]
+
+
+def test_sr_answers_that_are_fragments_go_in_the_script_they_change(tmp_path, toy_task):
+    """Round 1 answers a debug request with the lines it changed of the parent's script, round 2
+    revises its own script with the lines it changed: each runs in the place it covers there."""
+    from tests.unit.test_revert_repairs import FIX_FRAGMENT, LONG
+
+    revised = FIX_FRAGMENT.replace("limit = 3", "limit = 2")
+    llm = scripted_model([
+        ai(fenced(FIX_FRAGMENT)),                                                    # coder, round 1
+        ai(json.dumps({"accept": False, "critique": "lower the limit", "target": "coder"})),
+        ai(fenced(revised)),                                                         # coder, round 2
+    ])
+    svc = make_services(tmp_path, toy_task, llm)
+    res = run_with_parent(build_self_reflection_graph, svc, LONG, rounds=2, repairs=0)
+    round1, round2 = res["details"]["rounds"]
+    fixed = LONG.replace("np.float(1.0)", "float(1.0)")
+    for rnd, replaced in ((round1, [7, 9]), (round2, [7, 9])):
+        (rec,) = rnd["repairs"]
+        assert rec["stage"] == "parent" and rec["fixed"] is True and rec["fragment"]["replaced"] == replaced
+        assert rnd["metric"] == 0.9 and rnd["failure"] is None
+    assert res["candidate"]["code"] == fixed  # the first of two equal results
+    ran = sorted(svc.work_dir.rglob("solution.py"))
+    assert [p.read_text() for p in ran] == [fixed, fixed.replace("limit = 3", "limit = 2")]
+    assert [c["role"] for c in res["candidate"]["usage"]["calls"]] == ["coder", "reflector", "coder"]
+    # splicing off: the fragment runs as it is, and fails the static check
+    llm = scripted_model([ai(fenced(FIX_FRAGMENT)), ai(json.dumps({"accept": True, "critique": "", "target": "coder"}))])
+    res = run_with_parent(build_self_reflection_graph, make_services(tmp_path / "off", toy_task, llm), LONG,
+                          rounds=1, repairs=0, splice_fragments=False)
+    (round1,) = res["details"]["rounds"]
+    assert "repairs" not in round1 and "undefined name 'test'" in round1["failure"]
+
+
+def test_sc_samples_that_are_fragments_of_the_parent_go_in_its_place(tmp_path, toy_task):
+    from tests.unit.test_revert_repairs import FIX_FRAGMENT, LONG
+
+    rule = RuleFakeModel(rule=lambda text, kw: [fenced(FIX_FRAGMENT)] * kw.get("n", 1))
+    res = run_with_parent(build_self_consistency_graph, make_services(tmp_path, toy_task, rule), LONG,
+                          samples=2, repairs=0)
+    attempts = res["details"]["attempts"]
+    assert len(attempts) == 2
+    for att in attempts:
+        (rec,) = att["repairs"]
+        assert rec["stage"] == "parent" and rec["fixed"] is True
+    assert res["execution"]["metric"] == 0.9 and res["candidate"]["code"] == LONG.replace("np.float(1.0)", "float(1.0)")
