@@ -102,7 +102,7 @@ def test_early_crash_is_repaired_and_rerun(tmp_path, toy_task):
     request = llm.seen[1][-1].content
     assert "Traceback (most recent call last)" in request and 'File "solution.py", line 3' in request
     assert '> 3 | valid = pd.read_csv("./input/valid.csv")' in request
-    assert "Known remedy: read only files that exist under ./input/" in request
+    assert "Known remedy: './input/valid.csv' does not exist: read only the files the data facts list" in request
 
 
 def test_a_run_without_its_outputs_is_repaired_in_the_step(tmp_path, toy_task):
