@@ -52,8 +52,9 @@ def tree_of(run_path: Path):
 
 @pytest.fixture(scope="module")
 def stub():
-    # slow enough that a kill can land inside an LLM call or a script's execution
-    with StubServer(delay_s=0.3, exec_sleep=0.6) as server:
+    # slow enough that a kill can land inside an LLM call or a script's execution (a script
+    # sleeps 1 s before it prints: on a loaded machine, 0.6 s passed before the kill landed)
+    with StubServer(delay_s=0.3, exec_sleep=1.0) as server:
         yield server
 
 
@@ -133,7 +134,7 @@ def test_killed_run_resumes_to_the_same_tree(tmp_path, stub, reference, kill_whe
     plan = (run_path() / "holdout" / "plan.json").read_bytes()  # the split was made before any step
     # no script outlives the agent (a killed process may take a moment to exit on a loaded machine)
     wait_for(lambda: not scripts_running_under(run_path()), timeout=5)
-    if kill_when is _mid_execution:  # every scripted script prints only after its 0.6 s sleep:
+    if kill_when is _mid_execution:  # every scripted script prints only after its 1 s sleep:
         log = run_path() / "workspaces" / "00003-0" / "output.log"
         assert log.read_text() == ""  # the script died with the agent instead of finishing
     resumed = subprocess.run([sys.executable, "-m", "graphs.run", "--resume", run_id,
