@@ -396,6 +396,12 @@ def _order(sample_t: _Table, test_t: _Table | None, id_col: str | None) -> tuple
     return "one per row of `test`, after the reordering above", reorder
 
 
+def _hold_out(test_t: _Table) -> str:
+    """The outline's word on validation data: a part of the training rows (small models validate
+    on the test table, dropping or checking for a target it never has)."""
+    return f"hold out part of X, y for validation (`{test_t.rel}` has no labels)"
+
+
 _NEAREST = ("the target is text with nearly one value per row: a first model returns the target of "
             "the most similar training row (KNeighborsClassifier(n_neighbors=1))")
 
@@ -423,7 +429,7 @@ def _start(train_t: _Table, test_t: _Table, targets: list[str], kinds: dict[str,
         how = ("TfidfVectorizer(analyzer='char_wb', ngram_range=(1, 3))"
                if col in kinds.get("near_unique", []) else "TfidfVectorizer()")
         model = "KNeighborsClassifier(n_neighbors=1)" if text_target else "<a classifier or regressor>"
-        todo = ["hold out validation data", f"train a pipeline that vectorizes the strings first "
+        todo = [_hold_out(test_t), f"train a pipeline that vectorizes the strings first "
                 f"(model = make_pipeline({how}, {model}), whose fit and predict take the Series as it is"
                 + ("; the target is text with nearly one value per row: this returns the target of the "
                    "most similar training row, a start to improve on" if text_target else "") + ")",
@@ -441,7 +447,7 @@ def _start(train_t: _Table, test_t: _Table, targets: list[str], kinds: dict[str,
             text = kinds["texts"][0]
             todo += [f"vectorize each free-text column as a Series (X[{text!r}]; in a ColumnTransformer "
                      f"name it as a string, ('text', TfidfVectorizer(), {text!r}), not as a list)"]
-        todo += ["hold out validation data", *([_NEAREST] if text_target else []), "train", "validate",
+        todo += [_hold_out(test_t), *([_NEAREST] if text_target else []), "train", "validate",
                  "predict X_test"]
     lines.append(f"# ... {', '.join(todo)} ...")
     return lines
@@ -506,7 +512,7 @@ def _files_start(train_t: _Table, test_t: _Table, targets: list[str], rows: _Fil
               "  # one row per file, in the table's row order",
               f"y = {y}",
               f"X_test = np.stack([features_of(f'{rows.test_path}') for name in test[{rows.test_col!r}]])",
-              "# ... hold out validation data, train, validate, predict X_test ..."]
+              f"# ... {_hold_out(test_t)}, train, validate, predict X_test ..."]
     return lines
 
 
