@@ -498,6 +498,12 @@ ERROR_SCRIPTS = {
         import pandas as pd
         pd.DataFrame({"id": [1]})[["id", "label"]]
     """,
+    "own-check-of-test-column": """
+        import pandas as pd
+        test = pd.DataFrame({"id": [1, 2]})
+        if 'label' not in test.columns:
+            raise ValueError("The 'label' column is missing in the test dataset.")
+    """,
     "missing-table": """
         import pandas as pd
         pd.read_csv("./input/valid.csv")
@@ -667,6 +673,8 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
     if case.startswith("missing-table"):  # the path the error names, and that no such file is listed
         assert remedy.startswith(f"'./input/{'valid' if case == 'missing-table' else 'validation'}.csv' does not "
                                  "exist: read only the files the data facts list")
+    if case == "own-check-of-test-column":
+        assert remedy.startswith("the script raises this itself, checking the test table for 'label'.")
     if case == "file-without-extension":
         assert remedy.startswith("there is no file './input/train/90260': the files in the folders")
     if case == "invalid-parameter":
