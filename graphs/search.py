@@ -212,8 +212,9 @@ async def agenerate(state: SearchState) -> dict:
                                        system_prompt=svc.use_system_prompt)
         return _generated(runtime, state, {"candidate": cand.model_dump()})
     label = await asyncio.to_thread(claimed, svc, runtime, "workspace", state.get("step", 0))
-    out = await svc.expander.ainvoke(_expansion_input(svc, runtime, state, request, label),
-                                     context=svc.strategy_context)
+    # the input reads the parent's script from the store: off the event loop too
+    given = await asyncio.to_thread(_expansion_input, svc, runtime, state, request, label)
+    out = await svc.expander.ainvoke(given, context=svc.strategy_context)
     return _generated(runtime, state, out["result"])
 
 
