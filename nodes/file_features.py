@@ -164,14 +164,13 @@ def measure_files(paths: list[Path], installed: frozenset[str] | None = None) ->
     if n < 0.9 * len(paths):
         return None
     chosen = sorted((p for p in paths if p.suffix.lower() == ext), key=lambda p: p.as_posix())[:_MEASURED]
-    for kinds, build, package in ((_IMAGE, _image_kind, "pillow"), (_AUDIO, _audio_kind, "scipy"),
-                                  (_ARRAY, _array_kind, "numpy")):
+    for kinds, build in ((_IMAGE, _image_kind), (_AUDIO, _audio_kind), (_ARRAY, _array_kind)):
         if ext in kinds:
             found = build(chosen, n, ext)
             if found is None:
                 return None
-            if not _installed(package, installed):
+            if not _installed(found.package, installed):
                 found.reader = []
-                found.notes.append(f"{package} is not installed where scripts run")
+                found.notes.append(f"{found.package} is not installed where scripts run")
             return found
     return None

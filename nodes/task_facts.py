@@ -470,7 +470,7 @@ def _file_rows(index: _FileIndex, train_t: _Table | None, test_t: _Table | None,
     """Lines about the files the tables' columns name (one per folder, measured), and the rows
     the outline reads when train and test each name files of one readable type."""
     lines: list[str] = []
-    where: dict[str, tuple[str, str]] = {}  # table -> (column, path template)
+    where: dict[str, tuple[str, str, str]] = {}  # table -> (column, path template, folder)
     kinds: dict[str, FileKind | None] = {}
     for table in (train_t, test_t):
         if table is None:
@@ -480,7 +480,7 @@ def _file_rows(index: _FileIndex, train_t: _Table | None, test_t: _Table | None,
             if found is None:
                 continue
             folder, path = found
-            where.setdefault(table.rel, (col, path))
+            where.setdefault(table.rel, (col, path, folder))
             if folder not in kinds:
                 kinds[folder] = measure_files(index.files_in(folder), installed)
                 if kinds[folder] is not None:
@@ -489,9 +489,9 @@ def _file_rows(index: _FileIndex, train_t: _Table | None, test_t: _Table | None,
                     lines.append(f"- Files in {shown}: {kinds[folder].fact}{notes}.")
     if train_t is None or test_t is None or train_t.rel not in where or test_t.rel not in where:
         return lines, None
-    (train_col, train_path), (test_col, test_path) = where[train_t.rel], where[test_t.rel]
-    kind = kinds.get(index.template(train_t.head[train_col])[0])  # type: ignore[index]
-    test_kind = kinds.get(index.template(test_t.head[test_col])[0])  # type: ignore[index]
+    train_col, train_path, train_folder = where[train_t.rel]
+    test_col, test_path, test_folder = where[test_t.rel]
+    kind, test_kind = kinds.get(train_folder), kinds.get(test_folder)
     if kind is None or test_kind is None or kind.kind != test_kind.kind or not kind.reader:
         return lines, None
     return lines, _FileRows(train_col, train_path, test_col, test_path, kind)
