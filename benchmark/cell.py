@@ -53,6 +53,7 @@ class CellOutcome:
     status: str  # "finished", "skipped" (finished before), "busy" (run elsewhere now), "failed"
     code: int | None = None  # graphs.run's exit code
     detail: str = ""
+    error: str = ""  # the crash that failed it (the exception's last line), when graphs.run raised
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     seconds: float = 0.0
 
@@ -85,21 +86,22 @@ class _Tee(io.TextIOBase):
         return False
 
 
-def _run_logged(argv: list[str], log_path: Path, echo: TextIO | None) -> int:
+def _run_logged(argv: list[str], log_path: Path, echo: TextIO | None) -> tuple[int, str]:
     """`graphs.run` in this process (the claim is ours already), its output in `log_path` (and
-    `echo`); the exit code. A crash is a failed cell, not a failed sweep."""
+    `echo`): (the exit code, the crash's last line or ""). A crash is a failed cell, not a
+    failed sweep; its traceback is in the log."""
     with open(log_path, "a", encoding="utf-8") as log:
         tee = _Tee(log, echo)
         with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
             shown = " ".join(redact_url(a) for a in argv)  # a database URL's password stays out of logs
             print(f"$ python -m graphs.run {shown}   # {socket.gethostname()} pid {os.getpid()}", flush=True)
             try:
-                return graph_run.main(argv, claimed=True)
+                return graph_run.main(argv, claimed=True), ""
             except SystemExit as exc:
-                return exc.code if isinstance(exc.code, int) else 1
-            except Exception:
+                return (exc.code if isinstance(exc.code, int) else 1), ""
+            except Exception as exc:
                 traceback.print_exc()
-                return 1
+                return 1, traceback.format_exception_only(exc)[0].strip().splitlines()[0]
 
 
 def run_job(job: CellJob, echo: TextIO | None = None) -> CellOutcome:
@@ -115,11 +117,11 @@ def run_job(job: CellJob, echo: TextIO | None = None) -> CellOutcome:
                 return CellOutcome(job.run_id, "skipped", seconds=time.monotonic() - started)
             resume = run_recorded(run_path, job.run_id, job.checkpointer)
             argv = list(job.resume_argv if resume else job.start_argv)
-            code = _run_logged(argv, log_path, echo)
+            code, error = _run_logged(argv, log_path, echo)
     except RunBusy as exc:
         return CellOutcome(job.run_id, "busy", detail=str(exc), seconds=time.monotonic() - started)
     finished = code == 0 and (run_path / "summary.json").is_file()
-    return CellOutcome(job.run_id, "finished" if finished else "failed", code=code,
+    return CellOutcome(job.run_id, "finished" if finished else "failed", code=code, error=error,
                        detail="resumed" if resume else "started", seconds=time.monotonic() - started)
 
 

@@ -454,6 +454,7 @@ def execute(plan: Plan, stdout: TextIO) -> dict[str, str]:
                 f"{outcome.worker})")
         else:
             why = f"exit {outcome.code}" if outcome.code is not None else outcome.detail
+            why += f": {outcome.error[:300]}" if outcome.error else ""
             failures[job.run_id] = f"failed ({why})"
             say(f"[{done}/{total}] {job.label}: FAILED ({why}); see {log}")
         if progress:

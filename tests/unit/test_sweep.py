@@ -244,7 +244,7 @@ def test_bad_input_exits_2_without_writing(sweep, tmp_path, capsys, change):
     assert not out.exists()
 
 
-def test_failing_cell_is_recorded_and_the_sweep_goes_on(sweep, tmp_path, monkeypatch):
+def test_failing_cell_is_recorded_and_the_sweep_goes_on(sweep, tmp_path, monkeypatch, capsys):
     import benchmark.cell as sweep_mod
 
     real = sweep_mod.graph_run.main
@@ -261,10 +261,14 @@ def test_failing_cell_is_recorded_and_the_sweep_goes_on(sweep, tmp_path, monkeyp
     argv[argv.index("--seeds") + 1] = "1"
     argv[argv.index("--out") + 1] = str(tmp_path / "out")
     argv[argv.index("--tasks") + 1:argv.index("--strategies")] = [str(sweep["tasks"]["toy-a"])]
+    capsys.readouterr()
     assert main(argv) == 1
     assert len(calls) == 4  # 1 task x 2 strategies x 2 models x 1 seed: the failure stopped nothing
+    # the crash's last line is in the progress line and the table, not only in the log
+    failed = [line for line in capsys.readouterr().out.splitlines() if "FAILED" in line]
+    assert len(failed) == 1 and "FAILED (exit 1: RuntimeError: boom); see " in failed[0], failed
     per_run = pd.read_csv(tmp_path / "out" / "per_run.csv").set_index("run_id")
-    assert per_run.loc["toy-a__aide__m-a__s0", "status"] == "failed (exit 1)"
+    assert per_run.loc["toy-a__aide__m-a__s0", "status"] == "failed (exit 1: RuntimeError: boom)"
     assert per_run.loc["toy-a__aide__m-a__s0", "valid_submission"] == 0
     assert per_run.loc["toy-a__aide__m-b__s0", "status"] == "ok"
     assert "RuntimeError: boom" in (tmp_path / "out" / "logs" / "toy-a__aide__m-a__s0.log").read_text()
