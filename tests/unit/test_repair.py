@@ -196,6 +196,29 @@ def test_late_crash_is_left_to_the_debug_step(tmp_path, toy_task):
     assert len(llm.seen) == 1
 
 
+def test_a_run_the_system_refuses_is_a_sandbox_failure_on_the_node_and_the_run_goes_on(tmp_path, toy_task,
+                                                                                      monkeypatch):
+    import nodes.execute as execute_mod
+
+    real, calls = execute_mod.run_script, []
+
+    def refusing_once(*args, **kwargs):  # fork out of processes, as on a crowded machine
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(execute_mod, "run_script", refusing_once)
+    llm = scripted_model([ai(fenced(GOOD_SCRIPT)), ai(fenced(GOOD_SCRIPT))])
+    svc = services(tmp_path, toy_task, llm, steps=2, llm_review=False)
+    run_steps(svc)
+    n0, n1 = svc.store.all()
+    assert n0.is_buggy and n0.bug_reason.startswith("sandbox failure: the script could not be run "
+                                                   "(BlockingIOError: [Errno 11] Resource temporarily")
+    assert "repairs" not in n0.extra and [c.role for c in n0.calls] == ["coder"]  # not the script's fault
+    assert not n1.is_buggy and n1.metric == 0.9 and len(calls) == 2
+
+
 def test_import_check_is_cached_and_skips_guarded_imports():
     checker = ImportChecker(sys.executable)
     code = ("import os, nltk_not_here\nfrom sklearn.metrics import accuracy_score, cer\n"
