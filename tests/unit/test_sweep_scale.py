@@ -255,7 +255,8 @@ def test_a_sweep_file_sets_each_strategy_and_model(tmp_path, capsys):
                            {"name": "self_consistency", "label": "sc3", "settings": {"samples": 3}}],
             "models": [{"spec": f"m@{stub.base_url}", "settings": {"max-tokens": 1500, "temperature": 0.4}}],
         }))
-        assert main(["--config", str(config), "--", "--repairs", "1"]) == 0
+        code = main(["--config", str(config), "--", "--repairs", "1"])
+        assert code == 0, [line for line in capsys.readouterr().out.splitlines() if "FAILED" in line]
     runs = {p.name.split("__")[1]: json.loads((p / "run.json").read_text())
             for p in (out / "runs").iterdir() if p.is_dir()}
     assert sorted(runs) == ["aide", "sc2", "sc3"]
