@@ -53,6 +53,7 @@ from nodes.execute import (
     harness_fixes,
     keep_or_set_aside,
     llm_repairs,
+    metric_text,
     parent_splice,
     repair_need,
 )
@@ -140,7 +141,7 @@ def memory_lines(tree: Tree, k: int, parent_id: str | None = None, *, branch: bo
         return tree.branch_memory(parent_id, max_entries=k)
     lines = []
     for n in tree.recent(k):
-        outcome = "failed" if n.is_buggy else f"metric {n.metric:.6g}"
+        outcome = "failed" if n.is_buggy else metric_text(n.metric, "metric")
         lines.append(f"{n.stage} (step {n.step}): {outcome}. {n.note}".strip())
     return lines
 
@@ -378,7 +379,9 @@ def review(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         if v is not None:
             verdict.update(summary=v.summary, says_bug=v.is_bug)
     if not verdict["summary"]:
-        verdict["summary"] = facts.failure or f"ran cleanly, validation metric {facts.metric}"
+        verdict["summary"] = facts.failure or (f"ran cleanly, validation metric {facts.metric}"
+                                               if facts.metric is not None else
+                                               "ran cleanly and wrote its submission; printed no METRIC line")
     return {"verdict": verdict}
 
 
@@ -437,7 +440,7 @@ def record(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     tree.add(node)
     svc.tree_key = (node.id, 0)
     best = tree.best()
-    outcome = f"buggy: {node.bug_reason}" if node.is_buggy else f"metric {node.metric:.6g}"
+    outcome = f"buggy: {node.bug_reason}" if node.is_buggy else metric_text(node.metric, "metric")
     _emit(runtime, kind="recorded", step=step, node_id=node.id, stage=node.stage,
           buggy=node.is_buggy, metric=node.metric, outcome=outcome,
           best_metric=best.metric if best else None, tokens=node.prompt_tokens + node.completion_tokens,

@@ -73,7 +73,7 @@ import re
 import threading
 import tokenize
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,8 +129,10 @@ class Execution(BaseModel):
 
     @property
     def valid(self) -> bool:
-        """Ran cleanly, printed a metric and wrote a well-formed submission."""
-        return self.failure is None and self.metric is not None
+        """Ran cleanly, wrote a well-formed submission and printed a metric (or, in a run that holds
+        a split, had its submission scored on the held rows: `held_without_metric`)."""
+        return self.failure is None and (self.metric is not None
+                                         or (self.by_holdout and self.holdout_score is not None))
 
     @property
     def score(self) -> float | None:
@@ -158,9 +160,8 @@ class Execution(BaseModel):
         out = self.output.strip()
         if len(out) > output_chars:
             out = "..." + out[-output_chars:]
-        verdict = (
-            f"It failed: {self.failure}" if self.failure else f"It ran cleanly; METRIC {self.metric:.6g}"
-        )
+        ran = "It ran cleanly; " + metric_text(self.metric)
+        verdict = f"It failed: {self.failure}" if self.failure else ran
         if self.self_report_flag and not self.failure:
             verdict += f"\nHarness check: {self.self_report_flag}."
         return f"{verdict}\n\nOutput (end):\n{fenced(out or '(no output)')}"
@@ -226,6 +227,7 @@ def execute_script(
         timeout_s=timeout_s,
     )
     kept = str(sub_path) if problem is None else None
+    notes = list(checked.notes) if checked is not None else []
     holdout: dict = {}
     if held is not None:
         holdout["by_holdout"] = True
@@ -235,6 +237,9 @@ def execute_script(
             holdout.update(holdout_score=scored.score, holdout_note=scored.note)
             if facts.failure is None:
                 holdout["self_report_flag"] = held.flag(facts.metric, scored.score)
+            elif held_without_metric(facts, scored.score):
+                facts = replace(facts, failure=None)
+                notes.append(HELD_WITHOUT_METRIC)
     return Execution(
         exit_code=result.exit_code,
         timed_out=result.timed_out,
@@ -245,10 +250,27 @@ def execute_script(
         submission_file=kept,
         metric=facts.metric,
         failure=facts.failure,
-        notes=checked.notes if checked is not None else [],
+        notes=notes,
         workspace=str(workspace.root),
         **holdout,
     )
+
+
+HELD_WITHOUT_METRIC = ("no METRIC line: the harness scored the submission on its held rows, which is "
+                       "what selection compares in a run that holds a split")
+
+
+def held_without_metric(facts: Facts, holdout_score: float | None) -> bool:
+    """A run that holds a split needs no METRIC line: a script that exited 0 and wrote a
+    well-formed submission the held rows scored is valid without one (the METRIC line is then
+    only the script's self-report; the node's notes say it had none)."""
+    return (facts.metric is None and holdout_score is not None and facts.exit_code == 0
+            and not facts.timed_out and facts.submission_problem is None)
+
+
+def metric_text(metric: float | None, word: str = "METRIC") -> str:
+    """'METRIC 0.9' or, for a valid run without the line (`held_without_metric`), what it lacked."""
+    return f"{word} {metric:.6g}" if metric is not None else "no METRIC line"
 
 
 SANDBOX_FAILURE = "sandbox failure: the script could not be run"
@@ -724,7 +746,7 @@ def close_record(
         fixed = not ex.skipped and (record["stage"] in ("static", *HARNESS_STAGES)
                                     or not crashed_early(ex, early_crash_s))
     if ex.valid:
-        then = f"valid, metric {ex.metric:.6g}"
+        then = "valid, " + metric_text(ex.metric, "metric")
     else:
         then = (ex.failure or "failed")[:300]
     return {**record, "fixed": fixed, "then": then}

@@ -241,8 +241,10 @@ class Tree:
         parent = self.nodes.get(n.parent_id) if n.parent_id else None
         head = f"step {n.step} {n.stage}" + (f" of step {parent.step}" if parent else "")
         plan = n.plan or "(no plan given)"
-        if n.is_buggy or n.metric is None:
+        if n.is_buggy:
             outcome = "failed: " + _one_line(n.note or "unknown error", _OUTCOME_CHARS)
+        elif n.metric is None:  # valid in a run that holds a split (nodes.execute.held_without_metric)
+            outcome = "ran and wrote its submission, but printed no METRIC line"
         else:
             outcome = f"metric {n.metric:.6g}"
             if parent is not None and not parent.is_buggy and parent.metric is not None:

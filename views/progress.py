@@ -122,7 +122,8 @@ class RunProgress:
             return
         if event.get("stage") == "executed":
             outcome = (f"metric {event['metric']:.6g}" if event.get("metric") is not None
-                       else f"buggy: {event.get('failure') or 'no metric'}")
+                       else f"buggy: {event['failure']}" if event.get("failure")
+                       else "valid, no METRIC line (the held rows score it)")
             self._line(f"    candidate {event['candidate']}/{event.get('total', '?')}: {outcome}"[:200])
         elif event.get("stage") in ("selected", "finished", "planning", "reflecting"):
             self._line(f"    {text.split(': ', 1)[0].split(' ', 1)[-1]}: {event['stage']}"

@@ -90,7 +90,7 @@ def split_for(settings, comp, run_dir, store):
 def services_for(tmp_path, task, llm, lower, **overrides):
     comp = load_competition(task)
     settings = RunSettings(run_id="t", task_dir=str(task), exec_timeout=60, sandbox="auto",
-                           lower_is_better=lower, repairs=0, **overrides)
+                           lower_is_better=lower, **{"repairs": 0, **overrides})
     run_dir = tmp_path / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     store = NodeStore(run_dir / "nodes.sqlite")
@@ -269,3 +269,41 @@ def test_selection_gap_measures_both_numbers(tmp_path):
     assert row["rho_self"] == pytest.approx(-1.0)
     assert (row["hit_self"], row["hit_holdout"]) == (0, 1)
     assert "| harness holdout score | 1.000 (n=1) | 1 of 1 runs |" in (tmp_path / "out" / "selection.md").read_text()
+
+
+def test_a_script_without_its_metric_line_is_valid_when_the_held_rows_score_it(tmp_path):
+    """In a run that holds a split the harness scores each submission itself, so a script that
+    wrote a well-formed submission but printed no METRIC line is a valid node (its notes say
+    it had none), gets no repair call, can be selected and reported; without a split it is buggy."""
+    silent = HONEST.replace('print(f"METRIC: {metric}")\n', 'print("done")\n')
+    task = prepare_task("tumor-diagnosis")
+    for holdout in (True, False):
+        seen = []
+
+        def rule(text: str, kwargs: dict, seen=seen) -> str:
+            seen.append(text)
+            if "Your job: review" in text:
+                return json.dumps({"is_bug": False, "summary": "ran and wrote a submission"})
+            return fenced(silent)
+
+        root = tmp_path / str(holdout)
+        svc, _ = services_for(root, task, RuleFakeModel(rule=rule), False, steps=2, num_drafts=1,
+                              debug_prob=0.0, holdout=holdout, repairs=1)
+        run_search(svc)
+        draft, improve = svc.store.all()
+        if not holdout:  # the METRIC line is all selection has: buggy, and a repair was asked for
+            assert draft.is_buggy and "printed no 'METRIC: <float>' line" in draft.bug_reason
+            assert draft.extra["repairs"][0]["stage"] == "outputs"
+            continue
+        assert [n.is_buggy for n in (draft, improve)] == [False, False]
+        assert draft.metric is None and draft.holdout_score is not None and draft.by_holdout
+        assert "no METRIC line: the harness scored the submission" in " ".join(draft.extra["notes"])
+        assert "repairs" not in draft.extra and len(seen) == 4  # draft, review, improve, review
+        assert improve.parent_id == draft.id  # a valid node is improved, not debugged
+        assert "printed no METRIC line" in svc.tree.memory_line(svc.tree.get(draft.id))
+        summary = export_run(svc.run_dir, [draft, improve], svc.store.load_tree(False), run_id="t",
+                             wall_seconds=1.0, settings=svc.settings.model_dump(), selection=svc.selection)
+        assert summary["valid_submission"] and summary["best_node_id"] in {draft.id, improve.id}
+        from views.report import write_report
+
+        assert write_report(svc.run_dir)["report_md"].is_file()
