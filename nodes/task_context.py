@@ -154,7 +154,11 @@ def _rows(path: Path) -> str:
 def _describe_table(path: Path, df: pd.DataFrame | Exception) -> str:
     if isinstance(df, Exception):
         return f"  (could not parse as a table: {type(df).__name__})"
-    out = [f"  {_rows(path)} x {df.shape[1]} columns"]
+    total = _count_lines(path)
+    out = [f"  {total - 1 if total else 'many'} rows x {df.shape[1]} columns"]
+    # the preview reads the first rows only: its counts say so where the table has more (a
+    # column of 5000 distinct words is not "2000 distinct")
+    part = f" in the first {len(df)} rows" if total is None or total - 1 > len(df) else ""
     for col in list(df.columns)[:_MAX_COLUMNS_SHOWN]:
         s = df[col]
         missing = int(s.isna().sum())
@@ -163,9 +167,9 @@ def _describe_table(path: Path, df: pd.DataFrame | Exception) -> str:
         examples = ", ".join(repr(v.item() if hasattr(v, "item") else v)[:40] for v in values)
         extra = f", {missing} missing in first {len(df)}" if missing else ""
         if pd.api.types.is_numeric_dtype(s) and s.nunique() > 10:
-            desc = f"{s.dtype}, range {s.min():.4g}..{s.max():.4g}{extra}"
+            desc = f"{s.dtype}, range {s.min():.4g}..{s.max():.4g}{part}{extra}"
         else:
-            desc = f"{s.dtype}, {s.nunique()} distinct{extra}; e.g. {examples}"
+            desc = f"{s.dtype}, {s.nunique()} distinct{part}{extra}; e.g. {examples}"
         out.append(f"  - {col}: {desc}")
     if df.shape[1] > _MAX_COLUMNS_SHOWN:
         out.append(f"  ... and {df.shape[1] - _MAX_COLUMNS_SHOWN} more columns")

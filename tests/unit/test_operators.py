@@ -227,3 +227,17 @@ def test_quoted_output_gets_a_fence_longer_than_its_backticks():
     from prompts import fenced
     assert fenced("plain") == "```\nplain\n```"
     assert fenced("a ``` b ````` c", "python") == "``````python\na ``` b ````` c\n``````"
+
+
+def test_the_preview_of_a_long_table_says_its_counts_are_of_its_first_rows(tmp_path):
+    public = tmp_path / "public"
+    public.mkdir()
+    n = 2500  # more than the preview reads
+    pd.DataFrame({"word": [f"w{i}" for i in range(n)], "x": [i % 97 for i in range(n)]}).to_csv(
+        public / "train.csv", index=False)
+    pd.DataFrame({"word": ["a", "b", "a"], "x": [1, 2, 3]}).to_csv(public / "test.csv", index=False)
+    lines = data_preview(public).splitlines()
+    assert "  2500 rows x 2 columns" in lines
+    assert any(line.startswith("  - word: str, 2000 distinct in the first 2000 rows; e.g. 'w0'") for line in lines)
+    assert "  - x: int64, range 0..96 in the first 2000 rows" in lines
+    assert any(line.startswith("  - word: str, 2 distinct; e.g. 'a', 'b'") for line in lines)  # read in full
