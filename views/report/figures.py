@@ -46,7 +46,7 @@ def metric_figure(nodes: list[dict[str, Any]], lower_is_better: bool) -> Figure:
     if held:
         ax.scatter(_steps(held), [n["holdout_score"] for n in held], s=46, facecolors="none",
                    edgecolors="black", label="holdout score (harness)", zorder=4)
-    buggy = [n for n in nodes if not _is_good(n)]
+    buggy = [n for n in nodes if n.get("is_buggy", True)]  # a held run's valid node may lack a METRIC line
     if buggy:
         # x in data coordinates, y pinned just above the axis: nodes without a metric
         ax.scatter(_steps(buggy), [0.03] * len(buggy), marker="x", color=STATUS_COLOURS["buggy"],

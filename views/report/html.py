@@ -148,6 +148,8 @@ def render_tree_html(tree: dict[str, Any], summary: dict[str, Any]) -> str:
         label = f"#{node.get('step')}"
         if _is_good(node):
             label += f"  {_fmt(node['metric'], 4)}"
+        elif not node.get("is_buggy", True):  # valid in a held run without a METRIC line
+            label += "  no METRIC"
         svg_nodes.append({"id": node["id"], "x": x, "y": y, "stage": node.get("stage", "?"),
                           "status": status[node["id"]], "label": label,
                           "title": f"{node['id']} {node.get('stage')} ({status[node['id']]})"})
