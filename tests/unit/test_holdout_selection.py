@@ -307,3 +307,4 @@ def test_a_script_without_its_metric_line_is_valid_when_the_held_rows_score_it(t
         from views.report import write_report
 
         assert write_report(svc.run_dir)["report_md"].is_file()
+        assert "no METRIC" in (svc.run_dir / "tree.html").read_text()  # drawn valid, without a number
