@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 import prompts
+from nodes.metric_recipe import metric_recipe
 from nodes.task_facts import data_facts as compute_data_facts
 
 # Packages worth telling the model about, if installed where scripts run.
@@ -50,6 +51,8 @@ class TaskContext:
     metric_hint: str
     sample_submission: str | None
     data_facts: str = ""  # empty when turned off (--no-data-facts)
+    # how to compute the metric where scripts run (nodes.metric_recipe); "" when unknown or off
+    metric_recipe: str = ""
 
     def system_prompt(self) -> str:
         """The stable prefix shared by every prompt of the run."""
@@ -307,6 +310,7 @@ def build_task_context(
         metric_hint=hint,
         sample_submission=sample,
         data_facts=_facts_or_why_not(public_dir, sample_submission, packages) if data_facts else "",
+        metric_recipe=metric_recipe(metric_name, python) if data_facts else "",
     )
 
 
