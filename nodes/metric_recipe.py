@@ -21,6 +21,7 @@ from grading.graders import grader_key, resolve_grader
 from nodes.static_check import import_checker_for
 
 _TABLE = Path(prompts.__file__).parent / "metric_recipes.yaml"
+NO_FUNCTION = "scikit-learn, scipy and numpy have no function for this metric"
 
 
 @lru_cache(maxsize=2)
@@ -61,7 +62,7 @@ def metric_recipe(metric_name: str | None, python: str | None = None, path: Path
     if entry is None:
         return ""
     if "own" in entry:
-        return f"No installed package computes this metric: write it yourself, {entry['own']}."
+        return f"{NO_FUNCTION}: write it yourself, {entry['own']}."
     note = f"; {entry['note']}" if entry.get("note") else ""
     for imp, call in ((entry["import"], entry["call"]), (entry.get("else_import"), entry.get("else_call"))):
         if imp and call and _importable(imp, python):
