@@ -68,6 +68,7 @@ from graphs.persistence import PersistenceError, check_url, live_url
 from graphs.registry import UnknownStrategyError, strategy_builder
 from nodes.files import write_atomically
 from serving.llm import EndpointError, list_endpoint_models
+from serving.process import usable_cores
 from serving.vllm import VLLMServer, served_name_for
 from serving.weights import LOCAL_MODELS, LocalModelError
 from tasks.competition import Competition, CompetitionError, load_competition
@@ -246,6 +247,17 @@ class Plan:
     def steps(self) -> int:
         return self.grid.steps
 
+    @property
+    def local_threads(self) -> int | None:
+        """The threads of each local-model cell's llama.cpp server where several cells share a
+        machine (None: one cell at a time, which gets every core). llama.cpp's threads sync at
+        every layer: two servers of 2 threads on 2 cores decoded at ~1 token/s instead of ~25
+        (measured here). Locally: the cores over the workers; on Ray: the CPUs a cell reserves."""
+        if self.grid.executor == "ray":
+            return max(1, int(self.grid.cell_cpus))
+        workers = self.grid.workers or 1
+        return max(1, usable_cores() // workers) if workers > 1 else None
+
     def launcher(self, model: ModelSpec) -> VLLMServer:
         """The vLLM server for a ``vllm:`` model (not started)."""
         options = self.vllm_options.get(model.label, {})
@@ -261,10 +273,13 @@ class Plan:
         settings = [*self.common_argv, *self.model_argv.get(model.label, ()), *strategy.argv]
         common = ["--run-dir", str(cell.run_path.parent), "--steps", str(self.steps)]
         url = live_url or model.base_url
+        # an embedded model's server runs in its cell: cells that share a machine share its cores
+        threads = ["--local-threads", str(self.local_threads)] if model.local and self.local_threads else []
         start = [*common, "--task", cell.task_dir, "--strategy", strategy.name, "--seed", str(cell.seed),
-                 "--run-id", cell.run_id, *model.run_args(live_url), *settings]
+                 "--run-id", cell.run_id, *model.run_args(live_url), *threads, *settings]
         # settings come from run.json; the endpoint may have moved since
-        resume = [*common, "--resume", cell.run_id, *(["--base-url", str(url)] if url else []), *settings]
+        resume = [*common, "--resume", cell.run_id, *(["--base-url", str(url)] if url else []), *threads,
+                  *settings]
         gpus = 1.0 if "--gpus" in settings else 0.0
         memory = _last_value(settings, "--mem-limit-mb")
         return CellJob(run_id=cell.run_id, run_path=str(cell.run_path),

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--exec-timeout", type=positive_float, default=None, metavar="SECONDS")
     p.add_argument("--local-model", default=None, help="embedded model: 0.5b, 1.5b (default) or a .gguf path")
+    p.add_argument("--local-threads", type=positive_int, default=None, metavar="N",
+                   help="threads of the embedded model's server (default: every core; a sweep running "
+                   "several local-model cells on one machine gives each its share, since llama.cpp's "
+                   "threads collapse when they outnumber the cores)")
     gv = p.add_argument_group("a vLLM server started for the run (serving.vllm; pip install '.[vllm]')")
     gv.add_argument("--vllm-model", default=None, metavar="NAME",
                     help="Hugging Face model (or directory) to serve with vLLM instead of the embedded "
@@ -339,8 +343,10 @@ def _check_database(settings: RunSettings, run_id: str, url: str, run_path: Path
 
 
 @contextlib.contextmanager
-def endpoint(settings: RunSettings, run_path: Path, say: Any) -> Iterator[tuple[str, str]]:
-    """Yield (base_url, model): the given endpoint, or the vLLM / embedded server started for the run."""
+def endpoint(settings: RunSettings, run_path: Path, say: Any, *,
+             local_threads: int | None = None) -> Iterator[tuple[str, str]]:
+    """Yield (base_url, model): the given endpoint, or the vLLM / embedded server started for the
+    run (`local_threads`: the embedded server's threads; default every core)."""
     if settings.base_url:
         served = list_endpoint_models(settings.base_url)
         model = settings.model or (served[0] if served else None)
@@ -365,8 +371,9 @@ def endpoint(settings: RunSettings, run_path: Path, say: Any) -> Iterator[tuple[
     path = ensure_local_model(settings.local_model, progress=say)
     alias = settings.model or Path(path).stem
     say(f"starting the embedded llama.cpp server with {Path(path).name} ...")
-    # steps are sequential (the model waits while a script runs), so the server gets every core
-    server = LocalServer(Path(path), model_alias=alias, n_threads=os.cpu_count() or 1,
+    # steps are sequential (the model waits while a script runs), so the server gets every core,
+    # unless the run shares the machine with others (a sweep's workers: --local-threads)
+    server = LocalServer(Path(path), model_alias=alias, n_threads=local_threads or os.cpu_count() or 1,
                          log_path=run_path / "llama-server.log")
     with server:
         say(f"embedded server ready at {server.base_url}")
@@ -419,7 +426,7 @@ def _run_claimed(args: argparse.Namespace, settings: RunSettings, comp: Competit
     try:
         restore_run_files(store, run_path)  # what a resume on another machine lacks here
         keep_run_files(store, run_path, SETTINGS_FILE)
-        with endpoint(settings, run_path, say) as (base_url, model):
+        with endpoint(settings, run_path, say, local_threads=args.local_threads) as (base_url, model):
             if settings.model != model:
                 settings = settings.model_copy(update={"model": model})
             services = build_run_services(settings, comp, run_path, store, base_url, model, say)

@@ -62,11 +62,15 @@ def default_threads() -> int:
     (a training script in the sandbox, a second server) takes one of their cores: measured on
     2 cores, two servers at 2 threads each decoded at 0.5 tokens/s instead of ~20.
     """
+    return max(1, usable_cores() // 2)
+
+
+def usable_cores() -> int:
+    """The CPUs this process may use (its affinity), at least one."""
     try:
-        n = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - non-Linux
-        n = os.cpu_count() or 1
-    return max(1, n // 2)
+        return os.cpu_count() or 1
 
 
 def log_tail(path: Path | None, n: int = 5) -> str:

@@ -388,3 +388,33 @@ def test_sandbox_limits_reach_the_run(tmp_path, stub):
     limits = RunSettings.model_validate(saved).limits()
     assert (limits.memory_bytes, limits.processes, limits.file_bytes, limits.cpu_seconds) == (
         300 * 2**20, 64, 5 * 2**20, 20.0)
+
+
+def test_local_threads_size_the_embedded_server(tmp_path, monkeypatch):
+    """--local-threads N gives the embedded llama.cpp server N threads; without it, every core."""
+    import graphs.run as run_mod
+    from graphs.settings import RunSettings
+
+    made = []
+
+    class FakeServer:  # records what the run would start; starts nothing
+        def __init__(self, path, **kwargs):
+            made.append(kwargs["n_threads"])
+            self.base_url = "http://127.0.0.1:9/v1"
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(run_mod, "LocalServer", FakeServer)
+    monkeypatch.setattr(run_mod, "ensure_local_model", lambda key, progress: tmp_path / "m.gguf")
+    monkeypatch.setattr(run_mod.os, "cpu_count", lambda: 8)
+    settings = RunSettings(run_id="t", task_dir=str(tmp_path), local_model="0.5b")
+    for threads in (3, None):
+        with run_mod.endpoint(settings, tmp_path, lambda m: None, local_threads=threads):
+            pass
+    assert made == [3, 8]
+    args = run_mod.build_parser().parse_args(["--task", "x", "--local-threads", "2"])
+    assert args.local_threads == 2

@@ -189,6 +189,35 @@ def test_each_endpoint_cap_follows_the_workers_the_user_asked_for(grid):
     assert plan_for([*base, "--workers", "2"]).model_caps == {"m": 2}
 
 
+def test_local_model_cells_that_share_a_machine_share_its_cores(grid, monkeypatch):
+    """An embedded model's server runs inside its cell and takes every core; several such cells
+    on one machine would each start a server of all the cores, which llama.cpp cannot survive
+    (~1 token/s instead of ~25 on 2 cores). So each gets the cores over the workers (on Ray: the
+    CPUs a cell reserves), when it starts and when it resumes; a served model's cells get nothing."""
+    import benchmark.sweep as sweep_mod
+
+    monkeypatch.setattr(sweep_mod, "usable_cores", lambda: 4)
+    base = _grid(grid["tasks"], grid["stub"].base_url, grid["tmp"] / "unused")
+    at = base.index("--models") + 1
+    base[at:at + 1] = ["local:0.5b", base[at]]
+
+    def threads(*extra: str) -> dict[str, tuple[str | None, str | None]]:
+        plan = plan_for([*base, *extra])
+        out = {}
+        for cell in plan.cells:
+            job = plan.job(cell)
+            got = [argv[argv.index("--local-threads") + 1] if "--local-threads" in argv else None
+                   for argv in (job.start_argv, job.resume_argv)]
+            out[cell.model] = tuple(got)
+        return out
+
+    assert threads() == {"local-0.5b": (None, None), "m": (None, None)}  # one cell at a time: every core
+    assert threads("--workers", "2") == {"local-0.5b": ("2", "2"), "m": (None, None)}
+    assert threads("--workers", "3") == {"local-0.5b": ("1", "1"), "m": (None, None)}
+    assert threads("--executor", "ray") == {"local-0.5b": ("1", "1"), "m": (None, None)}
+    assert threads("--executor", "ray", "--cell-cpus", "2") == {"local-0.5b": ("2", "2"), "m": (None, None)}
+
+
 def test_a_killed_ray_worker_is_retried_and_its_cell_resumes(tmp_path):
     (task,) = _tasks(tmp_path)[:1]
     with StubServer(model="m", exec_sleep=1.0) as stub:
