@@ -22,6 +22,9 @@ from nodes.static_check import import_checker_for
 
 _TABLE = Path(prompts.__file__).parent / "metric_recipes.yaml"
 NO_FUNCTION = "scikit-learn, scipy and numpy have no function for this metric"
+# small models score their test predictions against the validation labels (lengths differ)
+ON_VALIDATION = ("`y_val` being the labels of the rows held out for validation and `val_predictions` the "
+                 "model's predictions for those rows (model.predict(X_val)), never the test predictions")
 
 
 @lru_cache(maxsize=2)
@@ -62,9 +65,11 @@ def metric_recipe(metric_name: str | None, python: str | None = None, path: Path
     if entry is None:
         return ""
     if "own" in entry:
-        return f"{NO_FUNCTION}: write it yourself, {entry['own']}."
+        return (f"{NO_FUNCTION}: write it yourself, {entry['own']}; `validation_score` is it on `y_val` "
+                f"and `val_predictions`, {ON_VALIDATION}.")
     note = f"; {entry['note']}" if entry.get("note") else ""
     for imp, call in ((entry["import"], entry["call"]), (entry.get("else_import"), entry.get("else_call"))):
         if imp and call and _importable(imp, python):
-            return f"Compute it with `{imp}`, then `{call}`{note}."
+            names = f", {ON_VALIDATION}" if "val_predictions" in call else ""
+            return f"Compute it with `{imp}`, then `validation_score = {call}`{note}{names}."
     return ""

@@ -16,7 +16,10 @@ from nodes.task_context import build_task_context
 
 def test_known_names_get_the_import_and_call_and_unknown_ones_nothing():
     assert metric_recipe("f1_macro") == ("Compute it with `from sklearn.metrics import f1_score`, then "
-                                         "`f1_score(y_true, y_pred, average='macro')`.")
+                                         "`validation_score = f1_score(y_val, val_predictions, average='macro')`, "
+                                         "`y_val` being the labels of the rows held out for validation and "
+                                         "`val_predictions` the model's predictions for those rows "
+                                         "(model.predict(X_val)), never the test predictions.")
     # MLE-bench's names reach our grader's entry; a name written another way is folded first
     assert metric_recipe("macro_f1_score") == metric_recipe("Macro-F1 score") == metric_recipe("f1_macro")
     assert metric_recipe("QWK").startswith("Compute it with `from sklearn.metrics import cohen_kappa_score`")
@@ -39,7 +42,7 @@ def test_a_missing_function_falls_back_and_a_missing_package_says_nothing(tmp_pa
         "import": "from sklearn.metrics import a_function_no_version_has", "call": "a_function_no_version_has(y, p)",
         "else_import": "from sklearn.metrics import mean_squared_error", "else_call": "mean_squared_error(y, p) ** 0.5"}}))
     assert metric_recipe("rmse", path=table) == ("Compute it with `from sklearn.metrics import mean_squared_error`, "
-                                                 "then `mean_squared_error(y, p) ** 0.5`.")
+                                                 "then `validation_score = mean_squared_error(y, p) ** 0.5`.")
     bare = shutil.which("python3", path="/usr/bin:/bin")
     if bare is None or subprocess.run([bare, "-c", "import sklearn"], capture_output=True).returncode == 0:
         pytest.skip("no interpreter without scikit-learn here")
@@ -68,6 +71,8 @@ def test_the_system_prompt_states_it_beside_the_metric(toy_task):
     assert line == ("2. Compute the competition's evaluation metric (rmse, lower is better) on the validation data "
                     "and print it on its own line exactly as `METRIC: <float>`. Compute it with "
                     "`from sklearn.metrics import root_mean_squared_error`, then "
-                    "`root_mean_squared_error(y_true, y_pred)`.")
+                    "`validation_score = root_mean_squared_error(y_val, val_predictions)`, `y_val` being the "
+                    "labels of the rows held out for validation and `val_predictions` the model's predictions "
+                    "for those rows (model.predict(X_val)), never the test predictions.")
     assert "Compute it with" not in prompt("a metric nobody knows")
     assert "Compute it with" not in prompt("rmse", data_facts=False)  # --no-data-facts: as before
