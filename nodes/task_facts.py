@@ -12,6 +12,7 @@ ties broken by value, no timestamps or absolute paths.
 from __future__ import annotations
 
 import csv
+import importlib.util
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,8 +408,9 @@ _NEAREST = ("the target is text with nearly one value per row: a first model ret
 
 
 def _start(train_t: _Table, test_t: _Table, targets: list[str], kinds: dict[str, list[str]],
-           reorder: str | None, text_target: bool = False) -> list[str]:
-    """The first lines of a tabular script: both tables, one feature list for train and test;
+           reorder: str | None, text_target: bool = False) -> tuple[list[str], list[str], list[str]]:
+    """The first lines of a tabular script (both tables, one feature list for train and test),
+    what to do to the features (`prep`) and how to train (`fit`), for `_middle`;
     `text_target`: the target is text to produce (a nearest-row model to start with)."""
     ids = kinds["ids"]
     y = f"train[{targets[0]!r}]" if len(targets) == 1 else f"train[{targets!r}]"
@@ -429,11 +431,11 @@ def _start(train_t: _Table, test_t: _Table, targets: list[str], kinds: dict[str,
         how = ("TfidfVectorizer(analyzer='char_wb', ngram_range=(1, 3))"
                if col in kinds.get("near_unique", []) else "TfidfVectorizer()")
         model = "KNeighborsClassifier(n_neighbors=1)" if text_target else "<a classifier or regressor>"
-        todo = [_hold_out(test_t), f"train a pipeline that vectorizes the strings first "
-                f"(model = make_pipeline({how}, {model}), whose fit and predict take the Series as it is"
-                + ("; the target is text with nearly one value per row: this returns the target of the "
-                   "most similar training row, a start to improve on" if text_target else "") + ")",
-                "validate", "predict X_test"]
+        prep: list[str] = []
+        fit = [f"train a pipeline that vectorizes the strings first "
+               f"(model = make_pipeline({how}, {model}), whose fit and predict take the Series as it is"
+               + ("; the target is text with nearly one value per row: this returns the target of the "
+                  "most similar training row, a start to improve on" if text_target else "") + ")"]
     else:
         if ids:
             lines.append(f"features = [c for c in test.columns if c not in {ids!r}]  "
@@ -442,14 +444,35 @@ def _start(train_t: _Table, test_t: _Table, targets: list[str], kinds: dict[str,
             lines.append("features = list(test.columns)  # the columns train and test share")
         lines += [f"X, y = train[features], {y}",
                   "X_test = test[features]  # the same columns, in the same order"]
-        todo = ["encode the string columns"] if kinds["strings"] else []
+        prep = ["encode the string columns"] if kinds["strings"] else []
         if kinds["texts"]:
             text = kinds["texts"][0]
-            todo += [f"vectorize each free-text column as a Series (X[{text!r}]; in a ColumnTransformer "
+            prep += [f"vectorize each free-text column as a Series (X[{text!r}]; in a ColumnTransformer "
                      f"name it as a string, ('text', TfidfVectorizer(), {text!r}), not as a list)"]
-        todo += [_hold_out(test_t), *([_NEAREST] if text_target else []), "train", "validate",
-                 "predict X_test"]
-    lines.append(f"# ... {', '.join(todo)} ...")
+        fit = [*([_NEAREST] if text_target else []), "train"]
+    return lines, prep, fit
+
+
+_SPLIT = ["from sklearn.model_selection import train_test_split",
+          "X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2, random_state=0)"]
+
+
+def _middle(test_t: _Table, prep: list[str], fit: list[str], *, split: bool, per_class: bool) -> list[str]:
+    """The middle of the outline. With `split` (scikit-learn where scripts run), as code: the
+    validation rows held out of X, y (small models validate on the test table, or score their
+    test predictions against the validation labels), the training left to the script, the
+    validation predictions; else one comment line saying all of it."""
+    if not split:
+        return [f"# ... {', '.join([*prep, _hold_out(test_t), *fit, 'validate', 'predict X_test'])} ..."]
+    lines = [_SPLIT[0], _SPLIT[1] + f"  # validation rows held out of the training rows "
+             f"(`{test_t.rel}` has no labels)",
+             f"# ... {', '.join([*prep, *[f if f != 'train' else 'train `model`' for f in fit]])} "
+             "on X_train, y_train ..."]
+    if per_class:
+        lines.append("# validation_score = the competition's metric of y_val and model.predict_proba(X_val)")
+    else:
+        lines += ["val_predictions = model.predict(X_val)  # the held-out rows' predictions (never X_test's)",
+                  "# validation_score = the competition's metric of y_val and val_predictions"]
     return lines
 
 
@@ -498,9 +521,9 @@ def _file_rows(index: _FileIndex, train_t: _Table | None, test_t: _Table | None,
 
 
 def _files_start(train_t: _Table, test_t: _Table, targets: list[str], rows: _FileRows,
-                 reorder: str | None) -> list[str]:
-    """The first lines of a script whose rows are files: both tables, a function reading one file
-    into a vector, `X` and `X_test` stacked in the tables' row order."""
+                 reorder: str | None) -> tuple[list[str], list[str], list[str]]:
+    """The first lines of a script whose rows are files (both tables, a function reading one file
+    into a vector, `X` and `X_test` stacked in the tables' row order), with `_start`'s prep and fit."""
     y = f"train[{targets[0]!r}]" if len(targets) == 1 else f"train[{targets!r}]"
     lines = ["import numpy as np", "import pandas as pd", *rows.kind.imports,
              f"train = pd.read_csv('./input/{train_t.rel}')",
@@ -511,15 +534,14 @@ def _files_start(train_t: _Table, test_t: _Table, targets: list[str], rows: _Fil
               f"X = np.stack([features_of(f'{rows.train_path}') for name in train[{rows.train_col!r}]])"
               "  # one row per file, in the table's row order",
               f"y = {y}",
-              f"X_test = np.stack([features_of(f'{rows.test_path}') for name in test[{rows.test_col!r}]])",
-              f"# ... {_hold_out(test_t)}, train, validate, predict X_test ..."]
-    return lines
+              f"X_test = np.stack([features_of(f'{rows.test_path}') for name in test[{rows.test_col!r}]])"]
+    return lines, [], ["train"]
 
 
 def _skeleton(sample_t: _Table, train_t: _Table | None, test_t: _Table | None, id_col: str | None,
               preds: list[str], targets: list[str], per_class: bool,
               kinds: dict[str, list[str]] | None, files: _FileRows | None = None,
-              texts: set[str] | None = None) -> str:
+              texts: set[str] | None = None, split: bool = True) -> str:
     """The lines every script needs, for this task's files and submission format, as a code
     block: for a table of features or rows that are files, the first lines (one feature list,
     or one reader of a file, for train and test); always the last (the metric line, the
@@ -527,18 +549,25 @@ def _skeleton(sample_t: _Table, train_t: _Table | None, test_t: _Table | None, i
     comment, reorder = _order(sample_t, test_t, id_col)
     start = None
     chosen = [c for c in targets if c in preds] or targets[:1]
+    begun = None
     if train_t is not None and test_t is not None and targets and files is not None:
-        start = _files_start(train_t, test_t, chosen, files, reorder)
+        begun = _files_start(train_t, test_t, chosen, files, reorder)
     elif train_t is not None and test_t is not None and targets and kinds and (
             kinds["numbers"] or kinds["strings"] or kinds["texts"]):
-        start = _start(train_t, test_t, chosen, kinds, reorder,
+        begun = _start(train_t, test_t, chosen, kinds, reorder,
                        text_target=bool(set(chosen) & (texts or set())))
     elif reorder:
         comment = f"in the sample's row order (match the rows of `{test_t.rel}` by `{id_col}`)"
+    coded = begun is not None and split  # the split and the validation predictions written out
+    if begun is not None:
+        head, prep, fit = begun
+        start = [*head, *_middle(test_t, prep, fit, split=split, per_class=per_class)]  # type: ignore[arg-type]
     lines = ["import os", *(start or ["import pandas as pd",
                                       "# ... load, split, train, validate, predict the test set ..."]),
-             "print(f\"METRIC: {validation_score}\")  # the metric on held-out data, on its own line",
-             f"submission = pd.read_csv('./input/{sample_t.rel}')"]
+             "print(f\"METRIC: {validation_score}\")  # the metric on held-out data, on its own line"]
+    if coded and preds and not per_class:
+        lines.append("test_predictions = model.predict(X_test)  # refit on all of X, y first if you like")
+    lines.append(f"submission = pd.read_csv('./input/{sample_t.rel}')")
     if not preds:
         lines.append("# fill in the predictions " + comment)
     elif per_class:
@@ -678,6 +707,8 @@ def data_facts(public_dir: Path, sample_submission: Path | None = None,
         lines.extend(feature_lines)
     if sample_t is not None:
         per_class = any("per-class probabilities" in line for line in lines)
+        sklearn = ("scikit-learn" in installed if installed is not None
+                   else importlib.util.find_spec("sklearn") is not None)
         lines.append(_skeleton(sample_t, train_t, test_t, id_col, preds, targets, per_class,
-                               None if mapped else kinds, files, texts))
+                               None if mapped else kinds, files, texts, split=sklearn))
     return "\n".join(lines)

@@ -25,6 +25,9 @@ def test_the_outline_is_read_from_the_prompt_that_showed_it(toy_task):
         "import os", "import pandas as pd", "train = pd.read_csv('./input/train.csv')",
         "test = pd.read_csv('./input/test.csv')", "features = [c for c in test.columns if c not in ['id']]",
         "X, y = train[features], train['label']", "X_test = test[features]",
+        "from sklearn.model_selection import train_test_split",
+        "X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2, random_state=0)",
+        "val_predictions = model.predict(X_val)", "test_predictions = model.predict(X_test)",
         "submission = pd.read_csv('./input/sample_submission.csv')"]
     features = lines[4]
     assert features.assigns == {"features"} and features.reads == {"test"}  # not the comprehension's `c`
@@ -87,8 +90,13 @@ def test_nothing_is_added_that_could_change_what_the_script_does(toy_task):
              "features = ['x1']\n")
     assert add_outline_lines(below, undefined(below), outline) is None
     # a name the outline does not define, and no outline at all
-    other = "print(X_val)\n"
+    other = "print(X_valid)\n"
     assert add_outline_lines(other, undefined(other), outline) is None
+    # the outline's validation split: added for a script that uses X_val unassigned, with all it needs
+    code, added = add_outline_lines("print(X_val.shape)\n", [("X_val", 1)], outline)
+    assert added[-2:] == ["from sklearn.model_selection import train_test_split",
+                          "X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2, random_state=0)"]
+    assert static_problems(code) == []
     assert add_outline_lines(FORGETS, undefined(FORGETS), ()) is None
 
 

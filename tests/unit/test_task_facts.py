@@ -282,9 +282,8 @@ def _run_with_input(code: str, data: Path, work: Path):
 # what a model writes in the skeleton's middle: a model on one numeric column
 _MIDDLE = """from sklearn.linear_model import LogisticRegression
 model = LogisticRegression().fit(X[["fare"]], y)
-X_test = X_test[["fare"]]
+X_val, X_test = X_val[["fare"]], X_test[["fare"]]
 validation_score = 0.5
-test_predictions = model.predict(X_test)
 """
 
 
@@ -304,9 +303,21 @@ def test_the_stated_skeleton_writes_a_submission_the_checker_accepts(tmp_path, l
     skeleton = _skeleton_code(data_facts(task, task / "sample_submission.csv"))
     assert "features = [c for c in test.columns if c not in ['PassengerId']]" in skeleton
     assert "X, y = train[features], train['species']" in skeleton
+    # the validation rows are held out in code; the script writes the model between that and the
+    # validation predictions; the outline predicts the test rows with the same model
+    assert ("X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2, random_state=0)  "
+            "# validation rows held out of the training rows (`test.csv` has no labels)") in skeleton
     assert ("# ... encode the string columns, vectorize each free-text column as a Series (X['note']; in a "
-            "ColumnTransformer name it as a string, ('text', TfidfVectorizer(), 'note'), not as a list), hold out"
-            ) in skeleton
+            "ColumnTransformer name it as a string, ('text', TfidfVectorizer(), 'note'), not as a list), "
+            "train `model` on X_train, y_train ...") in skeleton
+    if layout == "probs":  # the ending writes predict_proba's columns
+        assert "val_predictions" not in skeleton and "test_predictions" not in skeleton
+        assert "# validation_score = the competition's metric of y_val and model.predict_proba(X_val)" in skeleton
+    else:
+        assert ("val_predictions = model.predict(X_val)  # the held-out rows' predictions (never X_test's)\n"
+                "# validation_score = the competition's metric of y_val and val_predictions\n"
+                "print(f\"METRIC: {validation_score}\")  # the metric on held-out data, on its own line\n"
+                "test_predictions = model.predict(X_test)  # refit on all of X, y first if you like\n") in skeleton
     assert ("test = test.set_index('PassengerId')" in skeleton) == (layout == "shuffled")
     middle = next(line for line in skeleton.splitlines() if line.startswith("# ... encode"))
     code = skeleton.replace(middle, _MIDDLE)
@@ -373,7 +384,7 @@ def test_one_free_text_column_is_a_series_and_the_outline_runs_with_a_vectorizer
             "`test.csv` 30 rows x 2 columns, `train.csv` 90 rows x 3 columns.") in facts.splitlines()
     skeleton = _skeleton_code(facts)
     assert "X, y = train['text'], train['topic']" in skeleton and "X_test = test['text']" in skeleton
-    middle = next(line for line in skeleton.splitlines() if line.startswith("# ... hold out"))
+    middle = next(line for line in skeleton.splitlines() if line.startswith("# ... "))
     assert "model = make_pipeline(TfidfVectorizer(), <a classifier or regressor>)" in middle
     code = skeleton.replace(middle, """from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -434,7 +445,7 @@ def _run_outline(facts: str, root: Path, work: Path) -> pd.DataFrame:
     from nodes.review import check_submission, parse_metric
 
     skeleton = _skeleton_code(facts)
-    middle = next(line for line in skeleton.splitlines() if line.startswith("# ... hold out"))
+    middle = next(line for line in skeleton.splitlines() if line.startswith("# ... "))
     code = skeleton.replace(middle, _FILES_MIDDLE)
     done = _run_with_input(code, root, work)
     assert done.returncode == 0, done.stderr + "\n" + code
@@ -582,7 +593,7 @@ def test_a_target_of_text_with_one_value_per_row_is_text_to_produce(tmp_path):
     assert "- Submission column `spelled` holds text like the values of `spelled`, one per row." in lines
     assert not any("classification" in line or "class label" in line for line in lines)
     skeleton = _skeleton_code("\n".join(lines))
-    middle = next(line for line in skeleton.splitlines() if line.startswith("# ... hold out"))
+    middle = next(line for line in skeleton.splitlines() if line.startswith("# ... "))
     assert ("make_pipeline(TfidfVectorizer(analyzer='char_wb', ngram_range=(1, 3)), "
             "KNeighborsClassifier(n_neighbors=1))") in middle
     code = skeleton.replace(middle, """from sklearn.feature_extraction.text import TfidfVectorizer
