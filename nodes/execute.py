@@ -206,13 +206,14 @@ def execute_script(
     checked = check_script(code, llm_error, python)
     if checked is not None and checked.skipped:
         return checked
+    notes = list(checked.notes) if checked is not None else []
     with slots if slots is not None else contextlib.nullcontext():
         try:
             workspace = create_workspace(workspace_dir, public_dir)
             result = run_script(code, workspace, timeout_s=timeout_s, backend=backend, limits=limits,
                                 python=python)
         except OSError as exc:  # the system refused the run (no process, memory or file left)
-            return sandbox_failure(exc, checked, workspace_dir)
+            return sandbox_failure(exc, notes, workspace_dir)
     sub_path = workspace.submission_dir / "submission.csv"
     problem = check_submission(sub_path, sample_submission)
     # host paths out of the log: shorter prompts, identical across runs and resumes
@@ -227,7 +228,6 @@ def execute_script(
         timeout_s=timeout_s,
     )
     kept = str(sub_path) if problem is None else None
-    notes = list(checked.notes) if checked is not None else []
     holdout: dict = {}
     if held is not None:
         holdout["by_holdout"] = True
@@ -276,13 +276,13 @@ def metric_text(metric: float | None, word: str = "METRIC") -> str:
 SANDBOX_FAILURE = "sandbox failure: the script could not be run"
 
 
-def sandbox_failure(exc: OSError, checked: Execution | None, workspace_dir: Path) -> Execution:
+def sandbox_failure(exc: OSError, notes: list[str], workspace_dir: Path) -> Execution:
     """The record of a run the system refused to start or finish (`fork` out of processes or
     memory, no file descriptor left, a full disk): the node is buggy for a reason that is not
     its script's, so it gets no repair call, and the run goes on."""
     reason = f"{SANDBOX_FAILURE} ({type(exc).__name__}: {exc})"
     return Execution(skipped=reason, failure=reason, output=reason, workspace=str(workspace_dir),
-                     notes=checked.notes if checked is not None else [])
+                     notes=notes)
 
 
 # ---------------------------------------------------------------- what needs a repair
