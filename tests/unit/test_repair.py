@@ -587,6 +587,16 @@ ERROR_SCRIPTS = {
         import pandas as pd
         pd.DataFrame({"a": [1]}).append({"a": 2}, ignore_index=True)
     """,
+    "renamed-sparse": """
+        from sklearn.preprocessing import OneHotEncoder
+        OneHotEncoder(sparse=False).fit([["a"], ["b"]])
+    """,
+    "dataframe-mask": """
+        import pandas as pd
+        X = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [3.0, 1.0, 2.0]})
+        corr = X.corr()
+        print(corr.index[abs(corr) > 0.5])
+    """,
     "unexpected-keyword": """
         from sklearn.metrics import mean_squared_error
         mean_squared_error([1.0, 2.0], [1.0, 2.5], squared=False)
@@ -700,6 +710,8 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
         assert remedy.startswith("the script raises this itself, checking the test table for 'label'.")
     if case == "file-without-extension":
         assert remedy.startswith("there is no file './input/train/90260': the files in the folders")
+    if case == "renamed-sparse":  # before the generic entry, whose example is mean_squared_error
+        assert remedy.startswith("OneHotEncoder's 'sparse' argument is now called 'sparse_output'")
     if case == "invalid-parameter":
         assert remedy.startswith("the 'handle_unknown' parameter got a value this version does not accept")
     assert "Known remedy" not in debug_prompt(node, [], known_errors=False)
