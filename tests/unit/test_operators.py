@@ -39,6 +39,8 @@ def test_improve_prompt_carries_parent_code_metric_and_direction():
     user = model.seen[0][-1].content
     assert "print('parent')" in user and "0.81234" in user and "lower is better" in user
     assert "Works; accuracy 0.81." in user
+    # an improve changes what it names and keeps the lines that made the parent valid
+    assert "keep how the script reads the data, holds out its validation rows" in user
     assert cand.code == "print('better')\n"
 
 
