@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -58,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from nodes.files import write_atomically
+from serving.process import usable_cores
 
 VARIANTS: dict[str, list[str]] = {
     "all": [],
@@ -258,7 +258,7 @@ def native_server(local_model: str, slots: int, out: Path) -> Iterator[tuple[str
     from serving.weights import ensure_local_model
 
     path = Path(ensure_local_model(local_model, progress=lambda m: print(m, flush=True)))
-    server = NativeServer(path, model_alias=path.stem, n_parallel=slots, n_threads=os.cpu_count() or 1,
+    server = NativeServer(path, model_alias=path.stem, n_parallel=slots, n_threads=usable_cores(),
                           log_path=out / "llama-server.log")
     with server:
         print(f"llama-server with {slots} slots at {server.base_url}, serving {path.stem}", flush=True)

@@ -61,6 +61,7 @@ from nodes.files import write_atomically
 from sandbox import SandboxError
 from serving.llm import EndpointError, list_endpoint_models
 from serving.local import LocalModelError, LocalServer, ensure_local_model
+from serving.process import usable_cores
 from serving.vllm import VLLMServer
 from tasks.competition import Competition, CompetitionError, load_competition
 from views.cli import (
@@ -373,7 +374,7 @@ def endpoint(settings: RunSettings, run_path: Path, say: Any, *,
     say(f"starting the embedded llama.cpp server with {Path(path).name} ...")
     # steps are sequential (the model waits while a script runs), so the server gets every core,
     # unless the run shares the machine with others (a sweep's workers: --local-threads)
-    server = LocalServer(Path(path), model_alias=alias, n_threads=local_threads or os.cpu_count() or 1,
+    server = LocalServer(Path(path), model_alias=alias, n_threads=local_threads or usable_cores(),
                          log_path=run_path / "llama-server.log")
     with server:
         say(f"embedded server ready at {server.base_url}")

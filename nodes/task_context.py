@@ -25,6 +25,7 @@ import pandas as pd
 import prompts
 from nodes.metric_recipe import metric_recipe
 from nodes.task_facts import data_facts as compute_data_facts
+from serving.process import usable_cores
 
 # Packages worth telling the model about, if installed where scripts run.
 _INTERESTING_PACKAGES = [
@@ -244,13 +245,6 @@ def data_preview(public_dir: Path) -> str:
     return "\n".join(lines) if lines else "(no data files)"
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def visible_gpus(dev: Path = Path("/dev")) -> int:
     """Number of NVIDIA devices (`/dev/nvidiaN`) on this machine."""
     return sum(1 for p in dev.glob("nvidia*") if p.name[len("nvidia"):].isdigit())
@@ -258,7 +252,7 @@ def visible_gpus(dev: Path = Path("/dev")) -> int:
 
 def hardware_summary(gpus: bool = False, *, dev: Path = Path("/dev")) -> str:
     """What a script may use: a GPU only when the run binds one into the sandbox (`--gpus`)."""
-    cores = _cpu_count()
+    cores = usable_cores()
     if not gpus:
         return f"CPU only: {cores} CPU cores, no GPU (do not use CUDA)"
     count = visible_gpus(dev)

@@ -391,7 +391,8 @@ def test_sandbox_limits_reach_the_run(tmp_path, stub):
 
 
 def test_local_threads_size_the_embedded_server(tmp_path, monkeypatch):
-    """--local-threads N gives the embedded llama.cpp server N threads; without it, every core."""
+    """--local-threads N gives the embedded llama.cpp server N threads; without it, every core
+    this process may use (its affinity, not the machine's count)."""
     import graphs.run as run_mod
     from graphs.settings import RunSettings
 
@@ -410,7 +411,8 @@ def test_local_threads_size_the_embedded_server(tmp_path, monkeypatch):
 
     monkeypatch.setattr(run_mod, "LocalServer", FakeServer)
     monkeypatch.setattr(run_mod, "ensure_local_model", lambda key, progress: tmp_path / "m.gguf")
-    monkeypatch.setattr(run_mod.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(run_mod.os, "cpu_count", lambda: 64)  # the machine; not ours to use
+    monkeypatch.setattr(run_mod, "usable_cores", lambda: 8)
     settings = RunSettings(run_id="t", task_dir=str(tmp_path), local_model="0.5b")
     for threads in (3, None):
         with run_mod.endpoint(settings, tmp_path, lambda m: None, local_threads=threads):
