@@ -597,6 +597,25 @@ ERROR_SCRIPTS = {
         corr = X.corr()
         print(corr.index[abs(corr) > 0.5])
     """,
+    "no-features": """
+        import pandas as pd
+        from sklearn.linear_model import LinearRegression
+        train = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], "y": [1.0, 2.0, 3.0, 4.0]})
+        test = pd.DataFrame({"a": [5.0, 6.0]})
+        features = [c for c in test.columns if test[c].count() >= train[c].count()]
+        LinearRegression().fit(train[features], train["y"])
+    """,
+    "no-features/array": """
+        import numpy as np
+        from sklearn.linear_model import LinearRegression
+        LinearRegression().fit(np.empty((3, 0)), [1.0, 2.0, 3.0])
+    """,
+    "no-rows": """
+        import pandas as pd
+        from sklearn.linear_model import LinearRegression
+        train = pd.DataFrame({"a": [1.0, None, 3.0], "b": [None, 2.0, None], "y": [1.0, 2.0, 3.0]}).dropna()
+        LinearRegression().fit(train[["a", "b"]], train["y"])
+    """,
     "unexpected-keyword": """
         from sklearn.metrics import mean_squared_error
         mean_squared_error([1.0, 2.0], [1.0, 2.5], squared=False)
@@ -710,6 +729,8 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
         assert remedy.startswith("the script raises this itself, checking the test table for 'label'.")
     if case == "file-without-extension":
         assert remedy.startswith("there is no file './input/train/90260': the files in the folders")
+    if case == "no-features":  # the column filter compared counts between tables of different sizes
+        assert remedy.startswith("the feature table has no columns")
     if case == "renamed-sparse":  # before the generic entry, whose example is mean_squared_error
         assert remedy.startswith("OneHotEncoder's 'sparse' argument is now called 'sparse_output'")
     if case == "invalid-parameter":
