@@ -808,3 +808,14 @@ def test_an_undefined_library_name_gets_its_import_line_in_repair_and_debug_prom
     assert import_for("check_array") == "from sklearn.utils import check_array"  # not a re-export
     node = _failed_node(1, "Traceback (most recent call last):\nNameError: name 'accuracy_score' is not defined")
     assert "from sklearn.metrics import accuracy_score" in debug_prompt(node, [])
+
+
+def test_nltk_gets_its_replacements_not_an_edit_distance():
+    """A script that imports nltk for stop words or lemmas is told what scikit-learn offers for
+    them; the static check's own message is what the repair prompt sees."""
+    problem = "line 2: ModuleNotFoundError: No module named 'nltk' (not installed where scripts run)"
+    entry = match_known_error(problem)
+    assert entry is not None and entry.name == "nltk-not-installed"
+    assert "TfidfVectorizer(stop_words='english')" in known_remedy(problem)
+    other = match_known_error("ModuleNotFoundError: No module named 'Levenshtein'")
+    assert other is not None and other.name == "string-metric-module"
