@@ -29,6 +29,12 @@ against the K repairs; its record (stage "imports", `added`: the lines) is on th
 repair's, so tree.html and the ablation see it. Whatever the static check still finds then goes
 to the repair call as usual.
 
+Imports the harness moves (`move_fix`, with `import_fix`): a script whose static check says it
+imports a name from a module that lacks it, where one of the common modules has it (`from
+sklearn.model_selection import RandomForestClassifier`), gets that name imported from the module
+that has it, in the same place, under the same alias and below a comment saying so. Its record
+(stage "moved", `added`: the new lines) is on the node like the imports'.
+
 Outline names the harness adds (`outline_fix`, on unless `outline` is off): after the imports, a
 script whose static check names an undefined name that a line of the data facts' outline assigns
 (`X_test = test[features]`, the read of `test`, the sample submission) gets that line and the
@@ -81,7 +87,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
 import prompts
-from nodes.import_hints import auto_imports, failure_remedies, known_remedies, missing_imports
+from nodes.import_hints import auto_imports, failure_remedies, import_for, known_remedies, missing_imports
 from nodes.operators import Candidate, ask_for_script
 from nodes.outline import OutlineLine, add_outline_lines, outline_from_prompt
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
@@ -371,10 +377,12 @@ def excerpt(code: str, line: int | None, radius: int = EXCERPT_RADIUS, also: tup
 # ---------------------------------------------------------------- imports the harness adds
 
 IMPORTS_STAGE = "imports"
+MOVED_STAGE = "moved"  # the harness took a name from the module that lacks it to the one that has it
 OUTLINE_STAGE = "outline"  # the harness added the data facts' outline lines of undefined names
 PARENT_STAGE = "parent"  # the harness put a fragment answer in its parent's script
 SHELL_STAGE = "shell"  # the harness took out notebook shell and magic lines (`!pip install x`)
-HARNESS_STAGES = frozenset({IMPORTS_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE})  # no LLM call
+# what the harness does to a script without an LLM call
+HARNESS_STAGES = frozenset({IMPORTS_STAGE, MOVED_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE})
 SHELL_COMMENT = "# removed by the harness: a notebook shell or magic line does not run in a script, " \
     "and nothing can be installed here:"
 IMPORTS_COMMENT = "# imports added by the harness: these names were used but never imported"
@@ -415,6 +423,63 @@ def import_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any
                               "line": None, "fixed": None, "added": list(found.values()),
                               "tokens": 0, "seconds": 0.0}
     return cand.model_copy(update={"code": add_imports(cand.code, list(found.values()))}), record
+
+
+_MISPLACED_AT = re.compile(r"^line (\d+): ImportError: cannot import name '(\w+)' from '([\w.]+)'")
+MOVED_COMMENT = "# moved by the harness:"
+
+
+def _whole_lines(stmt: ast.stmt, lines: list[str]) -> bool:
+    """Whether `stmt` is alone on its lines (no `;` neighbour), so its lines can be rewritten."""
+    end = stmt.end_lineno or stmt.lineno
+    head, tail = lines[stmt.lineno - 1][:stmt.col_offset], lines[end - 1][stmt.end_col_offset or 0:]
+    return not head.strip() and (not tail.strip() or tail.strip().startswith("#"))
+
+
+def move_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]] | None:
+    """A script that failed the static check because it imports a name from a module that lacks
+    it, where one of the common modules has it (`from sklearn.model_selection import
+    RandomForestClassifier`: `nodes.import_hints.import_for`): (the script with that name imported
+    from the module that has it, in the same place and under the same alias, its record); None
+    when there is nothing to move."""
+    if not ex.skipped or not ex.static_problems or cand.llm_error:
+        return None
+    wrong: dict[int, dict[str, str]] = {}  # line -> {name: the module that has it}
+    for m in map(_MISPLACED_AT.match, ex.static_problems):
+        line = import_for(m.group(2)) if m else None
+        if m and line and line.startswith("from ") and line.split()[1] != m.group(3):
+            wrong.setdefault(int(m.group(1)), {})[m.group(2)] = line.split()[1]
+    if not wrong:
+        return None
+    try:
+        tree = ast.parse(cand.code)
+    except SyntaxError:
+        return None
+    lines = cand.code.splitlines()
+    edits: list[tuple[int, int, list[str]]] = []
+    added: list[str] = []
+    for stmt in ast.walk(tree):
+        move = wrong.get(getattr(stmt, "lineno", 0)) if isinstance(stmt, ast.ImportFrom) else None
+        if not move or not stmt.module or not _whole_lines(stmt, lines):
+            continue
+        indent = lines[stmt.lineno - 1][:stmt.col_offset]
+        kept = [a for a in stmt.names if a.name not in move]
+        moved = [ast.unparse(ast.ImportFrom(module=move[a.name], names=[a], level=0))
+                 for a in stmt.names if a.name in move]
+        new = [ast.unparse(ast.ImportFrom(module=stmt.module, names=kept, level=stmt.level))] if kept else []
+        names = ", ".join(a.name for a in stmt.names if a.name in move)
+        note = f"{MOVED_COMMENT} {names} is not in {stmt.module}"
+        edits.append((stmt.lineno, stmt.end_lineno or stmt.lineno,
+                      [f"{indent}{note}", *(indent + text for text in new + moved)]))
+        added.extend(moved)
+    if not edits:
+        return None
+    for start, end, text in sorted(edits, reverse=True):
+        lines[start - 1:end] = text
+    record: dict[str, Any] = {"stage": MOVED_STAGE, "error": "misplaced: " + "; ".join(added),
+                              "line": min(e[0] for e in edits), "fixed": None, "added": added,
+                              "tokens": 0, "seconds": 0.0}
+    return cand.model_copy(update={"code": "\n".join(lines) + "\n"}), record
 
 
 def shell_lines(code: str) -> list[int]:
@@ -483,9 +548,10 @@ Fix = Callable[[Candidate, "Execution"], "tuple[Candidate, dict[str, Any]] | Non
 def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()) -> list[Fix]:
     """What the harness does, in this order, to a script the static check failed, each once per
     run of the step's script (no LLM call): take out notebook shell lines that keep it from
-    parsing (`shell_fix`, always), add the imports of undefined names (`import_fix`), then the
-    outline lines of undefined names (`outline_fix`, with the outline of the prompt)."""
-    fixes: list[Fix] = [shell_fix, *([import_fix] if imports else [])]
+    parsing (`shell_fix`, always), add the imports of undefined names (`import_fix`), import a
+    name from the module that has it where the script names one that lacks it (`move_fix`), then
+    the outline lines of undefined names (`outline_fix`, with the outline of the prompt)."""
+    fixes: list[Fix] = [shell_fix, *([import_fix, move_fix] if imports else [])]
     if outline:
         fixes.append(lambda c, ex: outline_fix(c, ex, outline))
     return fixes

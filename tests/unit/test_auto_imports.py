@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from nodes.execute import IMPORTS_COMMENT, add_imports, execute_script, run_with_repairs
+from nodes.execute import (
+    IMPORTS_COMMENT,
+    MOVED_COMMENT,
+    add_imports,
+    execute_script,
+    move_fix,
+    run_with_repairs,
+)
 from nodes.import_hints import auto_import_for, auto_imports
 from nodes.operators import Candidate
 from tasks.competition import load_competition
@@ -130,3 +137,45 @@ def test_the_report_counts_repair_calls_and_added_imports():
     assert repair_text(nodes) == ("2 repair calls, 1 got past the failure; "
                                   "imports added by the harness 1 times (1 then passed the static check)")
     assert repair_text([{}]) == ""
+    assert repair_text([{"extra": {"repairs": [{"stage": "moved", "fixed": True}]}}]) == (
+        "imports moved to the module that has the name by the harness 1 times (1 then passed the static check)")
+
+
+# a name imported from a module that lacks it (the 1.5B wrote the first line in a fortune-topics
+# debug step), with a second name on the line that is where it belongs, under an alias
+MISPLACED = GOOD_SCRIPT.replace(
+    "import pandas as pd\n",
+    "import pandas as pd\nfrom sklearn.model_selection import RandomForestClassifier as RF, train_test_split\n"
+    "try:\n    from sklearn.metrics import LogisticRegression\nexcept ValueError:\n    pass\n")
+
+
+def test_a_misplaced_name_is_imported_from_the_module_that_has_it(tmp_path, toy_task):
+    llm = scripted_model([ai(fenced(MISPLACED), 300, 80), ai(VERDICT_OK, 50, 5)])
+    svc = services(tmp_path, toy_task, llm, steps=1)
+    run_steps(svc)
+    (node,) = svc.store.all()
+    assert not node.is_buggy and node.metric == 0.9
+    lines = node.code.splitlines()
+    assert lines[1:4] == [f"{MOVED_COMMENT} RandomForestClassifier is not in sklearn.model_selection",
+                          "from sklearn.model_selection import train_test_split",
+                          "from sklearn.ensemble import RandomForestClassifier as RF"]
+    # in its block, at its indentation
+    assert lines[5:7] == [f"    {MOVED_COMMENT} LogisticRegression is not in sklearn.metrics",
+                          "    from sklearn.linear_model import LogisticRegression"]
+    (rep,) = node.extra["repairs"]
+    assert (rep["stage"], rep["fixed"], rep["line"]) == ("moved", True, 2)
+    assert rep["added"] == ["from sklearn.ensemble import RandomForestClassifier as RF",
+                            "from sklearn.linear_model import LogisticRegression"]
+    assert [c.role for c in node.calls] == ["coder", "reviewer"]  # no repair call
+
+
+def test_a_name_no_common_module_has_is_left_to_the_repair_call():
+    from nodes.execute import check_script
+
+    code = "from sklearn.metrics import cer\nprint(cer)\n"
+    ex = check_script(code, None, None)
+    assert ex.skipped and "cannot import name 'cer'" in ex.static_problems[0]
+    assert move_fix(Candidate(code=code), ex) is None
+    # and with auto imports off the harness moves nothing
+    from nodes.execute import harness_fixes
+    assert move_fix not in harness_fixes(imports=False)

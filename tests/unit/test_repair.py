@@ -740,7 +740,10 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
 
 def test_every_table_entry_is_exercised_or_named():
     exercised = {case.split("/")[0] for case in ERROR_SCRIPTS}
-    untested = {"submission-shape"}  # not a crash: matched on the harness's own wording below
+    untested = {"submission-shape",  # not a crash: matched on the harness's own wording below
+                # nltk may be installed here: matched on the static check's wording
+                # (test_nltk_gets_its_replacements_not_an_edit_distance)
+                "nltk-not-installed"}
     assert {e.name for e in known_errors()} == exercised | untested
     assert match_known_error("submission has 3 rows, the sample submission has 10").name == "submission-shape"
     assert match_known_error("everything is fine") is None

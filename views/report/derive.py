@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nodes.budget import describe_stop
-from nodes.execute import HARNESS_STAGES, IMPORTS_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE
+from nodes.execute import HARNESS_STAGES, IMPORTS_STAGE, MOVED_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE
 
 STAGES = ("draft", "improve", "debug")
 STATUSES = ("valid", "buggy")
@@ -267,6 +267,7 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     added = [r for r in records if r.get("stage") == IMPORTS_STAGE]
     into_parent = [r for r in records if r.get("stage") == PARENT_STAGE]
     outlined = [r for r in records if r.get("stage") == OUTLINE_STAGE]
+    moved = [r for r in records if r.get("stage") == MOVED_STAGE]
     shell = [r for r in records if r.get("stage") == SHELL_STAGE]
     parts = []
     if calls:
@@ -286,6 +287,9 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     if added:
         parts.append(f"imports added by the harness {len(added)} times "
                      f"({sum(1 for r in added if r.get('fixed'))} then passed the static check)")
+    if moved:
+        parts.append(f"imports moved to the module that has the name by the harness {len(moved)} times "
+                     f"({sum(1 for r in moved if r.get('fixed'))} then passed the static check)")
     if outlined:
         parts.append(f"outline lines added by the harness {len(outlined)} times "
                      f"({sum(1 for r in outlined if r.get('fixed'))} then passed the static check)")
