@@ -16,6 +16,7 @@ Running the script and repairing it inside the step is `nodes.execute`; reviewin
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from langchain_core.language_models import BaseChatModel
@@ -108,17 +109,40 @@ def draft(
 # ---------------------------------------------------------------- the improve prompt: one atomic change
 
 
+_WARNING = re.compile(r"^(?:.*?:\d+: )?(\w*Warning): (.+?)\s*$", re.MULTILINE)
+WARNINGS_SHOWN = 3
+WARNING_CHARS = 240
+
+
+def run_warnings(output: str | None, limit: int = WARNINGS_SHOWN, chars: int = WARNING_CHARS) -> list[str]:
+    """The distinct warnings a run printed ("Category: message", without the file and line of
+    the library that raised it), first seen first, at most `limit`, each cut to `chars`:
+    what a working script's output says could be better (a classifier fit to a numeric target,
+    a model that did not converge)."""
+    found: list[str] = []
+    for m in _WARNING.finditer(output or ""):
+        text = f"{m.group(1)}: {m.group(2)}"
+        text = text if len(text) <= chars else text[: chars - 3] + "..."
+        if text not in found:
+            found.append(text)
+        if len(found) == limit:
+            break
+    return found
+
+
 def improve_prompt(parent: Node, memory: list[str], *, lower_is_better: bool) -> str:
     """The request for an improved version of `parent`'s script.
 
-    The parent's code and review come before `memory` (which changes every step), so repeated
-    improves of one node share a cached prompt prefix up to the memory."""
+    The parent's code, review and the warnings its run printed (`run_warnings`) come before
+    `memory` (which changes every step), so repeated improves of one node share a cached prompt
+    prefix up to the memory."""
     return prompts.render(
         "improve",
         code=parent.code.rstrip(),
         metric=f"{parent.metric:.6g}" if parent.metric is not None else "n/a",
         direction="lower is better" if lower_is_better else "higher is better",
         analysis=parent.review.strip(),
+        warnings=run_warnings(parent.output),
         flag=parent.self_report_flag,
         memory=memory,
     )

@@ -4,7 +4,7 @@ import pandas as pd
 
 from nodes.code_extract import extract_plan_and_code
 from nodes.direction import ask_metric_direction
-from nodes.operators import debug, draft, improve
+from nodes.operators import debug, draft, improve, improve_prompt, run_warnings
 from nodes.review import Verdict, check_submission, establish_facts, llm_verdict, parse_metric
 from nodes.static_check import static_problems
 from nodes.structured import StructuredOutputSupport, parse_json_answer
@@ -42,6 +42,43 @@ def test_improve_prompt_carries_parent_code_metric_and_direction():
     # an improve changes what it names and keeps the lines that made the parent valid
     assert "keep how the script reads the data, holds out its validation rows" in user
     assert cand.code == "print('better')\n"
+
+
+def test_the_warnings_of_the_parents_run_reach_the_improve_prompt():
+    """A working script that fits a classifier to a numeric target: scikit-learn's warning, as
+    the run printed it, is named in the improve request without the library's path."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import warnings
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        warnings.simplefilter("always")
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(40, 2))
+        y = np.round(X[:, 0] * 100 + 150)
+        for _ in range(2):
+            LogisticRegression(max_iter=1).fit(X, y)
+        print("METRIC: 80.5")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    parent = Node(id="00001-0", step=1, stage="draft", code=script, metric=80.5, is_buggy=False,
+                  output=run.stdout + run.stderr)
+    shown = run_warnings(parent.output)
+    assert shown[0].startswith("UserWarning: The number of unique classes is greater than 50%")
+    assert len(shown) == len(set(shown)) and len(shown) <= 3  # the second fit's repeats are not shown again
+    model = scripted_model([ai(fenced("print('better')\n"))])
+    improve(model, "S", parent, [], lower_is_better=True)
+    user = model.seen[0][-1].content
+    assert "## Warnings its run printed" in user and f"- {shown[0]}" in user
+    assert "site-packages" not in user
+    # a run without warnings gets no section
+    quiet = parent.model_copy(update={"output": "METRIC: 80.5\n"})
+    assert run_warnings(quiet.output) == []
+    assert "Warnings its run printed" not in improve_prompt(quiet, [], lower_is_better=True)
 
 
 def test_debug_prompt_shows_error_and_earlier_errors():
