@@ -67,25 +67,23 @@ def known_errors(path: Path = _TABLE) -> tuple[KnownError, ...]:
 
 
 def match_known_error(*texts: str | None) -> KnownError | None:
-    """The first table entry matching the first text that any entry matches (the most telling
-    text first: the failure line, then the output)."""
-    for text in texts:
-        if not text:
-            continue
-        for entry in known_errors():
-            if entry.pattern.search(text):
-                return entry
+    """The first table entry that matches any of the texts (the failure line, the output), as
+    `known_remedy` picks it."""
+    for entry in known_errors():
+        if any(text and entry.pattern.search(text) for text in texts):
+            return entry
     return None
 
 
 def known_remedy(*texts: str | None) -> str | None:
-    """The one-line remedy for an error text, or None when the table has none. A remedy may
-    quote what the pattern's named groups caught (`{value}`: the value in the error message)."""
-    for text in texts:
-        if not text:
-            continue
-        for entry in known_errors():
-            found = entry.pattern.search(text)
+    """The one-line remedy for the error texts (the failure line, the output's end), or None
+    when the table has none: the first entry of the table that matches any of them, so an entry
+    that reads the traceback (the script's own line that failed) comes before a generic one the
+    failure line alone matches. A remedy may quote what the pattern's named groups caught
+    (`{value}`: the value in the error message)."""
+    for entry in known_errors():
+        for text in texts:
+            found = entry.pattern.search(text) if text else None
             if found:
                 caught = {k: (v or "")[:80] for k, v in found.groupdict().items()}
                 return _PLACEHOLDER.sub(lambda m: caught.get(m.group(1), m.group(0)), entry.remedy)

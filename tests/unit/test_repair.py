@@ -437,6 +437,11 @@ ERROR_SCRIPTS = {
         X = pd.DataFrame({"color": ["red", "blue", "red", "green"]})
         LogisticRegression().fit(X, [0, 1, 0, 1])
     """,
+    "cast-text-to-number": """
+        import pandas as pd
+        train = pd.DataFrame({"diagnosis": ["malignant", "benign", "benign"], "x": [1.0, 2.0, 3.0]})
+        train["diagnosis"] = train["diagnosis"].astype(float)
+    """,
     "text-value-to-numeric": """
         import pandas as pd
         from sklearn.linear_model import LogisticRegression
@@ -729,6 +734,8 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
         assert remedy.startswith("the script raises this itself, checking the test table for 'label'.")
     if case == "file-without-extension":
         assert remedy.startswith("there is no file './input/train/90260': the files in the folders")
+    if case == "cast-text-to-number":  # the failure line alone would say the target is among the features
+        assert remedy.startswith("the script itself casts a column of text ('malignant')")
     if case == "no-features":  # the column filter compared counts between tables of different sizes
         assert remedy.startswith("the feature table has no columns")
     if case == "renamed-sparse":  # before the generic entry, whose example is mean_squared_error
