@@ -18,6 +18,7 @@ Variants (each one flag of `graphs.run`, default on):
   no-revert-repairs --no-revert-repairs     (a repair that gets less far than the script before it is kept)
   no-splice-fragments --no-splice-fragments (a repair answered with a fragment is not put in its place)
   no-outline-names --no-outline-names     (the harness does not add the outline line of an undefined name)
+  no-improve-again --no-improve-again     (an improve answer that changes nothing is run, not asked again)
 
 Per run: nodes valid / total, valid submission, LLM seconds and tokens (prompt + completion) per
 step, repair calls per node, hidden test score of the best node, and one small record per node
@@ -71,6 +72,7 @@ VARIANTS: dict[str, list[str]] = {
     "no-revert-repairs": ["--no-revert-repairs"],
     "no-splice-fragments": ["--no-splice-fragments"],
     "no-outline-names": ["--no-outline-names"],
+    "no-improve-again": ["--no-improve-again"],
 }
 DEFAULT_TASKS = ["tumor-diagnosis", "diabetes-progression", "digit-images", "fortune-topics",
                  "word-pronunciation", "spoken-digits"]

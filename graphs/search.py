@@ -64,6 +64,7 @@ from nodes.operators import (
     choose_action,
     debug_prompt,
     draft_prompt,
+    improve_changed,
     improve_prompt,
     step_rng,
 )
@@ -195,8 +196,7 @@ def generate(state: SearchState) -> dict:
     svc = _services(runtime)
     request = stage_request(svc, state["action"] or {}, branch_tree(svc, state))
     if svc.expander is None:
-        cand = ask_for_script(svc.llm, svc.system_text, request, system_prompt=svc.use_system_prompt)
-        return _generated(runtime, state, {"candidate": cand.model_dump()})
+        return _generated(runtime, state, _ask(svc, state["action"] or {}, request))
     out = svc.expander.invoke(_expansion_input(svc, runtime, state, request), context=svc.strategy_context)
     return _generated(runtime, state, out["result"])
 
@@ -209,14 +209,25 @@ async def agenerate(state: SearchState) -> dict:
     tree = await asyncio.to_thread(branch_tree, svc, state)
     request = await asyncio.to_thread(stage_request, svc, state["action"] or {}, tree)
     if svc.expander is None:
-        cand = await asyncio.to_thread(ask_for_script, svc.llm, svc.system_text, request,
-                                       system_prompt=svc.use_system_prompt)
-        return _generated(runtime, state, {"candidate": cand.model_dump()})
+        return _generated(runtime, state, await asyncio.to_thread(_ask, svc, state["action"] or {}, request))
     label = await asyncio.to_thread(claimed, svc, runtime, "workspace", state.get("step", 0))
     # the input reads the parent's script from the store: off the event loop too
     given = await asyncio.to_thread(_expansion_input, svc, runtime, state, request, label)
     out = await svc.expander.ainvoke(given, context=svc.strategy_context)
     return _generated(runtime, state, out["result"])
+
+
+def _ask(svc: RunServices, action: dict, request: str) -> dict:
+    """The operator's one script (AIDE): an improve answer that leaves its parent's program as it
+    was is asked for once more (`improve_changed`, unless `improve_again` is off), recorded
+    among the step's repairs."""
+    if action.get("stage") == "improve" and svc.settings.improve_again:
+        parent_code = svc.store.get(action["parent_id"]).code
+        cand, record = improve_changed(svc.llm, svc.system_text, request, parent_code,
+                                       system_prompt=svc.use_system_prompt)
+        return {"candidate": cand.model_dump(), **({"repairs": [record]} if record else {})}
+    cand = ask_for_script(svc.llm, svc.system_text, request, system_prompt=svc.use_system_prompt)
+    return {"candidate": cand.model_dump()}
 
 
 def _expansion_input(svc: RunServices, runtime: Runtime[Any], state: SearchState, request: str,
@@ -237,7 +248,7 @@ def _generated(runtime: Runtime[SearchContext], state: SearchState, out: dict) -
     # an expansion without an execution (AIDE) clears any earlier one: `execute` runs the script
     # (a strategy's executions are counted in its candidate's usage)
     return {"execution": None, "details": None, "script_seconds": None,
-            **{k: out[k] for k in ("candidate", "execution", "details") if k in out}}
+            **{k: out[k] for k in ("candidate", "execution", "details", "repairs") if k in out}}
 
 
 def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Literal["repair", "review"]]:

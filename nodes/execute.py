@@ -88,7 +88,7 @@ from pydantic import BaseModel
 
 import prompts
 from nodes.import_hints import auto_imports, failure_remedies, import_for, known_remedies, missing_imports
-from nodes.operators import Candidate, ask_for_script
+from nodes.operators import UNCHANGED_STAGE, Candidate, ask_for_script
 from nodes.outline import OutlineLine, add_outline_lines, outline_from_prompt
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
 from nodes.row_counts import count_note, table_rows
@@ -744,8 +744,10 @@ def parent_splice(parent_code: str, cand: Candidate, *, python: str | None = Non
 
 
 def llm_repairs(records: list[dict[str, Any]]) -> int:
-    """How many of a step's repair records were repair calls (not imports the harness added)."""
-    return sum(1 for r in records if r.get("stage") not in HARNESS_STAGES)
+    """How many of a step's repair records were repair calls: not what the harness did, nor the
+    second ask of an improve answer that changed nothing (`nodes.operators.improve_changed`),
+    which leaves the K repairs to the failures."""
+    return sum(1 for r in records if r.get("stage") not in (*HARNESS_STAGES, UNCHANGED_STAGE))
 
 
 # ---------------------------------------------------------------- the repair call

@@ -15,9 +15,11 @@ Running the script and repairing it inside the step is `nodes.execute`; reviewin
 
 from __future__ import annotations
 
+import ast
 import random
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
@@ -146,6 +148,79 @@ def improve_prompt(parent: Node, memory: list[str], *, lower_is_better: bool) ->
         flag=parent.self_report_flag,
         memory=memory,
     )
+
+
+UNCHANGED_STAGE = "unchanged"  # an improve answer that left the program as it was, asked again
+AGAIN_ROLE = "coder-again"
+
+
+def _program(code: str) -> str | None:
+    """What a script computes, for comparison: its syntax tree without comments, blank lines,
+    imports and bare strings (docstrings); None when it does not parse."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+
+    class _Strip(ast.NodeTransformer):
+        def generic_visit(self, node: ast.AST) -> ast.AST:
+            super().generic_visit(node)
+            for field in ("body", "orelse", "finalbody"):
+                stmts = getattr(node, field, None)
+                if isinstance(stmts, list) and stmts and isinstance(stmts[0], ast.stmt):
+                    kept = [st for st in stmts if not isinstance(st, (ast.Import, ast.ImportFrom))
+                            and not (isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant))]
+                    setattr(node, field, kept or [ast.Pass()])
+            return node
+
+    return ast.dump(_Strip().visit(tree))
+
+
+def same_program(code: str, other: str) -> bool:
+    """Whether two scripts compute the same thing: equal once comments, blank lines, imports and
+    docstrings are set aside (an improve answer that only rewords a comment or repeats an import
+    changes nothing a run can measure). False when either does not parse."""
+    a = _program(code)
+    return a is not None and a == _program(other)
+
+
+UNCHANGED_NOTE = (
+    "## Your previous answer changed nothing\n"
+    "It gave back the current solution with only comments, blank lines or imports changed, so it "
+    "would score exactly the same. Make ONE concrete change to what the script computes (a "
+    "different model or its settings, a new feature, a preprocessing step), name it in the plan, "
+    "and give the complete script.")
+
+
+def improve_changed(
+    llm: BaseChatModel,
+    system: str,
+    request: str,
+    parent_code: str,
+    *,
+    system_prompt: bool = True,
+) -> tuple[Candidate, dict[str, Any] | None]:
+    """An improve answer to `request` that changes the program of `parent_code`: when the first
+    answer leaves it as it was (`same_program`), the request is asked once more with a note
+    saying so (role `AGAIN_ROLE`). (The candidate, with the usage of both calls; a record of
+    stage `UNCHANGED_STAGE` for the node's repairs, `fixed` saying whether the second answer
+    changed the program, or None when the first one did.)"""
+    first = ask_for_script(llm, system, request, system_prompt=system_prompt)
+    if first.llm_error or not first.code or not same_program(parent_code, first.code):
+        return first, None
+    again = ask_for_script(llm, system, f"{request.rstrip()}\n\n{UNCHANGED_NOTE}\n",
+                           system_prompt=system_prompt, role=AGAIN_ROLE)
+    usage = first.usage.model_copy(deep=True)
+    usage.add(again.usage)
+    changed = not again.llm_error and bool(again.code) and not same_program(parent_code, again.code)
+    record: dict[str, Any] = {
+        "stage": UNCHANGED_STAGE, "error": "the improve answer left the program unchanged", "line": None,
+        "fixed": changed, "tokens": again.usage.tokens, "seconds": round(again.usage.llm_seconds, 3),
+        "then": "changed the program" if changed else "kept the first answer: " + (
+            again.llm_error or "the second one changed nothing either")}
+    if not changed:  # the first answer stands, with what the second call cost
+        return first.model_copy(update={"usage": usage}), record
+    return again.model_copy(update={"usage": usage}), record
 
 
 def improve(

@@ -16,6 +16,7 @@ from typing import Any
 
 from nodes.budget import describe_stop
 from nodes.execute import HARNESS_STAGES, IMPORTS_STAGE, MOVED_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE
+from nodes.operators import UNCHANGED_STAGE
 
 STAGES = ("draft", "improve", "debug")
 STATUSES = ("valid", "buggy")
@@ -263,7 +264,8 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     """What the repairs inside the steps did: the repair calls and how many got past the
     failure, those set aside, the imports the harness added (\"\" when there were none)."""
     records = [r for n in nodes for r in ((n.get("extra") or {}).get("repairs") or [])]
-    calls = [r for r in records if r.get("stage") not in HARNESS_STAGES]
+    again = [r for r in records if r.get("stage") == UNCHANGED_STAGE]
+    calls = [r for r in records if r.get("stage") not in HARNESS_STAGES and r.get("stage") != UNCHANGED_STAGE]
     added = [r for r in records if r.get("stage") == IMPORTS_STAGE]
     into_parent = [r for r in records if r.get("stage") == PARENT_STAGE]
     outlined = [r for r in records if r.get("stage") == OUTLINE_STAGE]
@@ -280,6 +282,9 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
         if aside:
             parts.append(f"{aside} repaired scripts set aside (they got less far than the script "
                          "before them)")
+    if again:
+        parts.append(f"{len(again)} improve answers changed nothing and were asked again "
+                     f"({sum(1 for r in again if r.get('fixed'))} then changed the program)")
     if into_parent:
         kept = sum(1 for r in into_parent if r.get("kept") != "before")
         parts.append(f"{len(into_parent)} debug or improve answers were fragments of the parent's script, "
