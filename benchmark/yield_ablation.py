@@ -57,7 +57,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from nodes.execute import HARNESS_STAGES, MOVED_STAGE
 from nodes.files import write_atomically
+from nodes.operators import UNCHANGED_STAGE
 from serving.process import usable_cores
 
 VARIANTS: dict[str, list[str]] = {
@@ -86,8 +88,7 @@ def node_records(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _node_record(n: dict[str, Any], repairs: list[dict[str, Any]]) -> dict[str, Any]:
-    harness = ("imports", "outline", "parent", "shell")  # what the harness did, not a repair call
-    calls = [r for r in repairs if r.get("stage") not in harness]
+    calls = [r for r in repairs if r.get("stage") not in (*HARNESS_STAGES, UNCHANGED_STAGE)]  # repair calls
     return {
         "step": n["step"], "stage": n.get("stage"), "buggy": bool(n["is_buggy"]),
         "metric": n.get("metric"), "holdout": n.get("holdout_score"), "test": n.get("test_score"),
@@ -95,6 +96,8 @@ def _node_record(n: dict[str, Any], repairs: list[dict[str, Any]]) -> dict[str, 
         "imports_added": sum(1 for r in repairs if r.get("stage") == "imports"),
         "outline_added": sum(1 for r in repairs if r.get("stage") == "outline"),
         "shell_removed": sum(1 for r in repairs if r.get("stage") == "shell"),
+        "imports_moved": sum(1 for r in repairs if r.get("stage") == MOVED_STAGE),
+        "asked_again": sum(1 for r in repairs if r.get("stage") == UNCHANGED_STAGE),
         "fragments_spliced": sum(1 for r in calls if r.get("fragment")),
         "parent_splices": sum(1 for r in repairs if r.get("stage") == "parent" and r.get("kept") != "before"),
         "repairs_set_aside": sum(1 for r in calls if r.get("kept") == "before"),
