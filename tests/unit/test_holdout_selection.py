@@ -287,8 +287,9 @@ def test_a_script_without_its_metric_line_is_valid_when_the_held_rows_score_it(t
             return fenced(silent)
 
         root = tmp_path / str(holdout)
+        # the improve answer is the draft again: run as it is (not asked again, tests/unit/test_improve_again.py)
         svc, _ = services_for(root, task, RuleFakeModel(rule=rule), False, steps=2, num_drafts=1,
-                              debug_prob=0.0, holdout=holdout, repairs=1)
+                              debug_prob=0.0, holdout=holdout, repairs=1, improve_again=False)
         run_search(svc)
         draft, improve = svc.store.all()
         if not holdout:  # the METRIC line is all selection has: buggy, and a repair was asked for
