@@ -66,28 +66,34 @@ def known_errors(path: Path = _TABLE) -> tuple[KnownError, ...]:
     return tuple(table)
 
 
-def match_known_error(*texts: str | None) -> KnownError | None:
-    """The first table entry that matches any of the texts (the failure line, the output), as
-    `known_remedy` picks it."""
-    for entry in known_errors():
-        if any(text and entry.pattern.search(text) for text in texts):
-            return entry
-    return None
-
-
-def known_remedy(*texts: str | None) -> str | None:
-    """The one-line remedy for the error texts (the failure line, the output's end), or None
-    when the table has none: the first entry of the table that matches any of them, so an entry
-    that reads the traceback (the script's own line that failed) comes before a generic one the
-    failure line alone matches. A remedy may quote what the pattern's named groups caught
-    (`{value}`: the value in the error message)."""
+def _first_match(texts: tuple[str | None, ...]) -> tuple[KnownError, re.Match[str]] | None:
+    """The first table entry that matches any of the texts (the failure line, the output's end),
+    with its match: an entry that reads the traceback (the script's own line that failed) comes
+    before a generic one the failure line alone matches."""
     for entry in known_errors():
         for text in texts:
             found = entry.pattern.search(text) if text else None
             if found:
-                caught = {k: (v or "")[:80] for k, v in found.groupdict().items()}
-                return _PLACEHOLDER.sub(lambda m: caught.get(m.group(1), m.group(0)), entry.remedy)
+                return entry, found
     return None
+
+
+def match_known_error(*texts: str | None) -> KnownError | None:
+    """The table entry for the error texts, as `known_remedy` picks it."""
+    hit = _first_match(texts)
+    return hit[0] if hit else None
+
+
+def known_remedy(*texts: str | None) -> str | None:
+    """The one-line remedy for the error texts (`_first_match`), or None when the table has
+    none. A remedy may quote what the pattern's named groups caught (`{value}`: the value in the
+    error message)."""
+    hit = _first_match(texts)
+    if hit is None:
+        return None
+    entry, found = hit
+    caught = {k: (v or "")[:80] for k, v in found.groupdict().items()}
+    return _PLACEHOLDER.sub(lambda m: caught.get(m.group(1), m.group(0)), entry.remedy)
 
 
 def known_remedies(problems: str, limit: int = 3) -> list[str]:

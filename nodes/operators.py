@@ -154,6 +154,20 @@ UNCHANGED_STAGE = "unchanged"  # an improve answer that left the program as it w
 AGAIN_ROLE = "coder-again"
 
 
+class _Strip(ast.NodeTransformer):
+    """Drops imports and bare strings (docstrings) from every block; an emptied block gets `pass`."""
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        super().generic_visit(node)
+        for field in ("body", "orelse", "finalbody"):
+            stmts = getattr(node, field, None)
+            if isinstance(stmts, list) and stmts and isinstance(stmts[0], ast.stmt):
+                kept = [st for st in stmts if not isinstance(st, (ast.Import, ast.ImportFrom))
+                        and not (isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant))]
+                setattr(node, field, kept or [ast.Pass()])
+        return node
+
+
 def _program(code: str) -> str | None:
     """What a script computes, for comparison: its syntax tree without comments, blank lines,
     imports and bare strings (docstrings); None when it does not parse."""
@@ -161,18 +175,6 @@ def _program(code: str) -> str | None:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):
         return None
-
-    class _Strip(ast.NodeTransformer):
-        def generic_visit(self, node: ast.AST) -> ast.AST:
-            super().generic_visit(node)
-            for field in ("body", "orelse", "finalbody"):
-                stmts = getattr(node, field, None)
-                if isinstance(stmts, list) and stmts and isinstance(stmts[0], ast.stmt):
-                    kept = [st for st in stmts if not isinstance(st, (ast.Import, ast.ImportFrom))
-                            and not (isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant))]
-                    setattr(node, field, kept or [ast.Pass()])
-            return node
-
     return ast.dump(_Strip().visit(tree))
 
 
