@@ -95,6 +95,7 @@ from nodes.row_counts import count_note, table_rows
 from nodes.static_check import STATIC_PREFIX, bound_by, import_checker_for, missing_ending, static_report
 from prompts import fenced
 from sandbox import Limits, create_workspace, run_script
+from sandbox.workspace import INPUT
 from tasks.holdout import KEPT_SUBMISSION, HeldSplit
 
 DEFAULT_REPAIRS = 2
@@ -303,6 +304,7 @@ class RepairNeed:
     summary: str  # one line for the node's record
     line: int | None  # the failing line of the script, when known
     also: tuple[int, ...] = ()  # the lines of the other static problems (the excerpt marks them too)
+    data: str | None = None  # the ./input/ the script read (where a remedy looks up a quoted value)
 
 
 def repair_need(cand: Candidate, ex: Execution, *, early_crash_s: float = EARLY_CRASH_S) -> RepairNeed | None:
@@ -329,7 +331,8 @@ def repair_need(cand: Candidate, ex: Execution, *, early_crash_s: float = EARLY_
     trace = traceback_tail(ex.output)
     lines = _SCRIPT_LINE.findall(trace)
     line = int(lines[-1]) if lines else None
-    return RepairNeed("early_crash", trace, (ex.failure or "crashed")[:300], line)
+    data = str(Path(ex.workspace) / INPUT) if ex.workspace else None
+    return RepairNeed("early_crash", trace, (ex.failure or "crashed")[:300], line, data=data)
 
 
 def crashed_early(ex: Execution, early_crash_s: float = EARLY_CRASH_S) -> bool:
@@ -760,7 +763,8 @@ def repair_prompt(code: str, need: RepairNeed, *, known: bool = True, facts: str
         "repair",
         stage=need.stage,
         error=need.error,
-        remedies=(known_remedies(need.error) if need.stage == "static" else failure_remedies(need.error))
+        remedies=(known_remedies(need.error) if need.stage == "static"
+                  else failure_remedies(need.error, data=need.data))
         if known else [],
         counts=count_note(table_rows(facts), need.error) if known and need.stage != "static" else None,
         imports=missing_imports(need.error) if known else [],

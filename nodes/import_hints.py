@@ -35,6 +35,7 @@ import yaml
 
 import prompts
 from nodes.static_check import STATIC_PREFIX
+from nodes.task_facts import value_home
 
 _TABLE = Path(prompts.__file__).parent / "known_errors.yaml"
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -108,15 +109,40 @@ def known_remedies(problems: str, limit: int = 3) -> list[str]:
     return list(found.values())
 
 
-def failure_remedies(failure: str | None, *texts: str | None) -> list[str]:
+# a value an error quotes that a column of the task's tables may hold (Python's float() and int(),
+# pandas' to_numeric), in single or double quotes as repr() wrote it
+_QUOTED_VALUE = re.compile(
+    r"(?:could not convert string to float|invalid literal for int\(\) with base \d+|Unable to parse string)"
+    r""":? (?:'(?P<single>[^'\n]{1,200})'|"(?P<double>[^"\n]{1,200})")""")
+
+
+def located_remedy(data: Path | str | None, *texts: str | None) -> str | None:
+    """The remedy for a value an error quotes, worded for the column of the task's tables that
+    holds it (`nodes.task_facts.value_home` on `data`, the ./input/ the script read): what that
+    column is (the target, a feature of words, an id) and what to do with it, where the table's
+    generic entry could only list the cases. None when no text quotes a value, `data` is not
+    there, or no column holds the value."""
+    if data is None or not Path(data).is_dir():
+        return None
+    for text in texts:
+        found = _QUOTED_VALUE.search(text) if text else None
+        if found:
+            home = value_home(Path(data), found.group("single") or found.group("double") or "")
+            return prompts.render("value_home", home=home).strip() if home else None
+    return None
+
+
+def failure_remedies(failure: str | None, *texts: str | None, data: Path | str | None = None) -> list[str]:
     """The known remedies for a failed run: for a static failure (its failure line is
     STATIC_PREFIX and the problems), one for each kind of problem (`known_remedies`); otherwise
-    the remedy of the first text, `failure` first, that the table knows, if any."""
+    the remedy for a value the error quotes that a column of `data` (the ./input/ the script
+    read) holds (`located_remedy`), else the remedy of the first text, `failure` first, that the
+    table knows, if any."""
     if failure and failure.startswith(STATIC_PREFIX):
         found = known_remedies("\n".join(failure[len(STATIC_PREFIX):].split("; ")))
         if found:
             return found
-    remedy = known_remedy(failure, *texts)
+    remedy = located_remedy(data, failure, *texts) or known_remedy(failure, *texts)
     return [remedy] if remedy else []
 
 

@@ -19,6 +19,7 @@ import ast
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -30,6 +31,7 @@ from nodes.import_hints import failure_remedies, missing_imports
 from nodes.row_counts import count_note, table_rows
 from nodes.tree import Node, Tree
 from nodes.usage import Usage
+from sandbox.workspace import INPUT
 from serving.llm import MAX_ANSWER_CHARS, LLMCallError, LLMReply, build_messages, complete
 
 # ---------------------------------------------------------------- the search policy
@@ -257,7 +259,8 @@ def debug_prompt(
     and what the row counts of a shape error are, from the data facts' rows line in `facts`)."""
     output = tail(parent.output, output_chars)
     end = tail(parent.output, 2000)
-    remedies = failure_remedies(parent.bug_reason, end) if known_errors else []
+    data = Path(parent.workspace) / INPUT if parent.workspace else None
+    remedies = failure_remedies(parent.bug_reason, end, data=data) if known_errors else []
     imports = missing_imports(parent.bug_reason, end) if known_errors else []
     counts = count_note(table_rows(facts), parent.bug_reason, end) if known_errors else None
     return prompts.render(

@@ -589,17 +589,25 @@ def _skeleton(sample_t: _Table, train_t: _Table | None, test_t: _Table | None, i
             "submission format):\n```python\n" + "\n".join(lines) + "\n```")
 
 
-def data_facts(public_dir: Path, sample_submission: Path | None = None,
-               installed: frozenset[str] | None = None) -> str:
-    """The facts, as markdown bullet lines (deterministic for the same files). `installed`: the
-    distributions installed where scripts run (None: this interpreter's), which decide the
-    reader of files in folders the outline may use."""
-    public = Path(public_dir)
+@dataclass
+class _Layout:
+    """Which table is which: the sample submission, the test and the train table, the
+    submission's id column and prediction columns, and the targets (train columns the test
+    lacks, else the predictions the train table has)."""
+    files: list[Path]
+    tables: list[_Table]
+    unreadable: list[str]
+    sample_t: _Table | None
+    test_t: _Table | None
+    train_t: _Table | None
+    id_col: str | None
+    preds: list[str]
+    targets: list[str]
+
+
+def _layout(public: Path, sample_submission: Path | None) -> _Layout:
     files = sorted((p for p in public.rglob("*") if p.is_file() and p.name != "description.md"),
                    key=lambda p: p.relative_to(public).as_posix())
-    if not files:
-        return "- `./input/` holds no data files."
-    lines = [_inventory(public, files)]
     tables: list[_Table] = []
     unreadable: list[str] = []
     for path in files:
@@ -611,12 +619,6 @@ def data_facts(public_dir: Path, sample_submission: Path | None = None,
             unreadable.append(rel)
             continue
         tables.append(_Table(rel=rel, path=path, head=head, rows=_row_count(path)))
-    if unreadable:
-        lines.append(f"- Could not read as tables: {_names(unreadable)}.")
-    counted = rows_fact([(t.rel, t.rows, t.head.shape[1]) for t in tables][:_MAX_NAMES])
-    if counted:
-        lines.append(counted)
-
     sample_t = None
     if sample_submission is not None:
         try:
@@ -643,16 +645,47 @@ def data_facts(public_dir: Path, sample_submission: Path | None = None,
         others = [t.head for t in (train_t, test_t) if t is not None]
         id_col = _id_column(sample_t.head, others)
     preds = [str(c) for c in sample_t.head.columns if c != id_col] if sample_t else []
-
     targets: list[str] = []
-    classes: dict[str, list[str]] = {}
-    texts: set[str] = set()  # targets that are text to produce
     if train_t is not None:
         train_cols = [str(c) for c in train_t.head.columns]
         if test_t is not None:
             targets = [c for c in train_cols if c not in set(map(str, test_t.head.columns))]
         if not targets:
             targets = [c for c in preds if c in train_cols]
+    return _Layout(files, tables, unreadable, sample_t, test_t, train_t, id_col, preds, targets)
+
+
+def _features(lay: _Layout) -> list[str]:
+    """The train table's feature columns: those the test shares, or all but the targets."""
+    assert lay.train_t is not None
+    src = lay.train_t.head
+    if lay.test_t is not None:
+        return [str(c) for c in src.columns if c in set(lay.test_t.head.columns)]
+    return [str(c) for c in src.columns if str(c) not in lay.targets]
+
+
+def data_facts(public_dir: Path, sample_submission: Path | None = None,
+               installed: frozenset[str] | None = None) -> str:
+    """The facts, as markdown bullet lines (deterministic for the same files). `installed`: the
+    distributions installed where scripts run (None: this interpreter's), which decide the
+    reader of files in folders the outline may use."""
+    public = Path(public_dir)
+    lay = _layout(public, sample_submission)
+    files, tables = lay.files, lay.tables
+    if not files:
+        return "- `./input/` holds no data files."
+    lines = [_inventory(public, files)]
+    if lay.unreadable:
+        lines.append(f"- Could not read as tables: {_names(lay.unreadable)}.")
+    counted = rows_fact([(t.rel, t.rows, t.head.shape[1]) for t in tables][:_MAX_NAMES])
+    if counted:
+        lines.append(counted)
+    sample_t, test_t, train_t = lay.sample_t, lay.test_t, lay.train_t
+    id_col, preds, targets = lay.id_col, lay.preds, lay.targets
+
+    classes: dict[str, list[str]] = {}
+    texts: set[str] = set()  # targets that are text to produce
+    if train_t is not None:
         if targets:
             shown = targets[:5]
             what = "the targets, or columns you cannot use as features" if len(targets) > 1 else "the target"
@@ -698,12 +731,8 @@ def data_facts(public_dir: Path, sample_submission: Path | None = None,
 
     kinds: dict[str, list[str]] | None = None
     if train_t is not None:
-        feature_src = train_t.head
-        if test_t is not None:
-            features = [str(c) for c in feature_src.columns if c in set(test_t.head.columns)]
-        else:
-            features = [str(c) for c in feature_src.columns if str(c) not in targets]
-        feature_lines, kinds = _feature_lines(feature_src, features, id_col, mapped.get(train_t.rel, set()))
+        feature_lines, kinds = _feature_lines(train_t.head, _features(lay), id_col,
+                                              mapped.get(train_t.rel, set()))
         lines.extend(feature_lines)
     if sample_t is not None:
         per_class = any("per-class probabilities" in line for line in lines)
@@ -712,3 +741,79 @@ def data_facts(public_dir: Path, sample_submission: Path | None = None,
         lines.append(_skeleton(sample_t, train_t, test_t, id_col, preds, targets, per_class,
                                None if mapped else kinds, files, texts, split=sklearn))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- where a value in an error message lives
+
+
+@dataclass(frozen=True)
+class ValueHome:
+    """The column of the task's tables that holds a value an error message quotes (`could not
+    convert string to float: 'chamness'`), and what that column is, so a remedy can say what to
+    do with that column instead of guessing which column it was."""
+    value: str
+    column: str
+    table: str  # the table's path under ./input/
+    role: str  # "target", "feature" or "id"
+    kind: str  # target: "text" (to produce), "classes" or "numeric"; feature: "near_unique" (strings
+    #            with nearly one value per row), "strings" (categories) or "texts" (free text)
+    train: str | None  # the train table's path under ./input/
+    test: str | None  # the test table's path under ./input/
+    features: tuple[str, ...]  # the feature columns (the test's, without id-like ones)
+    strings: tuple[tuple[str, str], ...]  # the feature columns of strings, each with its kind
+
+
+def _holds(table: _Table, col: str, value: str) -> bool:
+    """Whether a string column of the table has `value` as a whole cell (over up to
+    `_TARGET_ROWS` rows; a numeric column never does)."""
+    s = table.head[col]
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return False
+    if (s.dropna().astype(str).str.strip() == value).any():
+        return True
+    if table.rows is not None and len(table.head) >= table.rows:
+        return False
+    full, _ = _full_column(table, col)
+    return bool((full.dropna().astype(str).str.strip() == value).any())
+
+
+def value_home(public_dir: Path, value: str, sample_submission: Path | None = None) -> ValueHome | None:
+    """Where `value` (stripped) is a whole cell of the train or the test table (up to
+    `_TARGET_ROWS` rows of a column): the target is looked at first, then the features and id-like
+    columns; None when no column holds it or the tables cannot be told apart."""
+    value = value.strip()
+    public = Path(public_dir)
+    if not value or not public.is_dir():
+        return None
+    lay = _layout(public, sample_submission)
+    if lay.train_t is None:
+        return None
+    train = lay.train_t.head
+    features = _features(lay)
+    _, kinds = _feature_lines(train, features, lay.id_col, set())
+
+    def kind_of(col: str) -> str:
+        if col in kinds["texts"]:
+            return "texts"
+        return "near_unique" if col in kinds["near_unique"] else "strings"
+
+    strings = tuple((c, kind_of(c)) for c in features if c in kinds["strings"] or c in kinds["texts"])
+    common = dict(value=value, table=lay.train_t.rel, train=lay.train_t.rel,
+                  test=lay.test_t.rel if lay.test_t else None,
+                  features=tuple(c for c in features if c not in kinds["ids"]), strings=strings)
+    for col in lay.targets:
+        if col in train.columns and _holds(lay.train_t, col, value):
+            s = train[col]
+            kind = "text" if _is_text_target(s) else "classes" if _is_classes(s) else "numeric"
+            return ValueHome(column=col, role="target", kind=kind, **common)
+    for tab in (lay.train_t, lay.test_t):
+        if tab is None:
+            continue
+        for col in features:
+            if col not in tab.head.columns or not _holds(tab, col, value):
+                continue
+            common["table"] = tab.rel
+            if col in kinds["ids"]:
+                return ValueHome(column=col, role="id", kind="id", **common)
+            return ValueHome(column=col, role="feature", kind=kind_of(col), **common)
+    return None

@@ -1,0 +1,193 @@
+"""A value an error quotes, looked up in the task's tables: the remedy names the column that holds
+it and what to do with that column (nodes.task_facts.value_home, import_hints.located_remedy).
+
+Each error comes from a real run of a script written for the test, on small tables written here
+in MLE-bench's layout (train.csv, test.csv, sample_submission.csv)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nodes.execute import Execution, repair_need, repair_prompt
+from nodes.import_hints import failure_remedies, located_remedy
+from nodes.operators import Candidate, debug_prompt
+from nodes.task_facts import data_facts, value_home
+from nodes.tree import Node
+from sandbox.workspace import INPUT
+
+WORDS = ["apple", "banjo", "cider", "dough", "eagle", "fjord", "gravy", "hinge", "igloo", "jumbo",
+         "kayak", "lemon", "mango", "nylon", "otter", "pecan", "quilt", "radar", "salsa", "tango",
+         "umbra", "vodka", "waltz", "xenon", "yacht", "zebra", "amber", "bison", "cobra", "delta"]
+
+
+def _task(root: Path, train: pd.DataFrame, test: pd.DataFrame, target: str) -> Path:
+    public = root / "public"
+    public.mkdir()
+    train.to_csv(public / "train.csv", index=False)
+    test.to_csv(public / "test.csv", index=False)
+    pd.DataFrame({"id": test["id"], target: train[target].iloc[0]}).to_csv(
+        public / "sample_submission.csv", index=False)
+    return public
+
+
+@pytest.fixture
+def words_task(tmp_path: Path) -> Path:
+    """One feature of words, nearly one per row, and a text target (a pronunciation-like task)."""
+    train = pd.DataFrame({"id": range(100, 124), "word": WORDS[:24],
+                          "sound": [" ".join(w.upper()) for w in WORDS[:24]]})
+    test = pd.DataFrame({"id": range(200, 206), "word": WORDS[24:]})
+    return _task(tmp_path, train, test, "sound")
+
+
+@pytest.fixture
+def mixed_task(tmp_path: Path) -> Path:
+    """A numeric feature, a categorical one and a string id; class labels as the target."""
+    n = 40
+    train = pd.DataFrame({"id": [f"r{i:04d}" for i in range(n)], "size": [float(i % 7) for i in range(n)],
+                          "color": ["red", "green", "blue", "red"] * (n // 4),
+                          "label": ["yes", "no"] * (n // 2)})
+    test = pd.DataFrame({"id": [f"t{i:04d}" for i in range(8)], "size": [1.0] * 8,
+                         "color": ["green", "purple"] * 4})
+    return _task(tmp_path, train, test, "label")
+
+
+def _crash(script: str, cwd: Path) -> str:
+    """The output of a script that fails, run where ./input/ is the task's public folder."""
+    (cwd / INPUT).symlink_to(cwd / "public")
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0, proc.stdout
+    return proc.stderr
+
+
+def _failure(output: str) -> str:
+    return "the script exited with code 1: " + output.strip().splitlines()[-1]
+
+
+def test_words_fed_to_an_estimator_as_they_are_get_the_vectorizer_of_their_column(words_task: Path) -> None:
+    out = _crash("""
+        import pandas as pd
+        from sklearn.neighbors import KNeighborsClassifier
+        train = pd.read_csv('./input/train.csv')
+        KNeighborsClassifier(n_neighbors=1).fit(train[['word']], train['sound'])
+    """, words_task.parent)
+    assert "could not convert string to float" in out
+    remedies = failure_remedies(_failure(out), out, data=words_task.parent / INPUT)
+    assert len(remedies) == 1
+    remedy = remedies[0]
+    assert remedy.startswith("'apple' is a value of the feature column `word` in `train.csv`")
+    assert "nearly one distinct value per row" in remedy
+    assert "Do not drop rows" in remedy
+    assert "X = train['word']" in remedy
+    assert "TfidfVectorizer(analyzer='char_wb', ngram_range=(1, 3))" in remedy
+    # the generic entry would have offered one-hot encoding or dropping the column
+    assert "OneHotEncoder" not in remedy
+    generic = failure_remedies(_failure(out), out)
+    assert generic and "OneHotEncoder" in generic[0] and "value of the feature column" not in generic[0]
+
+
+def test_a_value_of_the_text_target_says_the_target_reached_the_features(words_task: Path) -> None:
+    out = _crash("""
+        import pandas as pd
+        from sklearn.linear_model import LinearRegression
+        train = pd.read_csv('./input/train.csv')
+        LinearRegression().fit(train[['id', 'sound']], train['id'])
+    """, words_task.parent)
+    remedy = located_remedy(words_task.parent / INPUT, _failure(out), out)
+    assert remedy is not None
+    assert remedy.startswith("'A P P L E' is a value of the target `sound`")
+    assert "`train.csv` has it, `test.csv` does not: text to produce" in remedy
+    assert "never cast it or use it as a feature" in remedy
+    assert "X = train['word']" in remedy  # the one feature, not the id
+
+
+def test_a_category_of_a_mixed_table_gets_a_column_transformer_naming_it(mixed_task: Path) -> None:
+    out = _crash("""
+        import pandas as pd
+        from sklearn.linear_model import LogisticRegression
+        train = pd.read_csv('./input/train.csv')
+        LogisticRegression().fit(train[['size', 'color']], train['label'])
+    """, mixed_task.parent)
+    remedy = located_remedy(mixed_task.parent / INPUT, _failure(out), out)
+    assert remedy is not None
+    assert remedy.startswith("'red' is a value of the feature column `color` in `train.csv` (categories)")
+    assert "('color', OneHotEncoder(handle_unknown='ignore'), ['color'])" in remedy
+    assert "remainder='passthrough'" in remedy
+
+
+def test_a_class_label_cast_to_numbers_is_located_in_the_target(mixed_task: Path) -> None:
+    out = _crash("""
+        import pandas as pd
+        train = pd.read_csv('./input/train.csv')
+        y = train['label'].astype(float)
+    """, mixed_task.parent)
+    remedy = located_remedy(mixed_task.parent / INPUT, _failure(out), out)
+    assert remedy is not None
+    assert remedy.startswith("'yes' is a value of the target `label`")
+    assert ": a class label)" in remedy
+
+
+def test_a_string_id_fed_to_the_model_is_named_an_id(mixed_task: Path) -> None:
+    out = _crash("""
+        import pandas as pd
+        from sklearn.linear_model import LogisticRegression
+        train = pd.read_csv('./input/train.csv')
+        LogisticRegression().fit(train[['id', 'size']], train['label'])
+    """, mixed_task.parent)
+    remedy = located_remedy(mixed_task.parent / INPUT, _failure(out), out)
+    assert remedy is not None
+    assert remedy.startswith("'r0000' is a value of `id` in `train.csv`, an id-like column")
+
+
+def test_a_value_only_the_test_table_has_is_found_there(mixed_task: Path) -> None:
+    home = value_home(mixed_task, "purple")
+    assert home is not None and (home.table, home.column, home.role) == ("test.csv", "color", "feature")
+
+
+def test_values_past_the_rows_the_facts_read_are_still_found(tmp_path: Path) -> None:
+    n = 6000  # more than the 5000 head rows the facts classify columns by
+    train = pd.DataFrame({"id": range(n), "word": [f"w{i:05d}x" for i in range(n)], "y": [i % 3 for i in range(n)]})
+    test = pd.DataFrame({"id": range(n, n + 5), "word": ["aa", "bb", "cc", "dd", "ee"]})
+    public = _task(tmp_path, train, test, "y")
+    home = value_home(public, "w05999x")
+    assert home is not None and home.column == "word"
+
+
+def test_no_column_holds_the_value_or_no_data_then_the_table_decides(words_task: Path) -> None:
+    failure = "the script exited with code 1: ValueError: could not convert string to float: 'kitten'"
+    assert located_remedy(words_task, failure) is None
+    assert located_remedy(words_task.parent / "missing", failure) is None
+    assert located_remedy(None, failure) is None
+    assert failure_remedies(failure, data=words_task) == failure_remedies(failure)
+
+
+def test_the_facts_are_unchanged_by_the_lookup(words_task: Path) -> None:
+    before = data_facts(words_task)
+    value_home(words_task, "apple")
+    assert data_facts(words_task) == before
+
+
+def test_repair_and_debug_prompts_use_the_input_the_script_read(words_task: Path) -> None:
+    ws = words_task.parent
+    out = _crash("""
+        import pandas as pd
+        from sklearn.linear_model import LogisticRegression
+        train = pd.read_csv('./input/train.csv')
+        LogisticRegression().fit(train[['word']], train['sound'])
+    """, ws)
+    code = "import pandas as pd\n"
+    ex = Execution(exit_code=1, output=out, failure=_failure(out), seconds=0.5, workspace=str(ws))
+    need = repair_need(Candidate(plan="p", code=code), ex)
+    assert need is not None and need.stage == "early_crash" and need.data == str(ws / INPUT)
+    assert "is a value of the feature column `word`" in repair_prompt(code, need)
+    assert "is a value of the feature column `word`" not in repair_prompt(code, need, known=False)
+    parent = Node(id="00000-0", step=0, stage="draft", code=code, output=out, is_buggy=True,
+                  bug_reason=_failure(out), workspace=str(ws))
+    assert "is a value of the feature column `word`" in debug_prompt(parent, [])
+    assert "is a value of the feature column `word`" not in debug_prompt(parent, [], known_errors=False)
