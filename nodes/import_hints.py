@@ -24,6 +24,7 @@ the prompt's hint.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 import types
@@ -110,10 +111,19 @@ def known_remedies(problems: str, limit: int = 3) -> list[str]:
 
 
 # a value an error quotes that a column of the task's tables may hold (Python's float() and int(),
-# pandas' to_numeric), in single or double quotes as repr() wrote it
+# pandas' to_numeric), as repr() wrote it: in single or double quotes, with escapes (`\n`, `\'`)
 _QUOTED_VALUE = re.compile(
     r"(?:could not convert string to float|invalid literal for int\(\) with base \d+|Unable to parse string)"
-    r""":? (?:'(?P<single>[^'\n]{1,200})'|"(?P<double>[^"\n]{1,200})")""")
+    r""":? (?P<quoted>'(?:[^'\\\n]|\\.){1,5000}'|"(?:[^"\\\n]|\\.){1,5000}")""")
+
+
+def _unquote(quoted: str) -> str:
+    """The value a repr() wrote (`'a\\nb'` -> a, newline, b); as written when it is not one."""
+    try:
+        value = ast.literal_eval(quoted)
+    except (ValueError, SyntaxError):
+        return quoted[1:-1]
+    return value if isinstance(value, str) else quoted[1:-1]
 
 
 def located_remedy(data: Path | str | None, *texts: str | None) -> str | None:
@@ -127,7 +137,7 @@ def located_remedy(data: Path | str | None, *texts: str | None) -> str | None:
     for text in texts:
         found = _QUOTED_VALUE.search(text) if text else None
         if found:
-            home = value_home(Path(data), found.group("single") or found.group("double") or "")
+            home = value_home(Path(data), _unquote(found.group("quoted")))
             return prompts.render("value_home", home=home).strip() if home else None
     return None
 

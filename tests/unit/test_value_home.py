@@ -191,3 +191,21 @@ def test_repair_and_debug_prompts_use_the_input_the_script_read(words_task: Path
                   bug_reason=_failure(out), workspace=str(ws))
     assert "is a value of the feature column `word`" in debug_prompt(parent, [])
     assert "is a value of the feature column `word`" not in debug_prompt(parent, [], known_errors=False)
+
+
+def test_a_free_text_value_with_line_breaks_is_found_from_its_repr(tmp_path: Path) -> None:
+    texts = [f"Saying number {i} goes here,\nand its second line\n\t\t-- Author {i % 5}" for i in range(30)]
+    train = pd.DataFrame({"id": range(30), "text": texts, "category": ["wit", "lore", "myth"] * 10})
+    test = pd.DataFrame({"id": range(30, 34), "text": texts[:4]})
+    public = _task(tmp_path, train, test, "category")
+    out = _crash("""
+        import pandas as pd
+        from sklearn.linear_model import LogisticRegression
+        train = pd.read_csv('./input/train.csv')
+        LogisticRegression().fit(train[['text']], train['category'])
+    """, tmp_path)
+    assert "\\n" in _failure(out)  # repr() escaped the line breaks
+    remedy = located_remedy(public, _failure(out), out)
+    assert remedy is not None
+    assert "is a value of the feature column `text` in `train.csv` (free text)" in remedy
+    assert "make_pipeline(TfidfVectorizer(), <the estimator>)" in remedy
