@@ -70,6 +70,21 @@ def _failure(output: str) -> str:
     return "the script exited with code 1: " + output.strip().splitlines()[-1]
 
 
+_FIT = """
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    train = pd.read_csv('./input/train.csv')
+"""
+
+
+def _located(public: Path, line: str) -> str:
+    """The located remedy for the crash of a script that reads train.csv and runs `line`."""
+    out = _crash(_FIT + "    " + line + "\n", public.parent)
+    remedy = located_remedy(public.parent / INPUT, _failure(out), out)
+    assert remedy is not None, out
+    return remedy
+
+
 def test_words_fed_to_an_estimator_as_they_are_get_the_vectorizer_of_their_column(words_task: Path) -> None:
     out = _crash("""
         import pandas as pd
@@ -93,14 +108,7 @@ def test_words_fed_to_an_estimator_as_they_are_get_the_vectorizer_of_their_colum
 
 
 def test_a_value_of_the_text_target_says_the_target_reached_the_features(words_task: Path) -> None:
-    out = _crash("""
-        import pandas as pd
-        from sklearn.linear_model import LinearRegression
-        train = pd.read_csv('./input/train.csv')
-        LinearRegression().fit(train[['id', 'sound']], train['id'])
-    """, words_task.parent)
-    remedy = located_remedy(words_task.parent / INPUT, _failure(out), out)
-    assert remedy is not None
+    remedy = _located(words_task, "LinearRegression().fit(train[['id', 'sound']], train['id'])")
     assert remedy.startswith("'A P P L E' is a value of the target `sound`")
     assert "`train.csv` has it, `test.csv` does not: text to produce" in remedy
     assert "never cast it or use it as a feature" in remedy
@@ -108,40 +116,20 @@ def test_a_value_of_the_text_target_says_the_target_reached_the_features(words_t
 
 
 def test_a_category_of_a_mixed_table_gets_a_column_transformer_naming_it(mixed_task: Path) -> None:
-    out = _crash("""
-        import pandas as pd
-        from sklearn.linear_model import LogisticRegression
-        train = pd.read_csv('./input/train.csv')
-        LogisticRegression().fit(train[['size', 'color']], train['label'])
-    """, mixed_task.parent)
-    remedy = located_remedy(mixed_task.parent / INPUT, _failure(out), out)
-    assert remedy is not None
+    remedy = _located(mixed_task, "LogisticRegression().fit(train[['size', 'color']], train['label'])")
     assert remedy.startswith("'red' is a value of the feature column `color` in `train.csv` (categories)")
     assert "('color', OneHotEncoder(handle_unknown='ignore'), ['color'])" in remedy
     assert "remainder='passthrough'" in remedy
 
 
 def test_a_class_label_cast_to_numbers_is_located_in_the_target(mixed_task: Path) -> None:
-    out = _crash("""
-        import pandas as pd
-        train = pd.read_csv('./input/train.csv')
-        y = train['label'].astype(float)
-    """, mixed_task.parent)
-    remedy = located_remedy(mixed_task.parent / INPUT, _failure(out), out)
-    assert remedy is not None
+    remedy = _located(mixed_task, "y = train['label'].astype(float)")
     assert remedy.startswith("'yes' is a value of the target `label`")
     assert ": a class label)" in remedy
 
 
 def test_a_string_id_fed_to_the_model_is_named_an_id(mixed_task: Path) -> None:
-    out = _crash("""
-        import pandas as pd
-        from sklearn.linear_model import LogisticRegression
-        train = pd.read_csv('./input/train.csv')
-        LogisticRegression().fit(train[['id', 'size']], train['label'])
-    """, mixed_task.parent)
-    remedy = located_remedy(mixed_task.parent / INPUT, _failure(out), out)
-    assert remedy is not None
+    remedy = _located(mixed_task, "LogisticRegression().fit(train[['id', 'size']], train['label'])")
     assert remedy.startswith("'r0000' is a value of `id` in `train.csv`, an id-like column")
 
 
