@@ -437,6 +437,16 @@ ERROR_SCRIPTS = {
         X = pd.DataFrame({"color": ["red", "blue", "red", "green"]})
         LogisticRegression().fit(X, [0, 1, 0, 1])
     """,
+    "arithmetic-on-text": """
+        import pandas as pd
+        y_val = pd.Series(["K AE T", "D AO G"])
+        val_predictions = pd.Series(["K AH T", "D AA G"])
+        print((y_val - val_predictions).abs().mean())
+    """,
+    "arithmetic-on-text/abs": """
+        labels = ["spam", "ham"]
+        print(sum(abs(label) for label in labels))
+    """,
     "cast-text-to-number": """
         import pandas as pd
         train = pd.DataFrame({"diagnosis": ["malignant", "benign", "benign"], "x": [1.0, 2.0, 3.0]})
