@@ -447,6 +447,17 @@ ERROR_SCRIPTS = {
         labels = ["spam", "ham"]
         print(sum(abs(label) for label in labels))
     """,
+    "matrix-not-table": """
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        X = TfidfVectorizer().fit_transform(["tide rocks", "stars sea", "quiet sea"])
+        X_val = X.iloc[:1]
+    """,
+    "matrix-not-table/array": """
+        import pandas as pd
+        from sklearn.preprocessing import StandardScaler
+        X = StandardScaler().fit_transform(pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 5.0]}))
+        print(X.columns)
+    """,
     "cast-text-to-number": """
         import pandas as pd
         train = pd.DataFrame({"diagnosis": ["malignant", "benign", "benign"], "x": [1.0, 2.0, 3.0]})
