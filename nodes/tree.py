@@ -236,11 +236,29 @@ class Tree:
         """The `k` best good nodes of the run, best first (earliest wins ties); k <= 8."""
         return self._top[:k]
 
-    def memory_line(self, n: NodeSummary) -> str:
-        """One line about an attempt: what it tried and what came of it."""
+    def approach_of(self, n: NodeSummary) -> NodeSummary:
+        """The draft or improve a debug node fixes: its nearest ancestor that is not a debug."""
+        current = n
+        for _ in range(64):
+            parent = self.nodes.get(current.parent_id) if current.parent_id else None
+            if current.stage != "debug" or parent is None:
+                break
+            current = parent
+        return current
+
+    def memory_line(self, n: NodeSummary, *, by_approach: bool = False) -> str:
+        """One line about an attempt: what it tried and what came of it. `by_approach`: a debug
+        node is told by the approach it fixed (its draft's or improve's plan), not by its own
+        plan, which is about the error (a best-of-run line whose plan is "Handle NotFittedError"
+        gets copied as if it were a modelling idea)."""
         parent = self.nodes.get(n.parent_id) if n.parent_id else None
         head = f"step {n.step} {n.stage}" + (f" of step {parent.step}" if parent else "")
         plan = n.plan or "(no plan given)"
+        if by_approach and n.stage == "debug":
+            source = self.approach_of(n)
+            if source is not n:
+                plan = (f"the approach of step {source.step} ({source.stage}), made to run: "
+                        f"{source.plan or '(no plan given)'}")
         if n.is_buggy:
             outcome = "failed: " + _one_line(n.note or "unknown error", _OUTCOME_CHARS)
         elif n.metric is None:  # valid in a run that holds a split (nodes.execute.held_without_metric)
@@ -274,7 +292,7 @@ class Tree:
         on_branch = {n.id for n in own}
         tops = [n for n in self.top(best_slots + len(on_branch)) if n.id not in on_branch][:best_slots]
         own_lines = [self.memory_line(n) for n in own]
-        top_lines = [f"best of the run so far: {self.memory_line(n)}" for n in tops]
+        top_lines = [f"best of the run so far: {self.memory_line(n, by_approach=True)}" for n in tops]
         while own_lines or top_lines:
             if sum(len(line) + 1 for line in own_lines + top_lines) <= max_chars:
                 break

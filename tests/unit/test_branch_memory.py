@@ -60,8 +60,24 @@ def test_draft_memory_is_the_earlier_drafts_and_the_best():
         "best of the run so far: step 5 improve of step 1: Deeper trees. -> metric 0.85 (worse than its parent's 0.9)",
         "best of the run so far: step 2 improve of step 0: Add a squared feature. -> metric 0.6 "
         "(better than its parent's 0.5)",
-        "best of the run so far: step 4 debug of step 3: Encode strings before the SVM. -> metric 0.55",
+        "best of the run so far: step 4 debug of step 3: the approach of step 3 (improve), made to run: "
+        "Switch to an SVM. -> metric 0.55",
     ]
+    # on its own lineage a debug node keeps its own plan (what the fix was)
+    assert "step 4 debug of step 3: Encode strings before the SVM. -> metric 0.55" in sample_tree().branch_memory(
+        node_id_for(4))
+
+
+def test_a_chain_of_debugs_is_told_by_the_approach_it_fixed():
+    t = sample_tree()
+    t.add(node(8, "debug", parent=7, plan="Handle the KeyError.", bug="ValueError: bad"))
+    t.add(node(9, "debug", parent=8, metric=0.95, plan="Check NotFittedError."))
+    assert t.approach_of(t.nodes[node_id_for(9)]).step == 7
+    assert t.approach_of(t.nodes[node_id_for(2)]).step == 2  # not a debug: itself
+    best = [line for line in t.branch_memory(node_id_for(5)) if line.startswith("best")]
+    assert best[0] == ("best of the run so far: step 9 debug of step 8: the approach of step 7 (improve), "
+                       "made to run: UNRELATED crash. -> metric 0.95")
+    assert not any("NotFittedError" in line for line in best)
 
 
 def test_memory_is_bounded_in_entries_and_characters_keeping_the_nearest():
