@@ -101,6 +101,8 @@ def _node_record(n: dict[str, Any], repairs: list[dict[str, Any]]) -> dict[str, 
         "fragments_spliced": sum(1 for r in calls if r.get("fragment")),
         "parent_splices": sum(1 for r in repairs if r.get("stage") == "parent" and r.get("kept") != "before"),
         "repairs_set_aside": sum(1 for r in calls if r.get("kept") == "before"),
+        # the known remedies each repair call's request carried, and whether that repair got past its error
+        "remedies": [{"names": r["remedies"], "fixed": r.get("fixed")} for r in calls if r.get("remedies")],
         "bug": " ".join(str(n.get("bug_reason") or "").split())[:200],
     }
 

@@ -87,7 +87,13 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
 import prompts
-from nodes.import_hints import auto_imports, failure_remedies, import_for, known_remedies, missing_imports
+from nodes.import_hints import (
+    auto_imports,
+    import_for,
+    missing_imports,
+    named_failure_remedies,
+    static_remedies,
+)
 from nodes.operators import UNCHANGED_STAGE, Candidate, ask_for_script
 from nodes.outline import OutlineLine, add_outline_lines, outline_from_prompt
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
@@ -756,6 +762,13 @@ def llm_repairs(records: list[dict[str, Any]]) -> int:
 # ---------------------------------------------------------------- the repair call
 
 
+def repair_remedies(need: RepairNeed) -> list[tuple[str, str]]:
+    """(name, remedy) of the known remedies a repair request for `need` carries."""
+    if need.stage == "static":
+        return static_remedies(need.error)
+    return named_failure_remedies(need.error, data=need.data)
+
+
 def repair_prompt(code: str, need: RepairNeed, *, known: bool = True, facts: str = "") -> str:
     """The varying part of a repair request (the run's stable prefix, `facts`, goes before it;
     its rows line tells what the row counts of a shape error are)."""
@@ -763,9 +776,7 @@ def repair_prompt(code: str, need: RepairNeed, *, known: bool = True, facts: str
         "repair",
         stage=need.stage,
         error=need.error,
-        remedies=(known_remedies(need.error) if need.stage == "static"
-                  else failure_remedies(need.error, data=need.data))
-        if known else [],
+        remedies=[remedy for _, remedy in repair_remedies(need)] if known else [],
         counts=count_note(table_rows(facts), need.error) if known and need.stage != "static" else None,
         imports=missing_imports(need.error) if known else [],
         line=need.line,
@@ -779,10 +790,13 @@ def repair_prompt(code: str, need: RepairNeed, *, known: bool = True, facts: str
 def ask_for_repair(
     llm: BaseChatModel, system: str, code: str, need: RepairNeed, *, system_prompt: bool, known: bool = True,
 ) -> Candidate:
-    """One repair call (role `repairer`): a whole corrected script, or a Candidate with llm_error."""
-    return ask_for_script(llm, system, repair_prompt(code, need, known=known, facts=system),
-                          system_prompt=system_prompt,
-                          role="repairer")
+    """One repair call (role `repairer`): a whole corrected script, or a Candidate with llm_error;
+    its `remedies` name the known remedies the request carried."""
+    answer = ask_for_script(llm, system, repair_prompt(code, need, known=known, facts=system),
+                            system_prompt=system_prompt,
+                            role="repairer")
+    names = [name for name, _ in repair_remedies(need)] if known else []
+    return answer.model_copy(update={"remedies": names})
 
 
 def apply_repair(
@@ -797,6 +811,8 @@ def apply_repair(
     record: dict[str, Any] = {"stage": need.stage, "error": need.summary, "line": need.line, "fixed": None,
                               "tokens": answer.usage.prompt_tokens + answer.usage.completion_tokens,
                               "seconds": round(answer.usage.llm_seconds, 3)}
+    if answer.remedies:
+        record["remedies"] = list(answer.remedies)
     if answer.llm_error or not answer.code.strip():
         record.update(fixed=False, then=f"repair call gave no script: {answer.llm_error or 'no code'}"[:300])
         return cand.model_copy(update={"usage": usage}), record, False

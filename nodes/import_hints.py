@@ -98,16 +98,21 @@ def known_remedy(*texts: str | None) -> str | None:
     return _PLACEHOLDER.sub(lambda m: caught.get(m.group(1), m.group(0)), entry.remedy)
 
 
-def known_remedies(problems: str, limit: int = 3) -> list[str]:
-    """The remedies for a static check's problems (one per line): each line's first matching
-    entry, each entry once (its first line's wording), at most `limit`, in the problems' order.
-    A script with three problems of three kinds gets all three remedies, not only the first."""
+def static_remedies(problems: str, limit: int = 3) -> list[tuple[str, str]]:
+    """(entry name, remedy) for a static check's problems (one per line): each line's first
+    matching entry, each entry once (its first line's wording), at most `limit`, in the problems'
+    order. A script with three problems of three kinds gets all three remedies, not only the first."""
     found: dict[str, str] = {}
     for line in problems.splitlines():
         entry = match_known_error(line)
         if entry is not None and entry.name not in found and len(found) < limit:
             found[entry.name] = known_remedy(line) or entry.remedy
-    return list(found.values())
+    return list(found.items())
+
+
+def known_remedies(problems: str, limit: int = 3) -> list[str]:
+    """The remedies of `static_remedies`, without their names."""
+    return [remedy for _, remedy in static_remedies(problems, limit)]
 
 
 # a value an error quotes that a column of the task's tables may hold (Python's float() and int(),
@@ -132,28 +137,46 @@ def located_remedy(data: Path | str | None, *texts: str | None) -> str | None:
     column is (the target, a feature of words, an id) and what to do with it, where the table's
     generic entry could only list the cases. None when no text quotes a value, `data` is not
     there, or no column holds the value."""
+    located = _located(data, *texts)
+    return located[1] if located else None
+
+
+def _located(data: Path | str | None, *texts: str | None) -> tuple[str, str] | None:
+    """(`located:<role>/<kind>`, the remedy) of `located_remedy`."""
     if data is None or not Path(data).is_dir():
         return None
     for text in texts:
         found = _QUOTED_VALUE.search(text) if text else None
         if found:
             home = value_home(Path(data), _unquote(found.group("quoted")))
-            return prompts.render("value_home", home=home).strip() if home else None
+            if home is None:
+                return None
+            return f"located:{home.role}/{home.kind}", prompts.render("value_home", home=home).strip()
     return None
 
 
-def failure_remedies(failure: str | None, *texts: str | None, data: Path | str | None = None) -> list[str]:
-    """The known remedies for a failed run: for a static failure (its failure line is
-    STATIC_PREFIX and the problems), one for each kind of problem (`known_remedies`); otherwise
-    the remedy for a value the error quotes that a column of `data` (the ./input/ the script
-    read) holds (`located_remedy`), else the remedy of the first text, `failure` first, that the
-    table knows, if any."""
+def named_failure_remedies(failure: str | None, *texts: str | None,
+                           data: Path | str | None = None) -> list[tuple[str, str]]:
+    """(name, remedy) for a failed run: for a static failure (its failure line is STATIC_PREFIX
+    and the problems), one for each kind of problem (`static_remedies`); otherwise the remedy for
+    a value the error quotes that a column of `data` (the ./input/ the script read) holds
+    (`located_remedy`, named `located:<role>/<kind>`), else the remedy of the first text,
+    `failure` first, that the table knows (named by its entry), if any."""
     if failure and failure.startswith(STATIC_PREFIX):
-        found = known_remedies("\n".join(failure[len(STATIC_PREFIX):].split("; ")))
+        found = static_remedies("\n".join(failure[len(STATIC_PREFIX):].split("; ")))
         if found:
             return found
-    remedy = located_remedy(data, failure, *texts) or known_remedy(failure, *texts)
-    return [remedy] if remedy else []
+    located = _located(data, failure, *texts)
+    if located:
+        return [located]
+    hit = _first_match((failure, *texts))
+    remedy = known_remedy(failure, *texts)
+    return [(hit[0].name, remedy)] if hit and remedy else []
+
+
+def failure_remedies(failure: str | None, *texts: str | None, data: Path | str | None = None) -> list[str]:
+    """The remedies of `named_failure_remedies`, without their names."""
+    return [remedy for _, remedy in named_failure_remedies(failure, *texts, data=data)]
 
 
 # ---------------------------------------------------------------- the import line of an undefined name

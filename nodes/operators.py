@@ -306,6 +306,7 @@ class Candidate(BaseModel):
     reasoning: str = ""
     llm_error: str | None = None
     usage: Usage = Usage()
+    remedies: list[str] = []  # a repair answer: the names of the known remedies its request carried
 
 
 def candidate_from_reply(reply: LLMReply, usage: Usage) -> Candidate:

@@ -162,6 +162,9 @@ def test_repairs_exhausted_node_is_buggy_with_every_attempt(tmp_path, toy_task, 
     html = written_report(svc)["tree_html"].read_text()
     assert "Repairs inside the step" in html and html.count("<td>early_crash</td>") == 1
     assert "<td>static</td>" in html and "FileNotFoundError" in html
+    # each record names the known remedies its request carried (by table entry), and tree.html shows them
+    assert first["remedies"] == ["undefined-name"] and second["remedies"] == ["missing-table"]
+    assert "known remedies in the request: undefined-name" in html
 
 
 def test_zero_repairs_means_no_repair_calls(tmp_path, toy_task):
@@ -797,7 +800,8 @@ def test_run_with_repairs_for_callers_inside_one_node(tmp_path, toy_task):
     assert cand.code == MISSING_FILE and "FileNotFoundError" in ex.failure
     assert [c.role for c in cand.usage.calls] == ["repairer"] and cand.usage.prompt_tokens == 90
     assert repairs == [{"stage": "static", "error": ex_static_reason(UNDEFINED), "line": 6, "fixed": True,
-                        "tokens": 120, "seconds": repairs[0]["seconds"], "then": ex.failure}]
+                        "tokens": 120, "seconds": repairs[0]["seconds"], "remedies": ["undefined-name"],
+                        "then": ex.failure}]
 
 
 def ex_static_reason(code: str) -> str:

@@ -14,12 +14,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nodes.execute import Execution, repair_need, repair_prompt
+from nodes.execute import Execution, apply_repair, ask_for_repair, repair_need, repair_prompt
 from nodes.import_hints import failure_remedies, located_remedy
 from nodes.operators import Candidate, debug_prompt
 from nodes.task_facts import data_facts, value_home
 from nodes.tree import Node
 from sandbox.workspace import INPUT
+from tests.conftest import ai, fenced, scripted_model
 
 WORDS = ["apple", "banjo", "cider", "dough", "eagle", "fjord", "gravy", "hinge", "igloo", "jumbo",
          "kayak", "lemon", "mango", "nylon", "otter", "pecan", "quilt", "radar", "salsa", "tango",
@@ -197,3 +198,25 @@ def test_a_free_text_value_with_line_breaks_is_found_from_its_repr(tmp_path: Pat
     assert remedy is not None
     assert "is a value of the feature column `text` in `train.csv` (free text)" in remedy
     assert "make_pipeline(TfidfVectorizer(), <the estimator>)" in remedy
+
+
+def test_a_repair_record_names_the_remedies_its_request_carried(words_task: Path) -> None:
+    ws = words_task.parent
+    out = _crash(_FIT + "    LogisticRegression().fit(train[['word']], train['sound'])\n", ws)
+    code = "import pandas as pd\n"
+    ex = Execution(exit_code=1, output=out, failure=_failure(out), seconds=0.5, workspace=str(ws))
+    need = repair_need(Candidate(plan="p", code=code), ex)
+    assert need is not None
+    fixed = "import pandas as pd\nprint('METRIC: 1')\n"
+    model = scripted_model([ai(fenced(fixed, "Vectorize the words."))])
+    answer = ask_for_repair(model, "facts", code, need, system_prompt=True)
+    assert answer.remedies == ["located:feature/near_unique"]
+    _, record, runnable = apply_repair(Candidate(plan="p", code=code), answer, need)
+    assert runnable and record["remedies"] == ["located:feature/near_unique"]
+    quiet = ask_for_repair(scripted_model([ai(fenced(fixed, "x"))]), "facts", code, need, system_prompt=True,
+                           known=False)
+    assert quiet.remedies == [] and "remedies" not in apply_repair(Candidate(code=code), quiet, need)[1]
+    # a record of the yield measurement keeps them, with whether the repair got past its error
+    from benchmark.yield_ablation import node_records
+    node = {"step": 0, "is_buggy": False, "extra": {"repairs": [{**record, "fixed": True}]}}
+    assert node_records([node])[0]["remedies"] == [{"names": ["located:feature/near_unique"], "fixed": True}]

@@ -68,7 +68,7 @@ def test_rows_already_measured_are_not_run_again(tmp_path, monkeypatch, no_prepa
                                       "holdout": None, "test": None, "repairs": 2, "imports_added": 0, "outline_added": 0,
                                       "shell_removed": 0, "imports_moved": 0, "asked_again": 0,
                                       "fragments_spliced": 0, "parent_splices": 0, "repairs_set_aside": 0,
-                                      "bug": "NameError: name 'model'"}
+                                      "remedies": [], "bug": "NameError: name 'model'"}
     md = (out / "yield.md").read_text()
     # the pair (no-repairs against all on t, seed 0): 1 - 4 valid nodes, 0 - 1 submissions
     # LLM s/step 20.0 - 50.0; no tokens difference, as the `all` row has none
