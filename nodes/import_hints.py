@@ -36,7 +36,7 @@ import yaml
 
 import prompts
 from nodes.static_check import STATIC_PREFIX
-from nodes.task_facts import value_home
+from nodes.task_facts import column_home, value_home
 
 _TABLE = Path(prompts.__file__).parent / "known_errors.yaml"
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -122,6 +122,13 @@ _QUOTED_VALUE = re.compile(
     r""":? (?P<quoted>'(?:[^'\\\n]|\\.){1,5000}'|"(?:[^"\\\n]|\\.){1,5000}")""")
 
 
+# the column a pandas KeyError names: `KeyError: 'category'`, `KeyError: "['category'] not found in
+# axis"`, `KeyError: "['a', 'b'] not in index"`, `KeyError: "None of [Index(['a'], dtype='object')] are in
+# the [columns]"` (the names of a list: the columns the table lacks)
+_KEY_ERROR = re.compile(
+    r"KeyError: (?:'(?P<bare>[^'\n]{1,80})'|\"(?:None of \[Index\()?\[(?P<listed>'[^\]\n]*)\])")
+
+
 def _unquote(quoted: str) -> str:
     """The value a repr() wrote (`'a\\nb'` -> a, newline, b); as written when it is not one."""
     try:
@@ -135,8 +142,10 @@ def located_remedy(data: Path | str | None, *texts: str | None) -> str | None:
     """The remedy for a value an error quotes, worded for the column of the task's tables that
     holds it (`nodes.task_facts.value_home` on `data`, the ./input/ the script read): what that
     column is (the target, a feature of words, an id) and what to do with it, where the table's
-    generic entry could only list the cases. None when no text quotes a value, `data` is not
-    there, or no column holds the value."""
+    generic entry could only list the cases. Likewise for the column a KeyError names
+    (`column_home`): the target only train has, a column both tables have (then a changed table
+    lost it), or the columns named like it. None when no text quotes a value or a key, `data` is
+    not there, or the tables say nothing about it."""
     located = _located(data, *texts)
     return located[1] if located else None
 
@@ -152,6 +161,16 @@ def _located(data: Path | str | None, *texts: str | None) -> tuple[str, str] | N
             if home is None:
                 return None
             return f"located:{home.role}/{home.kind}", prompts.render("value_home", home=home).strip()
+        key = _KEY_ERROR.search(text) if text else None
+        if key:
+            bare, listed = key.group("bare"), key.group("listed")
+            names = [bare] if bare else re.findall(r"'([^']{1,80})'", listed)
+            homes = [h for h in (column_home(Path(data), n) for n in names[:10]) if h is not None]
+            if not homes:
+                return None
+            # a list names the columns a table lacks: the target among them is what went wrong
+            column = next((h for h in homes if h.role == "target"), homes[0])
+            return f"located:column/{column.role}", prompts.render("column_home", home=column).strip()
     return None
 
 

@@ -12,6 +12,7 @@ ties broken by value, no timestamps or absolute paths.
 from __future__ import annotations
 
 import csv
+import difflib
 import importlib.util
 from collections import Counter
 from dataclasses import dataclass
@@ -817,3 +818,50 @@ def value_home(public_dir: Path, value: str, sample_submission: Path | None = No
                 return ValueHome(column=col, role="id", kind="id", **common)
             return ValueHome(column=col, role="feature", kind=kind_of(col), **common)
     return None
+
+
+@dataclass(frozen=True)
+class ColumnHome:
+    """Which of the task's tables have a column a KeyError names, so the remedy can say where it
+    is (the target only in train) or what the tables have instead (names close to it)."""
+    name: str
+    role: str  # "target" (train only), "shared" (train and test), "train-only", "test-only" or "none"
+    train: str | None  # the train table's path under ./input/
+    test: str | None
+    close: tuple[str, ...]  # columns of either table named like it (spelling, case), for "none"
+    columns: tuple[str, ...]  # the train table's columns (the first 30), for "none"
+    id_col: str | None = None  # the submission's id column
+
+
+def column_home(public_dir: Path, name: str, sample_submission: Path | None = None) -> ColumnHome | None:
+    """Where a column named `name` is among the train and test tables; None when the tables
+    cannot be told apart, or no table has it and no column is named like it (then the KeyError
+    is as likely a dict key as a column)."""
+    public = Path(public_dir)
+    if not name or not public.is_dir():
+        return None
+    lay = _layout(public, sample_submission)
+    if lay.train_t is None:
+        return None
+    train_cols = [str(c) for c in lay.train_t.head.columns]
+    test_cols = [str(c) for c in lay.test_t.head.columns] if lay.test_t else []
+    in_train, in_test = name in train_cols, name in test_cols
+    if in_train and name in lay.targets:
+        role = "target"
+    elif in_train and in_test:
+        role = "shared"
+    elif in_train or in_test:
+        role = "train-only" if in_train else "test-only"
+    else:
+        role = "none"
+    close: tuple[str, ...] = ()
+    if role == "none":
+        every = list(dict.fromkeys(train_cols + test_cols))
+        folded = {c.lower(): c for c in every}
+        close = tuple(dict.fromkeys(
+            [folded[m] for m in difflib.get_close_matches(name.lower(), list(folded), n=3, cutoff=0.6)]))
+        if not close:
+            return None
+    test = lay.test_t.rel if lay.test_t else None
+    return ColumnHome(name=name, role=role, train=lay.train_t.rel, test=test, close=close,
+                      columns=tuple(train_cols[:30]), id_col=lay.id_col)

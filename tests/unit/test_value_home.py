@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from nodes.execute import Execution, apply_repair, ask_for_repair, repair_need, repair_prompt
-from nodes.import_hints import failure_remedies, located_remedy
+from nodes.import_hints import failure_remedies, located_remedy, named_failure_remedies
 from nodes.operators import Candidate, debug_prompt
 from nodes.task_facts import data_facts, value_home
 from nodes.tree import Node
@@ -220,3 +220,37 @@ def test_a_repair_record_names_the_remedies_its_request_carried(words_task: Path
     from benchmark.yield_ablation import node_records
     node = {"step": 0, "is_buggy": False, "extra": {"repairs": [{**record, "fixed": True}]}}
     assert node_records([node])[0]["remedies"] == [{"names": ["located:feature/near_unique"], "fixed": True}]
+
+
+def _crash_names(public: Path, line: str) -> list[tuple[str, str]]:
+    """The named remedies for the crash of a script that reads both tables and runs `line`."""
+    out = _crash(_FIT + "    test = pd.read_csv('./input/test.csv')\n    " + line + "\n", public.parent)
+    assert "KeyError" in out
+    return named_failure_remedies(_failure(out), out, data=public.parent / INPUT)
+
+
+@pytest.mark.parametrize("line", ["test.drop(columns=['label'])", "test[['size', 'label']]",
+                                  "test['label'].fillna('no')"])
+def test_the_target_read_in_the_test_table_is_named_the_target(mixed_task: Path, line: str) -> None:
+    ((name, remedy),) = _crash_names(mixed_task, line)
+    assert name == "located:column/target"
+    assert remedy.startswith("`label` is the target: `train.csv` has it and `test.csv` does not.")
+    assert "features = [c for c in test.columns if c != 'id']" in remedy
+
+
+def test_a_misspelt_column_gets_the_names_like_it(mixed_task: Path) -> None:
+    ((name, remedy),) = _crash_names(mixed_task, "train['Colour']")
+    assert name == "located:column/none"
+    assert remedy.startswith("No table has a column `Colour`; named like it: `color`.")
+    assert "`train.csv` has `id`, `size`, `color`, `label`." in remedy
+
+
+def test_a_column_lost_by_a_selection_is_named_a_column_of_both_tables(mixed_task: Path) -> None:
+    ((name, remedy),) = _crash_names(mixed_task, "X = train[['size']]; X['color']")
+    assert name == "located:column/shared"
+    assert "`color` is a column of both `train.csv` and `test.csv` as read" in remedy
+
+
+def test_a_key_no_table_has_nor_resembles_keeps_the_tables_entry(mixed_task: Path) -> None:
+    ((name, _),) = _crash_names(mixed_task, "{'a': 1}['zzqx_params']")
+    assert name == "missing-named-column"
