@@ -186,7 +186,8 @@ def stage_request(svc: RunServices, action: dict, tree: Tree) -> str:
     if stage == "improve":
         return improve_prompt(parent, memory, lower_is_better=svc.lower_is_better)
     earlier = [n.note for n in list(tree.ancestors(parent.id, limit=8))[1:] if n.is_buggy]
-    return debug_prompt(parent, earlier, known_errors=svc.settings.known_errors, facts=svc.system_text)
+    return debug_prompt(parent, earlier, known_errors=svc.settings.known_errors, facts=svc.system_text,
+                        data=svc.competition.public_dir)
 
 
 def generate(state: SearchState) -> dict:

@@ -31,7 +31,6 @@ from nodes.import_hints import failure_remedies, missing_imports
 from nodes.row_counts import count_note, table_rows
 from nodes.tree import Node, Tree
 from nodes.usage import Usage
-from sandbox.workspace import INPUT
 from serving.llm import MAX_ANSWER_CHARS, LLMCallError, LLMReply, build_messages, complete
 
 # ---------------------------------------------------------------- the search policy
@@ -252,14 +251,15 @@ def tail(text: str, chars: int) -> str:
 
 def debug_prompt(
     parent: Node, earlier_errors: list[str], *, output_chars: int = 6000, known_errors: bool = True,
-    facts: str = "",
+    facts: str = "", data: Path | str | None = None,
 ) -> str:
     """The request for a fixed version of the buggy `parent` (with the known remedy of its
-    error unless `known_errors` is off: matched on the failure line first, then the output's end;
-    and what the row counts of a shape error are, from the data facts' rows line in `facts`)."""
+    error unless `known_errors` is off: matched on the failure line first, then the output's end,
+    and worded for the column that holds a value or key the error quotes when `data`, the folder
+    the scripts read as ./input/, says which; and what the row counts of a shape error are, from
+    the data facts' rows line in `facts`)."""
     output = tail(parent.output, output_chars)
     end = tail(parent.output, 2000)
-    data = Path(parent.workspace) / INPUT if parent.workspace else None
     remedies = failure_remedies(parent.bug_reason, end, data=data) if known_errors else []
     imports = missing_imports(parent.bug_reason, end) if known_errors else []
     counts = count_note(table_rows(facts), parent.bug_reason, end) if known_errors else None
@@ -284,10 +284,11 @@ def debug(
     output_chars: int = 6000,
     system_prompt: bool = True,
     known_errors: bool = True,
+    data: Path | str | None = None,
 ) -> Candidate:
-    """Ask for a fixed version of the buggy `parent`."""
+    """Ask for a fixed version of the buggy `parent` (`data`: the folder scripts read as ./input/)."""
     text = debug_prompt(parent, earlier_errors, output_chars=output_chars, known_errors=known_errors,
-                        facts=system)
+                        facts=system, data=data)
     return ask_for_script(llm, system, text, system_prompt=system_prompt)
 
 

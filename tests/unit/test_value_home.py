@@ -178,8 +178,10 @@ def test_repair_and_debug_prompts_use_the_input_the_script_read(words_task: Path
     assert "is a value of the feature column `word`" not in repair_prompt(code, need, known=False)
     parent = Node(id="00000-0", step=0, stage="draft", code=code, output=out, is_buggy=True,
                   bug_reason=_failure(out), workspace=str(ws))
-    assert "is a value of the feature column `word`" in debug_prompt(parent, [])
-    assert "is a value of the feature column `word`" not in debug_prompt(parent, [], known_errors=False)
+    assert "is a value of the feature column `word`" in debug_prompt(parent, [], data=ws / INPUT)
+    assert "is a value of the feature column `word`" not in debug_prompt(parent, [], data=ws / INPUT,
+                                                                        known_errors=False)
+    assert "is a value of the feature column `word`" not in debug_prompt(parent, [])  # no data: the table
 
 
 def test_a_free_text_value_with_line_breaks_is_found_from_its_repr(tmp_path: Path) -> None:
@@ -254,3 +256,19 @@ def test_a_column_lost_by_a_selection_is_named_a_column_of_both_tables(mixed_tas
 def test_a_key_no_table_has_nor_resembles_keeps_the_tables_entry(mixed_task: Path) -> None:
     ((name, _),) = _crash_names(mixed_task, "{'a': 1}['zzqx_params']")
     assert name == "missing-named-column"
+
+
+def test_the_search_graphs_debug_request_locates_the_key_in_the_data_scripts_read(tmp_path: Path) -> None:
+    from tests.conftest import make_toy_task
+    from tests.unit.test_repair import run_steps, services
+
+    task = make_toy_task(tmp_path / "toy")
+    crash = ("import pandas as pd\ntrain = pd.read_csv('./input/train.csv')\ntest = pd.read_csv('./input/test.csv')\n"
+             "X_test = test.drop(columns=['label'])\n")
+    llm = scripted_model([ai(fenced(crash)), ai(fenced(crash))])
+    svc = services(tmp_path, task, llm, steps=2, num_drafts=1, repairs=0, llm_review=False)
+    run_steps(svc)
+    draft, fix = sorted(svc.store.all(), key=lambda n: n.step)
+    assert draft.is_buggy and "KeyError" in (draft.bug_reason or "") and fix.stage == "debug"
+    request = llm.seen[1][-1].content
+    assert "Known remedy: `label` is the target: `train.csv` has it and `test.csv` does not." in request
