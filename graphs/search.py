@@ -224,8 +224,16 @@ def _ask(svc: RunServices, action: dict, request: str) -> dict:
     among the step's repairs."""
     if action.get("stage") == "improve" and svc.settings.improve_again:
         parent_code = svc.store.get(action["parent_id"]).code
+
+        def as_run(c: Candidate) -> str:  # a fragment runs in its parent's script (`execute`)
+            if not svc.settings.splice_fragments:
+                return c.code
+            spliced = parent_splice(parent_code, c, python=svc.settings.python,
+                                    imports=svc.settings.auto_imports)
+            return spliced[0].code if spliced is not None else c.code
+
         cand, record = improve_changed(svc.llm, svc.system_text, request, parent_code,
-                                       system_prompt=svc.use_system_prompt)
+                                       system_prompt=svc.use_system_prompt, as_run=as_run)
         return {"candidate": cand.model_dump(), **({"repairs": [record]} if record else {})}
     cand = ask_for_script(svc.llm, svc.system_text, request, system_prompt=svc.use_system_prompt)
     return {"candidate": cand.model_dump()}

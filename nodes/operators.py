@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,20 +203,26 @@ def improve_changed(
     parent_code: str,
     *,
     system_prompt: bool = True,
+    as_run: Callable[[Candidate], str] | None = None,
 ) -> tuple[Candidate, dict[str, Any] | None]:
     """An improve answer to `request` that changes the program of `parent_code`: when the first
     answer leaves it as it was (`same_program`), the request is asked once more with a note
-    saying so (role `AGAIN_ROLE`). (The candidate, with the usage of both calls; a record of
-    stage `UNCHANGED_STAGE` for the node's repairs, `fixed` saying whether the second answer
-    changed the program, or None when the first one did.)"""
+    saying so (role `AGAIN_ROLE`). `as_run`: the script an answer would run as (a fragment put in
+    the parent's script by the harness, `nodes.execute.parent_splice`; default the answer's
+    own), so a fragment that rebuilds the parent counts as unchanged too. (The candidate, with
+    the usage of both calls; a record of stage `UNCHANGED_STAGE` for the node's repairs, `fixed`
+    saying whether the second answer changed the program, or None when the first one did.)"""
+    def program(c: Candidate) -> str:
+        return as_run(c) if as_run is not None else c.code
+
     first = ask_for_script(llm, system, request, system_prompt=system_prompt)
-    if first.llm_error or not first.code or not same_program(parent_code, first.code):
+    if first.llm_error or not first.code or not same_program(parent_code, program(first)):
         return first, None
     again = ask_for_script(llm, system, f"{request.rstrip()}\n\n{UNCHANGED_NOTE}\n",
                            system_prompt=system_prompt, role=AGAIN_ROLE)
     usage = first.usage.model_copy(deep=True)
     usage.add(again.usage)
-    changed = not again.llm_error and bool(again.code) and not same_program(parent_code, again.code)
+    changed = not again.llm_error and bool(again.code) and not same_program(parent_code, program(again))
     record: dict[str, Any] = {
         "stage": UNCHANGED_STAGE, "error": "the improve answer left the program unchanged", "line": None,
         "fixed": changed, "tokens": again.usage.tokens, "seconds": round(again.usage.llm_seconds, 3),

@@ -72,3 +72,18 @@ def test_with_improve_again_off_the_unchanged_answer_runs(tmp_path, toy_task):
     _n0, n1 = svc.store.all()
     assert n1.code == REWORDED and [c.role for c in n1.calls] == ["coder", "reviewer"]
     assert not (n1.extra or {}).get("repairs")
+
+
+def test_a_fragment_that_rebuilds_its_parent_is_asked_again_too(tmp_path, toy_task):
+    # two lines of the parent, without the metric line or the submission: the harness puts them in
+    # the parent's script, which is then the parent's program exactly
+    fragment = 'test = pd.read_csv("input/test.csv")\npred = (test.x1 > 3).astype(int)\n'
+    llm = scripted_model([ai(fenced(GOOD_SCRIPT)), ai(VERDICT_OK),  # step 0: draft
+                          ai(fenced(fragment)), ai(fenced(IMPROVED)), ai(VERDICT_OK)])  # step 1: improve
+    svc = make_services(tmp_path, toy_task, llm, steps=2, num_drafts=1, debug_prob=0.0, repairs=2)
+    run_graph(svc, InMemorySaver())
+    _n0, n1 = svc.store.all()
+    assert n1.code == IMPROVED and [c.role for c in n1.calls] == ["coder", AGAIN_ROLE, "reviewer"]
+    assert [r["stage"] for r in n1.extra["repairs"]] == ["unchanged"]
+    # the answer as given is not the parent's program: only the script it runs as is
+    assert not same_program(GOOD_SCRIPT, fragment)
