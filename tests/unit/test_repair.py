@@ -461,6 +461,21 @@ ERROR_SCRIPTS = {
         X = StandardScaler().fit_transform(pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 5.0]}))
         print(X.columns)
     """,
+    "row-labels": """
+        import pandas as pd
+        X = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0]}).iloc[2:]
+        print(X.loc[[0, 1]])
+    """,
+    "row-labels/some": """
+        import pandas as pd
+        y = pd.Series([1.0, 2.0, 3.0], index=[10, 11, 12])
+        print(y[[10, 0]])
+    """,
+    "row-labels/scalar": """
+        import pandas as pd
+        y = pd.Series([1.0, 2.0, 3.0], index=[10, 11, 12])
+        print(y[0])
+    """,
     "cast-text-to-number": """
         import pandas as pd
         train = pd.DataFrame({"diagnosis": ["malignant", "benign", "benign"], "x": [1.0, 2.0, 3.0]})
