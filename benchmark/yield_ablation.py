@@ -19,6 +19,7 @@ Variants (each one flag of `graphs.run`, default on):
   no-splice-fragments --no-splice-fragments (a repair answered with a fragment is not put in its place)
   no-outline-names --no-outline-names     (the harness does not add the outline line of an undefined name)
   no-improve-again --no-improve-again     (an improve answer that changes nothing is run, not asked again)
+  no-vectorize-strings --no-vectorize-strings (no text vectorizer put before an estimator given raw strings)
 
 Per run: nodes valid / total, valid submission, LLM seconds and tokens (prompt + completion) per
 step, repair calls per node, hidden test score of the best node, and one small record per node
@@ -57,7 +58,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from nodes.execute import HARNESS_STAGES, MOVED_STAGE
+from nodes.execute import HARNESS_STAGES, MOVED_STAGE, VECTORIZED_STAGE
 from nodes.files import write_atomically
 from nodes.operators import UNCHANGED_STAGE
 from serving.process import usable_cores
@@ -75,6 +76,7 @@ VARIANTS: dict[str, list[str]] = {
     "no-splice-fragments": ["--no-splice-fragments"],
     "no-outline-names": ["--no-outline-names"],
     "no-improve-again": ["--no-improve-again"],
+    "no-vectorize-strings": ["--no-vectorize-strings"],
 }
 DEFAULT_TASKS = ["tumor-diagnosis", "diabetes-progression", "digit-images", "fortune-topics",
                  "word-pronunciation", "spoken-digits"]
@@ -98,6 +100,7 @@ def _node_record(n: dict[str, Any], repairs: list[dict[str, Any]]) -> dict[str, 
         "shell_removed": sum(1 for r in repairs if r.get("stage") == "shell"),
         "imports_moved": sum(1 for r in repairs if r.get("stage") == MOVED_STAGE),
         "asked_again": sum(1 for r in repairs if r.get("stage") == UNCHANGED_STAGE),
+        "vectorized": sum(1 for r in repairs if r.get("stage") == VECTORIZED_STAGE),
         "fragments_spliced": sum(1 for r in calls if r.get("fragment")),
         "parent_splices": sum(1 for r in repairs if r.get("stage") == "parent" and r.get("kept") != "before"),
         "repairs_set_aside": sum(1 for r in calls if r.get("kept") == "before"),

@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--no-outline-names", dest="outline_names", action="store_false", default=None,
                     help="do not add the data facts' outline line (reading `test`, `X_test = "
                     "test[features]`, the sample submission) for a name the script uses and never assigns")
+    gr.add_argument("--no-vectorize-strings", dest="vectorize_strings", action="store_false", default=None,
+                    help="do not put a text vectorizer before an estimator that crashed on the strings of "
+                    "the task's one text column (words or free text), before the repair calls")
     gr.add_argument("--no-improve-again", dest="improve_again", action="store_false", default=None,
                     help="run an improve answer that leaves its parent's program unchanged (only comments, "
                     "blank lines or imports differ) instead of asking once more for a real change")
@@ -229,7 +232,7 @@ _OVERRIDABLE = {
     "repairs": "repairs", "repair_window": "repair_window_s", "known_errors": "known_errors",
     "auto_imports": "auto_imports", "revert_repairs": "revert_repairs",
     "splice_fragments": "splice_fragments", "outline_names": "outline_names",
-    "improve_again": "improve_again",
+    "improve_again": "improve_again", "vectorize_strings": "vectorize_strings",
     "vllm_model": "vllm_model", "tensor_parallel_size": "tensor_parallel_size",
     "max_model_len": "max_model_len", "python": "python",
 }

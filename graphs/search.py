@@ -286,7 +286,8 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Lite
     seconds = state.get("script_seconds") or 0.0
 
     fixes = harness_fixes(imports=svc.settings.auto_imports,
-                          outline=outline_from_prompt(svc.system_text) if svc.settings.outline_names else ())
+                          outline=outline_from_prompt(svc.system_text) if svc.settings.outline_names else (),
+                          vectorize=svc.competition.public_dir if svc.settings.vectorize_strings else None)
 
     def attempt(c: Candidate) -> tuple[Candidate, Execution]:
         # run `c`, closing the record of the repair that wrote it (the open one, if any), then

@@ -70,6 +70,8 @@ class RunSettings(BaseModel):
     known_errors: bool = True  # debug and repair prompts name the usual remedy of a known error
     auto_imports: bool = True  # the harness adds the import line of an undefined name it can import
     outline_names: bool = True  # the harness adds the data facts' outline line of an undefined name
+    # an estimator that crashed on the strings of the task's one text column gets a text vectorizer before it
+    vectorize_strings: bool = True
     improve_again: bool = True  # an improve answer that leaves the program unchanged is asked once more
     revert_repairs: bool = True  # a repair whose run got less far than the script before it is set aside
     # a repair answer that is a fragment of the script before it (and a debug or improve answer that

@@ -80,6 +80,7 @@ import threading
 import tokenize
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,6 +93,7 @@ from nodes.import_hints import (
     import_for,
     missing_imports,
     named_failure_remedies,
+    quoted_value,
     static_remedies,
 )
 from nodes.operators import UNCHANGED_STAGE, Candidate, ask_for_script
@@ -99,6 +101,7 @@ from nodes.outline import OutlineLine, add_outline_lines, outline_from_prompt
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
 from nodes.row_counts import count_note, table_rows
 from nodes.static_check import STATIC_PREFIX, bound_by, import_checker_for, missing_ending, static_report
+from nodes.task_facts import value_home
 from prompts import fenced
 from sandbox import Limits, create_workspace, run_script
 from sandbox.workspace import INPUT
@@ -390,15 +393,17 @@ MOVED_STAGE = "moved"  # the harness took a name from the module that lacks it t
 OUTLINE_STAGE = "outline"  # the harness added the data facts' outline lines of undefined names
 PARENT_STAGE = "parent"  # the harness put a fragment answer in its parent's script
 SHELL_STAGE = "shell"  # the harness took out notebook shell and magic lines (`!pip install x`)
+VECTORIZED_STAGE = "vectorized"  # the harness put a text vectorizer before an estimator given strings
 # what the harness does to a script without an LLM call
-HARNESS_STAGES = frozenset({IMPORTS_STAGE, MOVED_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE})
+HARNESS_STAGES = frozenset({IMPORTS_STAGE, MOVED_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE,
+                            VECTORIZED_STAGE})
 SHELL_COMMENT = "# removed by the harness: a notebook shell or magic line does not run in a script, " \
     "and nothing can be installed here:"
 IMPORTS_COMMENT = "# imports added by the harness: these names were used but never imported"
 
 
-def add_imports(code: str, lines: list[str]) -> str:
-    """`code` with the import `lines` (under `IMPORTS_COMMENT`) after its module docstring and
+def add_imports(code: str, lines: list[str], comment: str = IMPORTS_COMMENT) -> str:
+    """`code` with the import `lines` (under `comment`) after its module docstring and
     `from __future__` imports; at the top when the script does not parse."""
     at = 0
     try:
@@ -415,7 +420,7 @@ def add_imports(code: str, lines: list[str]) -> str:
     source = code.splitlines(keepends=True)
     if source and not source[-1].endswith("\n"):
         source[-1] += "\n"
-    block = [IMPORTS_COMMENT + "\n", *(line + "\n" for line in lines)]
+    block = [comment + "\n", *(line + "\n" for line in lines)]
     return "".join(source[:at] + block + source[at:])
 
 
@@ -491,6 +496,95 @@ def move_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]]
     return cand.model_copy(update={"code": "\n".join(lines) + "\n"}), record
 
 
+# ---------------------------------------------------------------- a vectorizer the harness puts in
+
+VECTORIZED_COMMENT = ("# imports added by the harness: the estimator got the strings of a text column "
+                      "as they are, so a text vectorizer now comes first in its pipeline")
+_VECTORIZER = {"near_unique": "TfidfVectorizer(analyzer='char_wb', ngram_range=(1, 3))",
+               "texts": "TfidfVectorizer()"}
+_VECTORIZER_IMPORTS = ["import numpy", "from sklearn.pipeline import make_pipeline",
+                       "from sklearn.preprocessing import FunctionTransformer",
+                       "from sklearn.feature_extraction.text import TfidfVectorizer"]
+_BOOSTERS = re.compile(r"^(?:XGB|LGBM|CatBoost)\w*(?:Classifier|Regressor)$")
+
+
+@lru_cache(maxsize=1)
+def _estimator_names() -> frozenset[str]:
+    """The class names of scikit-learn's classifiers and regressors (installed here)."""
+    try:
+        from sklearn.utils import all_estimators
+        return frozenset(name for name, _ in all_estimators(type_filter=["classifier", "regressor"]))
+    except Exception:  # noqa: BLE001 - no scikit-learn: no estimator to wrap
+        return frozenset()
+
+
+def _estimator_call(node: ast.AST | None) -> ast.Call | None:
+    """`node` when it constructs a classifier or regressor (`KNeighborsClassifier(n_neighbors=1)`)."""
+    if not isinstance(node, ast.Call):
+        return None
+    func = node.func
+    name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+    return node if name in _estimator_names() or _BOOSTERS.match(name) else None
+
+
+def vectorize_fix(
+    cand: Candidate, ex: Execution, data: Path | None
+) -> tuple[Candidate, dict[str, Any]] | None:
+    """A script that crashed in an estimator's `fit` because the strings of a text column reached
+    it as they are (`could not convert string to float: 'chamness'`, the value found in `data`'s
+    tables by `nodes.task_facts.value_home`), on a task whose one feature is that column of words
+    or free text: (the script with that estimator made `make_pipeline(FunctionTransformer(
+    numpy.ravel), <its text vectorizer>, <the estimator>)`, its record); None otherwise. The ravel
+    takes a one-column table or a Series alike. The estimator is the one constructed on the
+    failing `.fit` line, or assigned to the name whose `.fit` that is."""
+    if data is None or cand.llm_error or ex.skipped or ex.valid or ex.exit_code in (0, None) or ex.timed_out:
+        return None
+    value = quoted_value(ex.failure, ex.output[-4000:])
+    home = value_home(data, value) if value else None
+    if (home is None or home.role != "feature" or home.kind not in _VECTORIZER
+            or home.features != (home.column,)):
+        return None
+    lines = _SCRIPT_LINE.findall(traceback_tail(ex.output))
+    if not lines:
+        return None
+    at = int(lines[-1])
+    try:
+        tree = ast.parse(cand.code)
+    except SyntaxError:
+        return None
+    fits = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            and n.func.attr == "fit" and n.lineno <= at <= (n.end_lineno or n.lineno)]
+    target: ast.Call | None = None
+    for fit in fits:
+        receiver = fit.func.value  # type: ignore[attr-defined]
+        target = _estimator_call(receiver)
+        if target is None and isinstance(receiver, ast.Name):
+            made = [s.value for s in ast.walk(tree) if isinstance(s, ast.Assign) and s.lineno < fit.lineno
+                    and any(isinstance(t, ast.Name) and t.id == receiver.id for t in s.targets)]
+            target = _estimator_call(max(made, key=lambda v: v.lineno)) if made else None
+        if target is not None:
+            break
+    if target is None:
+        return None
+    segment = ast.get_source_segment(cand.code, target)
+    if segment is None:
+        return None
+    source = cand.code.splitlines(keepends=True)
+    starts = [0]
+    for line in source:
+        starts.append(starts[-1] + len(line))
+    begin = starts[target.lineno - 1] + len(source[target.lineno - 1].encode()[:target.col_offset].decode())
+    end = starts[(target.end_lineno or target.lineno) - 1] + len(
+        source[(target.end_lineno or target.lineno) - 1].encode()[:target.end_col_offset or 0].decode())
+    wrapped = f"make_pipeline(FunctionTransformer(numpy.ravel), {_VECTORIZER[home.kind]}, {segment})"
+    code = add_imports(cand.code[:begin] + wrapped + cand.code[end:], _VECTORIZER_IMPORTS, VECTORIZED_COMMENT)
+    name = segment.split("(", 1)[0]
+    record: dict[str, Any] = {"stage": VECTORIZED_STAGE, "line": target.lineno, "fixed": None, "tokens": 0,
+                              "seconds": 0.0, "value": home.value[:200], "added": [wrapped],
+                              "error": f"the strings of `{home.column}` reached {name} as they are"}
+    return cand.model_copy(update={"code": code}), record
+
+
 def shell_lines(code: str) -> list[int]:
     """The lines (1-based) whose logical line starts with `!` or `%`: notebook shell commands and
     magics, never Python (a `%` continuing an expression or a `!` inside a string is not one)."""
@@ -554,15 +648,20 @@ def outline_fix(cand: Candidate, ex: Execution, outline: tuple[OutlineLine, ...]
 Fix = Callable[[Candidate, "Execution"], "tuple[Candidate, dict[str, Any]] | None"]
 
 
-def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()) -> list[Fix]:
+def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = (),
+                  vectorize: Path | None = None) -> list[Fix]:
     """What the harness does, in this order, to a script the static check failed, each once per
     run of the step's script (no LLM call): take out notebook shell lines that keep it from
     parsing (`shell_fix`, always), add the imports of undefined names (`import_fix`), import a
     name from the module that has it where the script names one that lacks it (`move_fix`), then
-    the outline lines of undefined names (`outline_fix`, with the outline of the prompt)."""
+    the outline lines of undefined names (`outline_fix`, with the outline of the prompt); and to
+    a script whose estimator crashed on the strings of the task's one text column, put a text
+    vectorizer before it (`vectorize_fix`, with `vectorize`, the folder scripts read)."""
     fixes: list[Fix] = [shell_fix, *([import_fix, move_fix] if imports else [])]
     if outline:
         fixes.append(lambda c, ex: outline_fix(c, ex, outline))
+    if vectorize is not None:
+        fixes.append(lambda c, ex: vectorize_fix(c, ex, vectorize))
     return fixes
 
 
@@ -830,6 +929,8 @@ def close_record(
     """The record of a repair, completed with how the repaired script did."""
     if record["stage"] == "outputs":
         fixed = ex.valid
+    elif record["stage"] == VECTORIZED_STAGE:  # past the strings it was about
+        fixed = ex.valid or (not ex.skipped and str(record.get("value")) not in (ex.failure or ""))
     else:
         fixed = not ex.skipped and (record["stage"] in ("static", *HARNESS_STAGES)
                                     or not crashed_early(ex, early_crash_s))
@@ -857,6 +958,7 @@ def run_with_repairs(
     on_repair: Callable[[int, RepairNeed], None] | None = None,
     parent: str = "",
     python: str | None = None,
+    vectorize: Path | None = None,
 ) -> tuple[Candidate, Execution, list[dict[str, Any]]]:
     """Execute `cand` (`run(candidate, attempt)`, attempt 0, 1, ...: a run after the first must
     not disturb the files of an earlier one, which may be kept), adding the imports of undefined
@@ -870,12 +972,14 @@ def run_with_repairs(
     answer that is a fragment of that script is first put in its place (`splice_retry`) and the
     result run. `parent`: the script a debug or improve request showed; with `splice`, a first
     answer that is a fragment of it runs in its place (`parent_splice`; imports checked against
-    `python`, the interpreter scripts run with). For callers
+    `python`, the interpreter scripts run with). `vectorize`: the folder scripts read, for
+    `vectorize_fix` (None: off). For callers
     that run a candidate inside one graph node; the tree search runs the same steps as
     supersteps of its own."""
     repairs: list[dict[str, Any]] = []
     runs = 0
-    fixes = harness_fixes(imports=auto_imports, outline=outline_from_prompt(system) if outline else ())
+    fixes = harness_fixes(imports=auto_imports, outline=outline_from_prompt(system) if outline else (),
+                          vectorize=vectorize)
 
     def execute(c: Candidate, closing: dict[str, Any] | None = None) -> tuple[Candidate, Execution]:
         # run `c` (closing the record of the repair that wrote it), then once more after each

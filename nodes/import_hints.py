@@ -138,6 +138,16 @@ def _unquote(quoted: str) -> str:
     return value if isinstance(value, str) else quoted[1:-1]
 
 
+def quoted_value(*texts: str | None) -> str | None:
+    """The value the first text quoting one says could not be made a number (`could not convert
+    string to float: 'chamness'` -> chamness), as repr() wrote it unescaped; None when none does."""
+    for text in texts:
+        found = _QUOTED_VALUE.search(text) if text else None
+        if found:
+            return _unquote(found.group("quoted"))
+    return None
+
+
 def located_remedy(data: Path | str | None, *texts: str | None) -> str | None:
     """The remedy for a value an error quotes, worded for the column of the task's tables that
     holds it (`nodes.task_facts.value_home` on `data`, the ./input/ the script read): what that

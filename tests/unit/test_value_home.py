@@ -272,3 +272,85 @@ def test_the_search_graphs_debug_request_locates_the_key_in_the_data_scripts_rea
     assert draft.is_buggy and "KeyError" in (draft.bug_reason or "") and fix.stage == "debug"
     request = llm.seen[1][-1].content
     assert "Known remedy: `label` is the target: `train.csv` has it and `test.csv` does not." in request
+
+
+# ---------------------------------------------------------------- the vectorizer the harness puts in
+
+_WORD_SCRIPT = """import os
+import pandas as pd
+from sklearn.neighbors import KNeighborsClassifier
+train = pd.read_csv('./input/train.csv')
+test = pd.read_csv('./input/test.csv')
+X, y = {X}, train['sound']
+model = KNeighborsClassifier(
+    n_neighbors=1)
+{fit}
+print(f"METRIC: {{(model.predict(X) == y).mean()}}")
+sub = pd.read_csv('./input/sample_submission.csv')
+sub['sound'] = model.predict({X_test})
+os.makedirs('./submission', exist_ok=True)
+sub.to_csv('./submission/submission.csv', index=False)
+"""
+
+
+def _run_words(public: Path, tmp_path: Path, code: str, vectorize: bool = True):
+    from nodes.execute import execute_script, run_with_repairs
+
+    def run(c: Candidate, attempt: int) -> Execution:
+        return execute_script(c.code, tmp_path / f"ws{attempt}", public_dir=public, sample_submission=None,
+                              timeout_s=120, backend="plain")
+
+    return run_with_repairs(Candidate(plan="p", code=code), run, scripted_model([]), "facts", system_prompt=True,
+                            max_repairs=0, vectorize=public if vectorize else None)
+
+
+@pytest.mark.parametrize(("X", "X_test", "fit"), [
+    ("train[['word']]", "test[['word']]", "model.fit(X, y)"),  # a one-column table
+    ("train['word']", "test['word']", "model = model.fit(X, y)"),  # a Series
+])
+def test_an_estimator_given_raw_words_gets_a_vectorizer_before_it(words_task: Path, tmp_path: Path,
+                                                                  X: str, X_test: str, fit: str) -> None:
+    code = _WORD_SCRIPT.format(X=X, X_test=X_test, fit=fit)
+    cand, ex, records = _run_words(words_task, tmp_path, code)
+    (record,) = records
+    assert record["stage"] == "vectorized" and record["fixed"] is True and record["line"] == 7
+    assert record["error"] == "the strings of `word` reached KNeighborsClassifier as they are"
+    assert ex.valid, ex.failure
+    assert ("model = make_pipeline(FunctionTransformer(numpy.ravel), TfidfVectorizer(analyzer='char_wb', "
+            "ngram_range=(1, 3)), KNeighborsClassifier(\n    n_neighbors=1))") in cand.code
+    assert "# imports added by the harness: the estimator got the strings" in cand.code
+    from views.report.derive import repair_text
+    assert repair_text([{"extra": {"repairs": records}}]) == (
+        "a text vectorizer put before an estimator given raw strings by the harness 1 times "
+        "(1 then got past those strings)")
+    # off: the crash stands, and nothing was added
+    cand, ex, records = _run_words(words_task, tmp_path / "off", code, vectorize=False)
+    assert records == [] and not ex.valid and "could not convert string to float" in (ex.failure or "")
+
+
+def test_a_chained_fit_is_wrapped_where_it_is_constructed(words_task: Path, tmp_path: Path) -> None:
+    code = _WORD_SCRIPT.format(X="train['word']", X_test="test['word']",
+                               fit="model = KNeighborsClassifier(n_neighbors=1).fit(X, y)")
+    cand, ex, records = _run_words(words_task, tmp_path, code)
+    assert [r["line"] for r in records] == [9] and ex.valid, ex.failure
+    assert "model = make_pipeline(FunctionTransformer(numpy.ravel), TfidfVectorizer(analyzer='char_wb', " \
+           "ngram_range=(1, 3)), KNeighborsClassifier(n_neighbors=1)).fit(X, y)" in cand.code
+    assert "model = KNeighborsClassifier(\n    n_neighbors=1)" in cand.code  # the unused one as it was
+
+
+def test_no_vectorizer_where_the_task_has_more_features_than_the_text(mixed_task: Path, tmp_path: Path) -> None:
+    code = ("import pandas as pd\nfrom sklearn.linear_model import LogisticRegression\n"
+            "train = pd.read_csv('./input/train.csv')\n"
+            "model = LogisticRegression().fit(train[['size', 'color']], train['label'])\n")
+    _cand, ex, records = _run_words(mixed_task, tmp_path, code)
+    assert records == [] and "could not convert string to float: 'red'" in (ex.failure or "")
+
+
+def test_the_vectorizer_flag(tmp_path: Path) -> None:
+    from graphs.run import build_parser, resolve_settings
+    from tests.conftest import make_toy_task
+
+    task = make_toy_task(tmp_path / "toy")
+    base = ["--task", str(task), "--run-dir", str(tmp_path)]
+    assert resolve_settings(build_parser().parse_args(base))[0].vectorize_strings is True
+    assert resolve_settings(build_parser().parse_args([*base, "--no-vectorize-strings"]))[0].vectorize_strings is False

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from nodes.budget import describe_stop
-from nodes.execute import HARNESS_STAGES, IMPORTS_STAGE, MOVED_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE
+from nodes.execute import (
+    HARNESS_STAGES,
+    IMPORTS_STAGE,
+    MOVED_STAGE,
+    OUTLINE_STAGE,
+    PARENT_STAGE,
+    SHELL_STAGE,
+    VECTORIZED_STAGE,
+)
 from nodes.operators import UNCHANGED_STAGE
 
 STAGES = ("draft", "improve", "debug")
@@ -271,6 +279,7 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     outlined = [r for r in records if r.get("stage") == OUTLINE_STAGE]
     moved = [r for r in records if r.get("stage") == MOVED_STAGE]
     shell = [r for r in records if r.get("stage") == SHELL_STAGE]
+    vectorized = [r for r in records if r.get("stage") == VECTORIZED_STAGE]
     parts = []
     if calls:
         fixed = sum(1 for r in calls if r.get("fixed"))
@@ -301,6 +310,10 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     if shell:
         parts.append(f"notebook shell lines taken out by the harness {len(shell)} times "
                      f"({sum(1 for r in shell if r.get('fixed'))} then passed the static check)")
+    if vectorized:
+        parts.append(f"a text vectorizer put before an estimator given raw strings by the harness "
+                     f"{len(vectorized)} times ({sum(1 for r in vectorized if r.get('fixed'))} then got past "
+                     "those strings)")
     return "; ".join(parts)
 
 
