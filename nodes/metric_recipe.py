@@ -29,7 +29,8 @@ ON_VALIDATION = ("`y_val` being the labels of the rows held out for validation a
 
 @lru_cache(maxsize=2)
 def recipes(path: Path = _TABLE) -> dict[str, dict[str, str]]:
-    """The table: name -> {import, call[, note, else_import, else_call]} or {own}; malformed: ValueError."""
+    """The table: name -> {import, call[, note, else_import, else_call]} or {own[, code]};
+    malformed: ValueError."""
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping of metric names to recipes")
@@ -64,6 +65,9 @@ def metric_recipe(metric_name: str | None, python: str | None = None, path: Path
     entry = recipe_for(metric_name, path)
     if entry is None:
         return ""
+    if "own" in entry and entry.get("code"):  # the lines themselves: small models get the loop wrong
+        return (f"{NO_FUNCTION}; these lines compute it on `y_val` and `val_predictions`, {ON_VALIDATION}:\n"
+                + prompts.fenced(entry["code"].rstrip(), "python"))
     if "own" in entry:
         return (f"{NO_FUNCTION}: write it yourself, {entry['own']}; `validation_score` is it on `y_val` "
                 f"and `val_predictions`, {ON_VALIDATION}.")

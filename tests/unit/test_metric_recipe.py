@@ -25,7 +25,29 @@ def test_known_names_get_the_import_and_call_and_unknown_ones_nothing():
     assert metric_recipe("QWK").startswith("Compute it with `from sklearn.metrics import cohen_kappa_score`")
     assert metric_recipe("weighted_auroc") == metric_recipe("something new") == metric_recipe(None) == ""
     cer = metric_recipe("cer")
-    assert cer.startswith("scikit-learn, scipy and numpy have no function for this metric: write it yourself, the Levenshtein")
+    assert cer.startswith("scikit-learn, scipy and numpy have no function for this metric; these lines compute it")
+    assert metric_recipe("levenshtein_distance").startswith(
+        "scikit-learn, scipy and numpy have no function for this metric: write it yourself, the Levenshtein")
+
+
+def test_the_lines_of_a_metric_compute_what_its_grader_does():
+    """An entry's `code` run on validation labels with a shuffled index (what a split leaves) and
+    predictions as an array: the grader's number."""
+    import numpy as np
+    import pandas as pd
+
+    from grading.graders import _cer
+
+    for name, entry in recipes().items():
+        if not entry.get("code"):
+            continue
+        assert name == "cer", "a new entry with code needs its grader here"
+        truth = pd.Series(["K AE T", "D AO G", "F IY N IH K S ", "TH AO T"], index=[7, 2, 9, 0])
+        guess = np.array(["K AH T", "D AO G", "F IY N IH K", ""])
+        scope = {"y_val": truth, "val_predictions": guess}
+        exec(metric_recipe(name).split("```python\n", 1)[1].split("```", 1)[0], scope)  # noqa: S102
+        stripped = np.array([t.strip() for t in truth])  # the string graders strip what they read
+        assert scope["validation_score"] == pytest.approx(_cer(stripped, guess, {}))
 
 
 def test_every_import_in_the_table_exists_in_this_interpreter():
