@@ -72,6 +72,7 @@ shown and leaves the rest, one repair call each).
 from __future__ import annotations
 
 import ast
+import builtins
 import contextlib
 import difflib
 import io
@@ -394,9 +395,10 @@ OUTLINE_STAGE = "outline"  # the harness added the data facts' outline lines of 
 PARENT_STAGE = "parent"  # the harness put a fragment answer in its parent's script
 SHELL_STAGE = "shell"  # the harness took out notebook shell and magic lines (`!pip install x`)
 VECTORIZED_STAGE = "vectorized"  # the harness put a text vectorizer before an estimator given strings
+HOISTED_STAGE = "hoisted"  # the harness moved a def or class above the line that first uses it
 # what the harness does to a script without an LLM call
 HARNESS_STAGES = frozenset({IMPORTS_STAGE, MOVED_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE,
-                            VECTORIZED_STAGE})
+                            VECTORIZED_STAGE, HOISTED_STAGE})
 SHELL_COMMENT = "# removed by the harness: a notebook shell or magic line does not run in a script, " \
     "and nothing can be installed here:"
 IMPORTS_COMMENT = "# imports added by the harness: these names were used but never imported"
@@ -624,6 +626,75 @@ def shell_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]
 
 
 _UNDEFINED_AT = re.compile(r"^line (\d+): undefined name '(\w+)'")
+_DEFINED_LATER = re.compile(
+    r"^line (\d+): undefined name '(\w+)' \(assigned only later, line (\d+): `(?:def|class) ")
+HOISTED_COMMENT = "# moved up by the harness: used above the line that defined it:"
+
+
+def _evaluated_at_definition(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> list[ast.AST]:
+    """What runs when a def or class statement runs (decorators, defaults, bases, annotations):
+    moving the statement up must not make these read a name not yet assigned."""
+    found: list[ast.AST] = list(node.decorator_list)
+    if isinstance(node, ast.ClassDef):
+        return found + list(node.bases) + [k.value for k in node.keywords]
+    args = node.args
+    found += [d for d in (*args.defaults, *args.kw_defaults) if d is not None]
+    found += [a.annotation for a in (*args.posonlyargs, *args.args, *args.kwonlyargs) if a.annotation]
+    return found + ([node.returns] if node.returns else [])
+
+
+def hoist_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]] | None:
+    """A script that failed the static check because it uses a function or class above the
+    top-level `def`/`class` that defines it (a small model writes the helper after the code that
+    calls it): (the script with that definition moved to just above the top-level statement that
+    first uses it, under a comment saying so, its record); None otherwise. Only a name defined
+    once at the top level, whose definition evaluates nothing but constants when it runs (no
+    decorators, defaults, bases or annotations that read names): moving it up then changes
+    nothing but when the name exists."""
+    if not ex.skipped or not ex.static_problems or cand.llm_error:
+        return None
+    wanted: dict[str, int] = {}  # name -> the first line that uses it
+    for m in map(_DEFINED_LATER.match, ex.static_problems):
+        if m:
+            wanted[m.group(2)] = min(int(m.group(1)), wanted.get(m.group(2), int(m.group(1))))
+    if not wanted:
+        return None
+    try:
+        tree = ast.parse(cand.code)
+    except SyntaxError:
+        return None
+    body = tree.body
+    lines = cand.code.splitlines()
+    moves: list[tuple[int, ast.stmt]] = []  # (index of the statement to go above, the definition)
+    for name, used in wanted.items():
+        defs = [s for s in body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                and s.name == name]
+        if len(defs) != 1:
+            continue
+        reads = {n.id for e in _evaluated_at_definition(defs[0]) for n in ast.walk(e)
+                 if isinstance(n, ast.Name)}
+        if reads - set(dir(builtins)):
+            continue
+        first = next((i for i, s in enumerate(body) if s.lineno <= used <= (s.end_lineno or s.lineno)), None)
+        if first is None or body[first].lineno >= defs[0].lineno:
+            continue
+        moves.append((first, defs[0]))
+    if not moves:
+        return None
+    # cut the definitions out (bottom first), then put each above its first user (bottom first)
+    blocks: dict[int, list[str]] = {}
+    for _, d in sorted(moves, key=lambda m: m[1].lineno, reverse=True):
+        blocks[d.lineno] = lines[d.lineno - 1:d.end_lineno]
+        del lines[d.lineno - 1:d.end_lineno]
+    for first, d in sorted(moves, key=lambda m: (body[m[0]].lineno, m[1].lineno), reverse=True):
+        at = body[first].lineno - 1  # above every moved definition: its line number is unchanged
+        lines[at:at] = [f"{HOISTED_COMMENT} {d.name}", *blocks[d.lineno], ""]
+    names = ", ".join(d.name for _, d in sorted(moves, key=lambda m: m[1].lineno))
+    record: dict[str, Any] = {"stage": HOISTED_STAGE, "error": f"defined below its first use: {names}",
+                              "line": min(body[f].lineno for f, _ in moves), "fixed": None,
+                              "added": [f"{d.name} moved above line {body[f].lineno}" for f, d in moves],
+                              "tokens": 0, "seconds": 0.0}
+    return cand.model_copy(update={"code": "\n".join(lines) + "\n"}), record
 
 
 def outline_fix(cand: Candidate, ex: Execution, outline: tuple[OutlineLine, ...]
@@ -652,12 +723,13 @@ def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()
                   vectorize: Path | None = None) -> list[Fix]:
     """What the harness does, in this order, to a script the static check failed, each once per
     run of the step's script (no LLM call): take out notebook shell lines that keep it from
-    parsing (`shell_fix`, always), add the imports of undefined names (`import_fix`), import a
+    parsing (`shell_fix`, always), move a def or class above its first use (`hoist_fix`,
+    always), add the imports of undefined names (`import_fix`), import a
     name from the module that has it where the script names one that lacks it (`move_fix`), then
     the outline lines of undefined names (`outline_fix`, with the outline of the prompt); and to
     a script whose estimator crashed on the strings of the task's one text column, put a text
     vectorizer before it (`vectorize_fix`, with `vectorize`, the folder scripts read)."""
-    fixes: list[Fix] = [shell_fix, *([import_fix, move_fix] if imports else [])]
+    fixes: list[Fix] = [shell_fix, hoist_fix, *([import_fix, move_fix] if imports else [])]
     if outline:
         fixes.append(lambda c, ex: outline_fix(c, ex, outline))
     if vectorize is not None:

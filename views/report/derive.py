@@ -17,6 +17,7 @@ from typing import Any
 from nodes.budget import describe_stop
 from nodes.execute import (
     HARNESS_STAGES,
+    HOISTED_STAGE,
     IMPORTS_STAGE,
     MOVED_STAGE,
     OUTLINE_STAGE,
@@ -280,6 +281,7 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     moved = [r for r in records if r.get("stage") == MOVED_STAGE]
     shell = [r for r in records if r.get("stage") == SHELL_STAGE]
     vectorized = [r for r in records if r.get("stage") == VECTORIZED_STAGE]
+    hoisted = [r for r in records if r.get("stage") == HOISTED_STAGE]
     parts = []
     if calls:
         fixed = sum(1 for r in calls if r.get("fixed"))
@@ -310,6 +312,9 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     if shell:
         parts.append(f"notebook shell lines taken out by the harness {len(shell)} times "
                      f"({sum(1 for r in shell if r.get('fixed'))} then passed the static check)")
+    if hoisted:
+        parts.append(f"definitions moved above their first use by the harness {len(hoisted)} times "
+                     f"({sum(1 for r in hoisted if r.get('fixed'))} then passed the static check)")
     if vectorized:
         parts.append(f"a text vectorizer put before an estimator given raw strings by the harness "
                      f"{len(vectorized)} times ({sum(1 for r in vectorized if r.get('fixed'))} then got past "
