@@ -529,6 +529,12 @@ def _estimator_call(node: ast.AST | None) -> ast.Call | None:
     return node if name in _estimator_names() or _BOOSTERS.match(name) else None
 
 
+def _char_offset(code: str, lineno: int, col_offset: int) -> int:
+    """The index into `code` of an AST position (1-based line, UTF-8 byte column)."""
+    lines = code.splitlines(keepends=True)
+    return sum(map(len, lines[:lineno - 1])) + len(lines[lineno - 1].encode()[:col_offset].decode())
+
+
 def vectorize_fix(
     cand: Candidate, ex: Execution, data: Path | None
 ) -> tuple[Candidate, dict[str, Any]] | None:
@@ -571,13 +577,8 @@ def vectorize_fix(
     segment = ast.get_source_segment(cand.code, target)
     if segment is None:
         return None
-    source = cand.code.splitlines(keepends=True)
-    starts = [0]
-    for line in source:
-        starts.append(starts[-1] + len(line))
-    begin = starts[target.lineno - 1] + len(source[target.lineno - 1].encode()[:target.col_offset].decode())
-    end = starts[(target.end_lineno or target.lineno) - 1] + len(
-        source[(target.end_lineno or target.lineno) - 1].encode()[:target.end_col_offset or 0].decode())
+    begin = _char_offset(cand.code, target.lineno, target.col_offset)
+    end = _char_offset(cand.code, target.end_lineno or target.lineno, target.end_col_offset or 0)
     wrapped = f"make_pipeline(FunctionTransformer(numpy.ravel), {_VECTORIZER[home.kind]}, {segment})"
     code = add_imports(cand.code[:begin] + wrapped + cand.code[end:], _VECTORIZER_IMPORTS, VECTORIZED_COMMENT)
     name = segment.split("(", 1)[0]

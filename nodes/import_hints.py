@@ -91,9 +91,11 @@ def known_remedy(*texts: str | None) -> str | None:
     none. A remedy may quote what the pattern's named groups caught (`{value}`: the value in the
     error message)."""
     hit = _first_match(texts)
-    if hit is None:
-        return None
-    entry, found = hit
+    return _worded(*hit) if hit else None
+
+
+def _worded(entry: KnownError, found: re.Match[str]) -> str:
+    """The entry's remedy with what the pattern's named groups caught filled in."""
     caught = {k: (v or "")[:80] for k, v in found.groupdict().items()}
     return _PLACEHOLDER.sub(lambda m: caught.get(m.group(1), m.group(0)), entry.remedy)
 
@@ -199,7 +201,7 @@ def named_failure_remedies(failure: str | None, *texts: str | None,
     if located:
         return [located]
     hit = _first_match((failure, *texts))
-    remedy = known_remedy(failure, *texts)
+    remedy = _worded(*hit) if hit else ""
     return [(hit[0].name, remedy)] if hit and remedy else []
 
 

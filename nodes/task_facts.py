@@ -15,7 +15,8 @@ import csv
 import difflib
 import importlib.util
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -39,6 +40,8 @@ class _Table:
     path: Path
     head: pd.DataFrame
     rows: int | None
+    # columns read whole (`_full_column`), kept with the table: a cached layout reads each once
+    full: dict[str, tuple[pd.Series, bool]] = field(default_factory=dict, repr=False)
 
 
 def _read_head(path: Path) -> pd.DataFrame | None:
@@ -126,7 +129,14 @@ def _is_classes(s: pd.Series) -> bool:
 
 
 def _full_column(table: _Table, col: str) -> tuple[pd.Series, bool]:
-    """A column read over up to `_TARGET_ROWS` rows; True when that is the whole table."""
+    """A column read over up to `_TARGET_ROWS` rows; True when that is the whole table. Read once
+    per table (kept in `table.full`); callers must not change the Series."""
+    if col not in table.full:
+        table.full[col] = _read_column(table, col)
+    return table.full[col]
+
+
+def _read_column(table: _Table, col: str) -> tuple[pd.Series, bool]:
     sep = "\t" if table.path.suffix == ".tsv" else ","
     try:
         s = pd.read_csv(table.path, sep=sep, usecols=[col], nrows=_TARGET_ROWS, low_memory=False)[col]
@@ -607,8 +617,24 @@ class _Layout:
 
 
 def _layout(public: Path, sample_submission: Path | None) -> _Layout:
+    """The folder's layout, read once while its files stay as they are: every failure of a run
+    looks its value or column up in the same tables (`value_home`, `column_home`, the harness's
+    vectorizer), and reading them (the heads, the row counts, whole columns) is the slow part.
+    Keyed by each file's path, size and change time, so a table written since is read again.
+    Callers must not change what it holds."""
     files = sorted((p for p in public.rglob("*") if p.is_file() and p.name != "description.md"),
                    key=lambda p: p.relative_to(public).as_posix())
+    stamp = []
+    for p in files:
+        st = p.stat()
+        stamp.append((p.relative_to(public).as_posix(), st.st_size, st.st_mtime_ns))
+    return _cached_layout(public, sample_submission, tuple(stamp))
+
+
+@lru_cache(maxsize=8)
+def _cached_layout(public: Path, sample_submission: Path | None,
+                   stamp: tuple[tuple[str, int, int], ...]) -> _Layout:
+    files = [public / rel for rel, _, _ in stamp]
     tables: list[_Table] = []
     unreadable: list[str] = []
     for path in files:

@@ -148,6 +148,30 @@ def test_values_past_the_rows_the_facts_read_are_still_found(tmp_path: Path) -> 
     assert home is not None and home.column == "word"
 
 
+def test_the_tables_are_read_once_per_folder_until_a_file_changes(tmp_path: Path, monkeypatch) -> None:
+    from nodes import task_facts
+
+    n = 6000  # past the head rows, so the lookup reads the whole column too
+    train = pd.DataFrame({"id": range(n), "word": [f"w{i:05d}x" for i in range(n)], "y": [i % 3 for i in range(n)]})
+    test = pd.DataFrame({"id": range(n, n + 5), "word": ["aa", "bb", "cc", "dd", "ee"]})
+    public = _task(tmp_path, train, test, "y")
+    heads, columns = [], []
+    read_head, read_column = task_facts._read_head, task_facts._read_column
+    monkeypatch.setattr(task_facts, "_read_head", lambda p: heads.append(p.name) or read_head(p))
+    monkeypatch.setattr(task_facts, "_read_column", lambda t, c: columns.append(c) or read_column(t, c))
+    task_facts._cached_layout.cache_clear()
+    for _ in range(3):
+        assert value_home(public, "w05999x").column == "word"
+        assert value_home(public, "nowhere") is None
+    assert sorted(heads) == ["sample_submission.csv", "test.csv", "train.csv"]
+    assert columns.count("word") == 1  # the train table's whole column, once
+    # a table written since is read again, and what it now holds is found
+    train.loc[0, "word"] = "zz-new"
+    train.to_csv(public / "train.csv", index=False)
+    assert value_home(public, "zz-new").column == "word"
+    assert heads.count("train.csv") == 2
+
+
 def test_no_column_holds_the_value_or_no_data_then_the_table_decides(words_task: Path) -> None:
     failure = "the script exited with code 1: ValueError: could not convert string to float: 'kitten'"
     assert located_remedy(words_task, failure) is None
@@ -354,3 +378,17 @@ def test_the_vectorizer_flag(tmp_path: Path) -> None:
     base = ["--task", str(task), "--run-dir", str(tmp_path)]
     assert resolve_settings(build_parser().parse_args(base))[0].vectorize_strings is True
     assert resolve_settings(build_parser().parse_args([*base, "--no-vectorize-strings"]))[0].vectorize_strings is False
+
+
+def test_ast_positions_become_string_offsets_past_non_ascii_text() -> None:
+    import ast
+
+    from nodes.execute import _char_offset
+
+    code = 'label = "naïve – café"\nmodel = Ridge(alpha=1.0)  # «ridge»\nmodel.fit(X, y)\n'
+    call = next(n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call))
+    begin = _char_offset(code, call.lineno, call.col_offset)
+    end = _char_offset(code, call.end_lineno, call.end_col_offset)
+    assert code[begin:end] == "Ridge(alpha=1.0)"
+    label = ast.parse(code).body[0].value
+    assert code[_char_offset(code, 1, label.col_offset):_char_offset(code, 1, label.end_col_offset)] == '"naïve – café"'
