@@ -461,6 +461,26 @@ ERROR_SCRIPTS = {
         X = StandardScaler().fit_transform(pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 5.0]}))
         print(X.columns)
     """,
+    "text-not-strings": """
+        import pandas as pd
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        train = pd.DataFrame({"text": ["tide rocks", "quiet sea", "stars sea"]})
+        TfidfVectorizer().fit_transform(train[["text"]].values)
+    """,
+    "text-not-strings/vectorized-twice": """
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        X = TfidfVectorizer().fit_transform(["tide rocks", "quiet sea", "stars sea"])
+        TfidfVectorizer(analyzer="char").fit_transform(X)
+    """,
+    "missing-text": """
+        import pandas as pd
+        train = pd.DataFrame({"text": ["Tide rocks", None, "Quiet sea"]})
+        train["text"] = train["text"].apply(lambda s: s.lower())
+    """,
+    "memory-limit": """
+        import numpy as np
+        counts = np.zeros((10**6, 10**6))  # one row and one column per row of a big table
+    """,
     "row-labels": """
         import pandas as pd
         X = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0]}).iloc[2:]
@@ -781,6 +801,13 @@ def test_known_error_matches_a_real_traceback_and_reaches_the_debug_prompt(real_
         assert remedy.startswith("OneHotEncoder's 'sparse' argument is now called 'sparse_output'")
     if case == "invalid-parameter":
         assert remedy.startswith("the 'handle_unknown' parameter got a value this version does not accept")
+    if case == "text-not-strings/vectorized-twice":
+        assert remedy.startswith("a text vectorizer got rows that are each a csr_matrix, not a string")
+    if case == "memory-limit":  # the sandbox's own kill (a cgroup's OOM) reads the same
+        killed = establish_facts(exit_code=-9, timed_out=False, killed_reason="memory limit (11.8 GiB)",
+                                 output="", submission_problem=None, last_error=None, timeout_s=60)
+        assert match_known_error(killed.failure).name == "memory-limit"
+        assert remedy.startswith("the script needed more memory than scripts may use here")
     assert "Known remedy" not in debug_prompt(node, [], known_errors=False)
 
 
