@@ -32,8 +32,10 @@ _INTERESTING_PACKAGES = [
     "numpy", "pandas", "scikit-learn", "scipy", "lightgbm", "xgboost", "catboost", "torch",
     "torchvision", "torchaudio", "transformers", "timm", "statsmodels", "pillow",
     "opencv-python", "librosa", "soundfile", "nltk", "sentencepiece", "tokenizers", "optuna",
-    "polars", "pyarrow", "matplotlib", "seaborn", "jax", "tensorflow", "keras",
+    "polars", "pyarrow", "matplotlib", "seaborn", "jax", "tensorflow", "keras", "spacy", "gensim",
 ]
+# the name a script imports, where it is not the distribution's
+_IMPORT_NAMES = {"scikit-learn": "sklearn", "pillow": "PIL", "opencv-python": "cv2"}
 
 _MAX_FILES_LISTED = 40
 _MAX_COLUMNS_SHOWN = 40
@@ -54,6 +56,8 @@ class TaskContext:
     data_facts: str = ""  # empty when turned off (--no-data-facts)
     # how to compute the metric where scripts run (nodes.metric_recipe); "" when unknown or off
     metric_recipe: str = ""
+    # the well-known ML packages scripts cannot import (`missing_packages`), by import name
+    missing: str = ""
 
     def system_prompt(self) -> str:
         """The stable prefix shared by every prompt of the run."""
@@ -118,6 +122,15 @@ def installed_packages(python: str | None = None) -> str:
         return ", ".join(found)
     _version, packages = _interpreter_facts(os.path.abspath(python))  # type: ignore[arg-type]
     return ", ".join(f"{name} {version}" for name, version in packages)
+
+
+def missing_packages(python: str | None = None) -> str:
+    """The well-known ML packages (`_INTERESTING_PACKAGES`) not installed where scripts run, by
+    the name a script imports (`cv2`, not `opencv-python`), in that list's order: a small model
+    imports nltk or torch for a text or audio task whatever the installed list says, and every
+    such import is a failed run and a repair call."""
+    have = {part.split(" ", 1)[0] for part in installed_packages(python).split(", ") if part}
+    return ", ".join(_IMPORT_NAMES.get(n, n) for n in _INTERESTING_PACKAGES if n not in have)
 
 
 def python_version(python: str | None = None) -> str:
@@ -305,6 +318,7 @@ def build_task_context(
         sample_submission=sample,
         data_facts=_facts_or_why_not(public_dir, sample_submission, packages) if data_facts else "",
         metric_recipe=metric_recipe(metric_name, python) if data_facts else "",
+        missing=missing_packages(python),
     )
 
 

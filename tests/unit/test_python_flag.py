@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
 from graphs.run import main
-from nodes.task_context import installed_packages, python_version
+from nodes.task_context import TaskContext, installed_packages, missing_packages, python_version
 from sandbox import Limits, bwrap_available, create_workspace, run_script
 from tests.conftest import make_toy_task
 from tests.doubles.stub import StubServer
@@ -53,6 +54,21 @@ def test_package_list_and_version_come_from_the_interpreter(wrapper):
     assert python_version(str(wrapper)) == platform.python_version()
 
 
+def test_the_prompt_names_the_well_known_packages_scripts_cannot_import(wrapper):
+    ours, theirs = missing_packages().split(", "), missing_packages(str(wrapper)).split(", ")
+    assert "lightgbm" in ours and "lightgbm" not in theirs  # the interpreter scripts run with decides
+    assert set(ours) - set(theirs) == {"lightgbm"}
+    installed = {p.split(" ")[0] for p in installed_packages().split(", ")}
+    assert not installed & set(ours) and "pandas" not in ours  # only what is missing, by import name
+    assert "sklearn" not in ours and "scikit-learn" not in ours
+    base = dict(description="d", data_preview="p", packages=installed_packages(), python_version="3.11",
+                time_limit="60 seconds", hardware="cpu", metric_hint="m", sample_submission=None)
+    prompt = TaskContext(**base, missing=missing_packages()).system_prompt()
+    line = next(x for x in prompt.splitlines() if x.startswith("- Not installed"))
+    assert line == f"- Not installed, so importing them fails: {missing_packages()}."
+    assert "Not installed" not in TaskContext(**base).system_prompt()  # a context stored before it
+
+
 @pytest.mark.parametrize("backend", ["plain", "bwrap"])
 def test_scripts_run_with_the_interpreter_in_the_sandbox(tmp_path, wrapper, backend):
     if backend == "bwrap" and not bwrap_available():
@@ -88,7 +104,9 @@ def test_graphs_run_without_python_lists_this_interpreters_packages(tmp_path, st
     assert main(["--task", str(task), "--base-url", stub.base_url, "--steps", "1", "--run-dir",
                  str(tmp_path / "runs"), "--exec-timeout", "20"]) == 0
     prompts = [json.dumps(b.get("messages")) for b in stub.bodies]
-    assert prompts and not any("lightgbm" in p for p in prompts)
+    installed = [re.search(r"Installed packages you may use: ([^.]*)", p) for p in prompts]
+    assert prompts and all(m and "lightgbm" not in m.group(1) for m in installed)
+    assert all("- Not installed, so importing them fails: lightgbm, " in p for p in prompts)
 
 
 def _error_of(capsys) -> str:
