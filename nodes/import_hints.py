@@ -36,7 +36,7 @@ import yaml
 
 import prompts
 from nodes.static_check import STATIC_PREFIX
-from nodes.task_facts import column_home, value_home
+from nodes.task_facts import column_home, rows_home, value_home
 
 _TABLE = Path(prompts.__file__).parent / "known_errors.yaml"
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -131,6 +131,11 @@ _KEY_ERROR = re.compile(
     r"KeyError: (?:'(?P<bare>[^'\n]{1,80})'|\"(?:None of \[Index\()?\[(?P<listed>'[^\]\n]*)\])")
 
 
+# a column or table given as many values as other rows: pandas' wordings, (values, rows)
+_LENGTHS = re.compile(r"Length of values \((?P<values>\d+)\) does not match length of index \((?P<rows>\d+)\)"
+                      r"|[Aa]rray length (?P<values2>\d+) does not match index length (?P<rows2>\d+)")
+
+
 def _unquote(quoted: str) -> str:
     """The value a repr() wrote (`'a\\nb'` -> a, newline, b); as written when it is not one."""
     try:
@@ -156,7 +161,9 @@ def located_remedy(data: Path | str | None, *texts: str | None) -> str | None:
     column is (the target, a feature of words, an id) and what to do with it, where the table's
     generic entry could only list the cases. Likewise for the column a KeyError names
     (`column_home`): the target only train has, a column both tables have (then a changed table
-    lost it), or the columns named like it. None when no text quotes a value or a key, `data` is
+    lost it), or the columns named like it; and for a length mismatch in a table of one row per
+    test row (`rows_home`): values for other rows (a validation split) where the test rows'
+    predictions go. None when no text quotes a value or a key or names such lengths, `data` is
     not there, or the tables say nothing about it."""
     located = _located(data, *texts)
     return located[1] if located else None
@@ -183,6 +190,15 @@ def _located(data: Path | str | None, *texts: str | None) -> tuple[str, str] | N
             # a list names the columns a table lacks: the target among them is what went wrong
             column = next((h for h in homes if h.role == "target"), homes[0])
             return f"located:column/{column.role}", prompts.render("column_home", home=column).strip()
+        lengths = _LENGTHS.search(text) if text else None
+        if lengths:
+            values = int(lengths.group("values") or lengths.group("values2"))
+            rows = rows_home(Path(data), values, int(lengths.group("rows") or lengths.group("rows2")))
+            if rows is None:
+                return None
+            kind = ("train" if rows.values == rows.train_rows
+                    else "split" if rows.train_rows and rows.values < rows.train_rows else "other")
+            return f"located:rows/{kind}", prompts.render("rows_home", home=rows).strip()
     return None
 
 

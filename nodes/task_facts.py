@@ -891,3 +891,39 @@ def column_home(public_dir: Path, name: str, sample_submission: Path | None = No
     test = lay.test_t.rel if lay.test_t else None
     return ColumnHome(name=name, role=role, train=lay.train_t.rel, test=test, close=close,
                       columns=tuple(train_cols[:30]), id_col=lay.id_col)
+
+
+# ---------------------------------------------------------------- a table filled with values for other rows
+
+
+@dataclass(frozen=True)
+class RowsHome:
+    """A length mismatch (`Length of values (56) does not match length of index (164)`) where the
+    table being filled has one row per test row: the values are predictions for other rows (a
+    validation split, the train table), put where the test rows' predictions go."""
+    values: int  # how many values were put in
+    rows: int  # the rows of the table being filled: the test table's
+    test: str  # the test table's path under ./input/
+    sample: str | None  # the sample submission's path under ./input/
+    train: str | None
+    train_rows: int | None
+    preds: tuple[str, ...]  # the submission's prediction columns
+    id_col: str | None
+
+
+def rows_home(public_dir: Path, values: int, rows: int,
+              sample_submission: Path | None = None) -> RowsHome | None:
+    """The `RowsHome` of a mismatch between `values` values and a table of `rows` rows, when that
+    is the test table's row count and `values` is not; None otherwise (the tables cannot be told
+    apart, or their counts say nothing about it)."""
+    public = Path(public_dir)
+    if values == rows or not public.is_dir():
+        return None
+    lay = _layout(public, sample_submission)
+    if lay.test_t is None or lay.test_t.rows != rows:
+        return None
+    train_rows = lay.train_t.rows if lay.train_t else None
+    sample = lay.sample_t.rel if lay.sample_t else None
+    return RowsHome(values=values, rows=rows, test=lay.test_t.rel, sample=sample,
+                    train=lay.train_t.rel if lay.train_t else None, train_rows=train_rows,
+                    preds=tuple(lay.preds), id_col=lay.id_col)

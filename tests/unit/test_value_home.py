@@ -392,3 +392,43 @@ def test_ast_positions_become_string_offsets_past_non_ascii_text() -> None:
     assert code[begin:end] == "Ridge(alpha=1.0)"
     label = ast.parse(code).body[0].value
     assert code[_char_offset(code, 1, label.col_offset):_char_offset(code, 1, label.end_col_offset)] == '"naïve – café"'
+
+
+_PREDICT = """
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import train_test_split
+    train = pd.read_csv('./input/train.csv')
+    test = pd.read_csv('./input/test.csv')
+    X, y = train[['size']], train['label'] == 'yes'
+    X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.25, random_state=0)
+    model = LinearRegression().fit(X_train, y_train)
+    val_predictions = model.predict(X_val)
+    submission = pd.read_csv('./input/sample_submission.csv')
+"""
+
+
+@pytest.mark.parametrize(("line", "kind", "values"), [
+    ("submission['label'] = val_predictions", "split", 10),
+    ("submission = pd.DataFrame({'id': test['id'], 'label': model.predict(X)})", "train", 40),
+    ("submission['label'] = model.predict(X_val.iloc[:2])", "split", 2),
+])
+def test_predictions_for_other_rows_in_the_submission_are_named_so(mixed_task: Path, line: str, kind: str,
+                                                                     values: int) -> None:
+    out = _crash(_PREDICT + "    " + line + "\n", mixed_task.parent)
+    ((name, remedy),) = named_failure_remedies(_failure(out), out, data=mixed_task.parent / INPUT)
+    assert name == f"located:rows/{kind}", out
+    assert remedy.startswith(f"The table being filled has 8 rows, one per row of `test.csv` (the sample "
+                             f"submission lists the same rows), but it got {values} values:")
+    if kind == "train":
+        assert "one per row of `train.csv`, not predictions for the test rows." in remedy
+    else:
+        assert "such as a validation split of `train.csv` (40 rows)" in remedy
+    assert "test_predictions = model.predict(X_test)" in remedy
+    assert "submission = pd.read_csv('./input/sample_submission.csv') and submission['label'] = test_predictions" in remedy
+
+
+def test_a_length_mismatch_of_another_table_keeps_the_tables_entry(mixed_task: Path) -> None:
+    out = _crash(_PREDICT + "    train['label'] = val_predictions\n", mixed_task.parent)
+    ((name, _),) = named_failure_remedies(_failure(out), out, data=mixed_task.parent / INPUT)
+    assert name == "sample-count"
