@@ -461,6 +461,12 @@ ERROR_SCRIPTS = {
         X = StandardScaler().fit_transform(pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 5.0]}))
         print(X.columns)
     """,
+    "sparse-into-column": """
+        import pandas as pd
+        from sklearn.preprocessing import OneHotEncoder
+        train = pd.DataFrame({"sex": ["f", "m", "f"], "age": [30.0, 41.0, 52.0]})
+        train["sex"] = OneHotEncoder(handle_unknown="ignore").fit_transform(train[["sex"]])
+    """,
     "text-not-strings": """
         import pandas as pd
         from sklearn.feature_extraction.text import TfidfVectorizer
