@@ -58,7 +58,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from nodes.execute import HARNESS_STAGES, HOISTED_STAGE, MOVED_STAGE, VECTORIZED_STAGE
+from nodes.execute import COUNTERPART_STAGE, HARNESS_STAGES, HOISTED_STAGE, MOVED_STAGE, VECTORIZED_STAGE
 from nodes.files import write_atomically
 from nodes.operators import UNCHANGED_STAGE
 from serving.process import usable_cores
@@ -102,6 +102,7 @@ def _node_record(n: dict[str, Any], repairs: list[dict[str, Any]]) -> dict[str, 
         "asked_again": sum(1 for r in repairs if r.get("stage") == UNCHANGED_STAGE),
         "vectorized": sum(1 for r in repairs if r.get("stage") == VECTORIZED_STAGE),
         "hoisted": sum(1 for r in repairs if r.get("stage") == HOISTED_STAGE),
+        "counterparts": sum(1 for r in repairs if r.get("stage") == COUNTERPART_STAGE),
         "fragments_spliced": sum(1 for r in calls if r.get("fragment")),
         "parent_splices": sum(1 for r in repairs if r.get("stage") == "parent" and r.get("kept") != "before"),
         "repairs_set_aside": sum(1 for r in calls if r.get("kept") == "before"),

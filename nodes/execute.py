@@ -89,6 +89,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
 import prompts
+from nodes.counterpart import add_counterparts
 from nodes.import_hints import (
     auto_imports,
     import_for,
@@ -396,9 +397,10 @@ PARENT_STAGE = "parent"  # the harness put a fragment answer in its parent's scr
 SHELL_STAGE = "shell"  # the harness took out notebook shell and magic lines (`!pip install x`)
 VECTORIZED_STAGE = "vectorized"  # the harness put a text vectorizer before an estimator given strings
 HOISTED_STAGE = "hoisted"  # the harness moved a def or class above the line that first uses it
+COUNTERPART_STAGE = "counterpart"  # the harness wrote a split's line from the one for another split
 # what the harness does to a script without an LLM call
 HARNESS_STAGES = frozenset({IMPORTS_STAGE, MOVED_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE,
-                            VECTORIZED_STAGE, HOISTED_STAGE})
+                            VECTORIZED_STAGE, HOISTED_STAGE, COUNTERPART_STAGE})
 SHELL_COMMENT = "# removed by the harness: a notebook shell or magic line does not run in a script, " \
     "and nothing can be installed here:"
 IMPORTS_COMMENT = "# imports added by the harness: these names were used but never imported"
@@ -717,6 +719,24 @@ def outline_fix(cand: Candidate, ex: Execution, outline: tuple[OutlineLine, ...]
     return cand.model_copy(update={"code": code}), record
 
 
+def counterpart_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]] | None:
+    """A script that failed the static check with an undefined name whose counterpart for another
+    split it assigns (`X_val_scaled`, where it has `X_test_scaled = scaler.transform(X_test)`):
+    (the script with that line written for the missing split, `nodes.counterpart`, its record);
+    None when there is none to add safely."""
+    if not ex.skipped or not ex.static_problems or cand.llm_error:
+        return None
+    done = add_counterparts(cand.code, list(ex.static_problems))
+    if done is None:
+        return None
+    code, found = done
+    names = ", ".join(c.name for c in found)
+    record: dict[str, Any] = {"stage": COUNTERPART_STAGE, "error": f"undefined: {names}",
+                              "line": min(c.before for c in found), "fixed": None,
+                              "added": [c.line for c in found], "tokens": 0, "seconds": 0.0}
+    return cand.model_copy(update={"code": code}), record
+
+
 Fix = Callable[[Candidate, "Execution"], "tuple[Candidate, dict[str, Any]] | None"]
 
 
@@ -727,12 +747,15 @@ def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()
     parsing (`shell_fix`, always), move a def or class above its first use (`hoist_fix`,
     always), add the imports of undefined names (`import_fix`), import a
     name from the module that has it where the script names one that lacks it (`move_fix`), then
-    the outline lines of undefined names (`outline_fix`, with the outline of the prompt); and to
+    the outline lines of undefined names (`outline_fix`, with the outline of the prompt), then a
+    split's line made from the one the script wrote for another split (`counterpart_fix`,
+    always); and to
     a script whose estimator crashed on the strings of the task's one text column, put a text
     vectorizer before it (`vectorize_fix`, with `vectorize`, the folder scripts read)."""
     fixes: list[Fix] = [shell_fix, hoist_fix, *([import_fix, move_fix] if imports else [])]
     if outline:
         fixes.append(lambda c, ex: outline_fix(c, ex, outline))
+    fixes.append(counterpart_fix)
     if vectorize is not None:
         fixes.append(lambda c, ex: vectorize_fix(c, ex, vectorize))
     return fixes

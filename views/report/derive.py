@@ -16,6 +16,7 @@ from typing import Any
 
 from nodes.budget import describe_stop
 from nodes.execute import (
+    COUNTERPART_STAGE,
     HARNESS_STAGES,
     HOISTED_STAGE,
     IMPORTS_STAGE,
@@ -282,6 +283,7 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     shell = [r for r in records if r.get("stage") == SHELL_STAGE]
     vectorized = [r for r in records if r.get("stage") == VECTORIZED_STAGE]
     hoisted = [r for r in records if r.get("stage") == HOISTED_STAGE]
+    twins = [r for r in records if r.get("stage") == COUNTERPART_STAGE]
     parts = []
     if calls:
         fixed = sum(1 for r in calls if r.get("fixed"))
@@ -315,6 +317,9 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     if hoisted:
         parts.append(f"definitions moved above their first use by the harness {len(hoisted)} times "
                      f"({sum(1 for r in hoisted if r.get('fixed'))} then passed the static check)")
+    if twins:
+        parts.append(f"a split's line written from another split's by the harness {len(twins)} times "
+                     f"({sum(1 for r in twins if r.get('fixed'))} then passed the static check)")
     if vectorized:
         parts.append(f"a text vectorizer put before an estimator given raw strings by the harness "
                      f"{len(vectorized)} times ({sum(1 for r in vectorized if r.get('fixed'))} then got past "
