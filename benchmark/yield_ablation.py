@@ -58,7 +58,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from nodes.execute import COUNTERPART_STAGE, HARNESS_STAGES, HOISTED_STAGE, MOVED_STAGE, VECTORIZED_STAGE
+from nodes.execute import (
+    COUNTERPART_STAGE,
+    HARNESS_STAGES,
+    HOISTED_STAGE,
+    MOVED_STAGE,
+    REMOVED_API_STAGE,
+    VECTORIZED_STAGE,
+)
 from nodes.files import write_atomically
 from nodes.operators import UNCHANGED_STAGE
 from serving.process import usable_cores
@@ -103,6 +110,7 @@ def _node_record(n: dict[str, Any], repairs: list[dict[str, Any]]) -> dict[str, 
         "vectorized": sum(1 for r in repairs if r.get("stage") == VECTORIZED_STAGE),
         "hoisted": sum(1 for r in repairs if r.get("stage") == HOISTED_STAGE),
         "counterparts": sum(1 for r in repairs if r.get("stage") == COUNTERPART_STAGE),
+        "api_rewrites": sum(1 for r in repairs if r.get("stage") == REMOVED_API_STAGE),
         "fragments_spliced": sum(1 for r in calls if r.get("fragment")),
         "parent_splices": sum(1 for r in repairs if r.get("stage") == "parent" and r.get("kept") != "before"),
         "repairs_set_aside": sum(1 for r in calls if r.get("kept") == "before"),

@@ -100,6 +100,8 @@ from nodes.import_hints import (
 )
 from nodes.operators import UNCHANGED_STAGE, Candidate, ask_for_script
 from nodes.outline import OutlineLine, add_outline_lines, outline_from_prompt
+from nodes.removed_api import char_offset as _char_offset
+from nodes.removed_api import removed_api_error, rewrite_removed
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
 from nodes.row_counts import count_note, table_rows
 from nodes.static_check import STATIC_PREFIX, bound_by, import_checker_for, missing_ending, static_report
@@ -398,9 +400,10 @@ SHELL_STAGE = "shell"  # the harness took out notebook shell and magic lines (`!
 VECTORIZED_STAGE = "vectorized"  # the harness put a text vectorizer before an estimator given strings
 HOISTED_STAGE = "hoisted"  # the harness moved a def or class above the line that first uses it
 COUNTERPART_STAGE = "counterpart"  # the harness wrote a split's line from the one for another split
+REMOVED_API_STAGE = "removed_api"  # the harness rewrote calls of an API the installed versions removed
 # what the harness does to a script without an LLM call
 HARNESS_STAGES = frozenset({IMPORTS_STAGE, MOVED_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE,
-                            VECTORIZED_STAGE, HOISTED_STAGE, COUNTERPART_STAGE})
+                            VECTORIZED_STAGE, HOISTED_STAGE, COUNTERPART_STAGE, REMOVED_API_STAGE})
 SHELL_COMMENT = "# removed by the harness: a notebook shell or magic line does not run in a script, " \
     "and nothing can be installed here:"
 IMPORTS_COMMENT = "# imports added by the harness: these names were used but never imported"
@@ -529,12 +532,6 @@ def _estimator_call(node: ast.AST | None) -> ast.Call | None:
     func = node.func
     name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
     return node if name in _estimator_names() or _BOOSTERS.match(name) else None
-
-
-def _char_offset(code: str, lineno: int, col_offset: int) -> int:
-    """The index into `code` of an AST position (1-based line, UTF-8 byte column)."""
-    lines = code.splitlines(keepends=True)
-    return sum(map(len, lines[:lineno - 1])) + len(lines[lineno - 1].encode()[:col_offset].decode())
 
 
 def vectorize_fix(
@@ -737,6 +734,26 @@ def counterpart_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str
     return cand.model_copy(update={"code": code}), record
 
 
+REMOVED_API_COMMENT = "# imported by the harness for the calls it rewrote (a removed API)"
+
+
+def removed_api_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]] | None:
+    """A script that crashed on an API the installed versions removed (`squared=False`,
+    `OneHotEncoder(sparse=...)`, `.applymap`): (the script with those calls rewritten as the same
+    computation, `nodes.removed_api`, its record); None otherwise."""
+    if cand.llm_error or ex.skipped or ex.valid or ex.exit_code in (0, None) or ex.timed_out:
+        return None
+    done = rewrite_removed(cand.code, ex.failure, traceback_tail(ex.output))
+    if done is None:
+        return None
+    code, what, numpy = done
+    if numpy and not re.search(r"^import numpy\s*$", code, re.M):
+        code = add_imports(code, ["import numpy"], REMOVED_API_COMMENT)
+    record: dict[str, Any] = {"stage": REMOVED_API_STAGE, "error": (ex.failure or "")[:300], "line": None,
+                              "fixed": None, "added": what, "tokens": 0, "seconds": 0.0}
+    return cand.model_copy(update={"code": code}), record
+
+
 Fix = Callable[[Candidate, "Execution"], "tuple[Candidate, dict[str, Any]] | None"]
 
 
@@ -749,13 +766,14 @@ def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()
     name from the module that has it where the script names one that lacks it (`move_fix`), then
     the outline lines of undefined names (`outline_fix`, with the outline of the prompt), then a
     split's line made from the one the script wrote for another split (`counterpart_fix`,
-    always); and to
+    always); to a script that crashed on an API the installed versions removed, those calls
+    rewritten as the same computation (`removed_api_fix`, always); and to
     a script whose estimator crashed on the strings of the task's one text column, put a text
     vectorizer before it (`vectorize_fix`, with `vectorize`, the folder scripts read)."""
     fixes: list[Fix] = [shell_fix, hoist_fix, *([import_fix, move_fix] if imports else [])]
     if outline:
         fixes.append(lambda c, ex: outline_fix(c, ex, outline))
-    fixes.append(counterpart_fix)
+    fixes += [counterpart_fix, removed_api_fix]
     if vectorize is not None:
         fixes.append(lambda c, ex: vectorize_fix(c, ex, vectorize))
     return fixes
@@ -1025,6 +1043,8 @@ def close_record(
     """The record of a repair, completed with how the repaired script did."""
     if record["stage"] == "outputs":
         fixed = ex.valid
+    elif record["stage"] == REMOVED_API_STAGE:  # past the removed API's error
+        fixed = ex.valid or (not ex.skipped and not removed_api_error(ex.failure))
     elif record["stage"] == VECTORIZED_STAGE:  # past the strings it was about
         fixed = ex.valid or (not ex.skipped and str(record.get("value")) not in (ex.failure or ""))
     else:

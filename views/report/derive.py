@@ -23,6 +23,7 @@ from nodes.execute import (
     MOVED_STAGE,
     OUTLINE_STAGE,
     PARENT_STAGE,
+    REMOVED_API_STAGE,
     SHELL_STAGE,
     VECTORIZED_STAGE,
 )
@@ -284,6 +285,7 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     vectorized = [r for r in records if r.get("stage") == VECTORIZED_STAGE]
     hoisted = [r for r in records if r.get("stage") == HOISTED_STAGE]
     twins = [r for r in records if r.get("stage") == COUNTERPART_STAGE]
+    rewritten = [r for r in records if r.get("stage") == REMOVED_API_STAGE]
     parts = []
     if calls:
         fixed = sum(1 for r in calls if r.get("fixed"))
@@ -320,6 +322,9 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
     if twins:
         parts.append(f"a split's line written from another split's by the harness {len(twins)} times "
                      f"({sum(1 for r in twins if r.get('fixed'))} then passed the static check)")
+    if rewritten:
+        parts.append(f"calls of a removed API rewritten by the harness {len(rewritten)} times "
+                     f"({sum(1 for r in rewritten if r.get('fixed'))} then got past that error)")
     if vectorized:
         parts.append(f"a text vectorizer put before an estimator given raw strings by the harness "
                      f"{len(vectorized)} times ({sum(1 for r in vectorized if r.get('fixed'))} then got past "

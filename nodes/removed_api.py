@@ -1,0 +1,127 @@
+"""Calls of an API the installed versions removed, rewritten as the same computation.
+
+Small models learned scikit-learn and pandas from before their last majors: they write
+`mean_squared_error(y, p, squared=False)`, `OneHotEncoder(sparse=False)` and `df.applymap(f)`, and
+a repair call shown the error and its remedy writes them again. Each has an exact equivalent in
+the installed versions, so after a run fails with that error the harness rewrites those calls and
+runs the script again (`nodes.execute.removed_api_fix`):
+
+- `mean_squared_error(a, b, squared=False)` -> `numpy.sqrt(mean_squared_error(a, b))` (and
+  `mean_squared_log_error` alike); `squared=True` is dropped, as it was the default;
+- `OneHotEncoder(sparse=...)` -> `OneHotEncoder(sparse_output=...)`;
+- `<table>.applymap(f)` -> `<table>.map(f)` (pandas 2.1 renamed it; 3 removed the old name).
+
+Only the calls the error names are rewritten, and only when the error is one of these.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_SQUARED = re.compile(r"unexpected keyword argument 'squared'")
+_SPARSE = re.compile(r"unexpected keyword argument 'sparse'")
+_APPLYMAP = re.compile(r"has no attribute 'applymap'")
+_SQUARED_METRICS = ("mean_squared_error", "mean_squared_log_error")
+
+
+@dataclass(frozen=True)
+class Edit:
+    start: int  # offsets into the script
+    end: int
+    text: str  # what replaces code[start:end]
+
+
+def char_offset(code: str, lineno: int, col_offset: int) -> int:
+    """The index into `code` of an AST position (1-based line, UTF-8 byte column)."""
+    lines = code.splitlines(keepends=True)
+    return sum(map(len, lines[:lineno - 1])) + len(lines[lineno - 1].encode()[:col_offset].decode())
+
+
+def _span(code: str, node: ast.AST) -> tuple[int, int]:
+    return (char_offset(code, node.lineno, node.col_offset),  # type: ignore[attr-defined]
+            char_offset(code, node.end_lineno, node.end_col_offset))  # type: ignore[attr-defined]
+
+
+def _called(node: ast.Call) -> str:
+    f = node.func
+    return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+
+
+def _squared(code: str, tree: ast.AST) -> list[Edit]:
+    edits = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and _called(node) in _SQUARED_METRICS):
+            continue
+        kw = next((k for k in node.keywords if k.arg == "squared"), None)
+        if kw is None or not isinstance(kw.value, ast.Constant) or not isinstance(kw.value.value, bool):
+            continue
+        call = ast.Call(func=node.func, args=node.args, keywords=[k for k in node.keywords if k is not kw])
+        text = ast.unparse(call)
+        start, end = _span(code, node)
+        edits.append(Edit(start, end, text if kw.value.value else f"numpy.sqrt({text})"))
+    return edits
+
+
+def _sparse(code: str, tree: ast.AST) -> list[Edit]:
+    edits = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _called(node) == "OneHotEncoder":
+            for k in node.keywords:
+                if k.arg == "sparse":
+                    start = char_offset(code, k.lineno, k.col_offset)
+                    edits.append(Edit(start, start + len("sparse"), "sparse_output"))
+    return edits
+
+
+def _applymap(code: str, tree: ast.AST) -> list[Edit]:
+    edits = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "applymap":
+            _, end = _span(code, node)
+            edits.append(Edit(end - len("applymap"), end, "map"))
+    return edits
+
+
+_REWRITES: tuple[tuple[re.Pattern[str], Callable[[str, ast.AST], list[Edit]], str], ...] = (
+    (_SQUARED, _squared, "mean_squared_error(..., squared=False) -> numpy.sqrt(mean_squared_error(...))"),
+    (_SPARSE, _sparse, "OneHotEncoder(sparse=...) -> OneHotEncoder(sparse_output=...)"),
+    (_APPLYMAP, _applymap, ".applymap(f) -> .map(f)"),
+)
+
+
+def removed_api_error(*texts: str | None) -> bool:
+    """Whether one of `texts` is an error of an API this module rewrites."""
+    return any(t and pattern.search(t) for pattern, _, _ in _REWRITES for t in texts)
+
+
+def rewrite_removed(code: str, *texts: str | None) -> tuple[str, list[str], bool] | None:
+    """`code` with the calls an error of `texts` names rewritten (see the module): (the new
+    script, what was rewritten, whether it now uses `numpy.`), or None when no text is such an
+    error or the script has no such call."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    edits: list[Edit] = []
+    done: list[str] = []
+    for pattern, find, what in _REWRITES:
+        if any(t and pattern.search(t) for t in texts):
+            found = find(code, tree)
+            if found:
+                edits += found
+                done.append(what)
+    if not edits:
+        return None
+    # innermost last: an edit inside another (a call nested in a call's arguments) is dropped
+    edits.sort(key=lambda e: (e.start, -e.end))
+    kept: list[Edit] = []
+    for e in edits:
+        if kept and e.start < kept[-1].end:
+            continue
+        kept.append(e)
+    for e in reversed(kept):
+        code = code[:e.start] + e.text + code[e.end:]
+    return code, done, any(e.text.startswith("numpy.sqrt(") for e in kept)
