@@ -271,21 +271,29 @@ def _headline(tree: dict[str, Any], summary: dict[str, Any], nodes: list[dict[st
     return facts
 
 
+# what the harness did to scripts without an LLM call, in the order the report lists it:
+# (stage, what it did, what the run did then when it counts as fixed)
+_HARNESS_LINES = (
+    (IMPORTS_STAGE, "imports added by the harness", "passed the static check"),
+    (MOVED_STAGE, "imports moved to the module that has the name by the harness", "passed the static check"),
+    (OUTLINE_STAGE, "outline lines added by the harness", "passed the static check"),
+    (SHELL_STAGE, "notebook shell lines taken out by the harness", "passed the static check"),
+    (HOISTED_STAGE, "definitions moved above their first use by the harness", "passed the static check"),
+    (COUNTERPART_STAGE, "a split's line written from another split's by the harness",
+     "passed the static check"),
+    (REMOVED_API_STAGE, "calls of a removed API rewritten by the harness", "got past that error"),
+    (VECTORIZED_STAGE, "a text vectorizer put before an estimator given raw strings by the harness",
+     "got past those strings"),
+)
+
+
 def repair_text(nodes: list[dict[str, Any]]) -> str:
     """What the repairs inside the steps did: the repair calls and how many got past the
-    failure, those set aside, the imports the harness added (\"\" when there were none)."""
+    failure, those set aside, what the harness did to scripts (\"\" when there was nothing)."""
     records = [r for n in nodes for r in ((n.get("extra") or {}).get("repairs") or [])]
     again = [r for r in records if r.get("stage") == UNCHANGED_STAGE]
     calls = [r for r in records if r.get("stage") not in HARNESS_STAGES and r.get("stage") != UNCHANGED_STAGE]
-    added = [r for r in records if r.get("stage") == IMPORTS_STAGE]
     into_parent = [r for r in records if r.get("stage") == PARENT_STAGE]
-    outlined = [r for r in records if r.get("stage") == OUTLINE_STAGE]
-    moved = [r for r in records if r.get("stage") == MOVED_STAGE]
-    shell = [r for r in records if r.get("stage") == SHELL_STAGE]
-    vectorized = [r for r in records if r.get("stage") == VECTORIZED_STAGE]
-    hoisted = [r for r in records if r.get("stage") == HOISTED_STAGE]
-    twins = [r for r in records if r.get("stage") == COUNTERPART_STAGE]
-    rewritten = [r for r in records if r.get("stage") == REMOVED_API_STAGE]
     parts = []
     if calls:
         fixed = sum(1 for r in calls if r.get("fixed"))
@@ -304,31 +312,10 @@ def repair_text(nodes: list[dict[str, Any]]) -> str:
         kept = sum(1 for r in into_parent if r.get("kept") != "before")
         parts.append(f"{len(into_parent)} debug or improve answers were fragments of the parent's script, "
                      f"put in their place by the harness ({kept} kept)")
-    if added:
-        parts.append(f"imports added by the harness {len(added)} times "
-                     f"({sum(1 for r in added if r.get('fixed'))} then passed the static check)")
-    if moved:
-        parts.append(f"imports moved to the module that has the name by the harness {len(moved)} times "
-                     f"({sum(1 for r in moved if r.get('fixed'))} then passed the static check)")
-    if outlined:
-        parts.append(f"outline lines added by the harness {len(outlined)} times "
-                     f"({sum(1 for r in outlined if r.get('fixed'))} then passed the static check)")
-    if shell:
-        parts.append(f"notebook shell lines taken out by the harness {len(shell)} times "
-                     f"({sum(1 for r in shell if r.get('fixed'))} then passed the static check)")
-    if hoisted:
-        parts.append(f"definitions moved above their first use by the harness {len(hoisted)} times "
-                     f"({sum(1 for r in hoisted if r.get('fixed'))} then passed the static check)")
-    if twins:
-        parts.append(f"a split's line written from another split's by the harness {len(twins)} times "
-                     f"({sum(1 for r in twins if r.get('fixed'))} then passed the static check)")
-    if rewritten:
-        parts.append(f"calls of a removed API rewritten by the harness {len(rewritten)} times "
-                     f"({sum(1 for r in rewritten if r.get('fixed'))} then got past that error)")
-    if vectorized:
-        parts.append(f"a text vectorizer put before an estimator given raw strings by the harness "
-                     f"{len(vectorized)} times ({sum(1 for r in vectorized if r.get('fixed'))} then got past "
-                     "those strings)")
+    for stage, what, then in _HARNESS_LINES:
+        done = [r for r in records if r.get("stage") == stage]
+        if done:
+            parts.append(f"{what} {len(done)} times ({sum(1 for r in done if r.get('fixed'))} then {then})")
     return "; ".join(parts)
 
 
