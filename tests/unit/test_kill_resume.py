@@ -53,8 +53,9 @@ def tree_of(run_path: Path):
 @pytest.fixture(scope="module")
 def stub():
     # slow enough that a kill can land inside an LLM call or a script's execution (a script
-    # sleeps 1 s before it prints: on a loaded machine, 0.6 s passed before the kill landed)
-    with StubServer(delay_s=0.3, exec_sleep=1.0) as server:
+    # sleeps 2 s before it prints: on a loaded machine, 0.6 s and once (a fresh-clone CI on
+    # 2 cores) over 1 s passed between the script's log appearing and the kill landing)
+    with StubServer(delay_s=0.3, exec_sleep=2.0) as server:
         yield server
 
 
