@@ -23,11 +23,11 @@ import re
 from dataclasses import dataclass
 
 from nodes.outline import _first_line, bound_names, top_bound
+from nodes.static_check import _SPLITS  # the split words the static check names counterparts by
 
 COUNTERPART_COMMENT = "# added by the harness: the line the script wrote for another split, for this one:"
 # a static check's problem with the counterpart it names
 _LIKE = re.compile(r"^line (\d+): undefined name '(\w+)' \(like '(\w+)', which line (\d+) makes: ")
-_SPLITS = ("val", "valid", "validation", "va", "test", "te", "dev", "train", "tr", "trn")
 _FITS = ("fit", "fit_predict", "partial_fit")
 _BUILTINS = frozenset(dir(builtins))
 
