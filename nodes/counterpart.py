@@ -22,7 +22,7 @@ import builtins
 import re
 from dataclasses import dataclass
 
-from nodes.outline import _first_line, bound_names, top_bound
+from nodes.outline import bound_names, first_line, top_bound
 from nodes.static_check import _SPLITS  # the split words the static check names counterparts by
 
 COUNTERPART_COMMENT = "# added by the harness: the line the script wrote for another split, for this one:"
@@ -106,7 +106,7 @@ def find_counterparts(code: str, problems: list[str]) -> list[Counterpart]:
         bound = set().union(*(top_bound(s) for s in body[:at]), *(c.name for c in found if c.before <= used))
         if reads - bound:
             continue
-        found.append(Counterpart(name, twin, f"{name} = {ast.unparse(value)}", _first_line(body[at])))
+        found.append(Counterpart(name, twin, f"{name} = {ast.unparse(value)}", first_line(body[at])))
     return found
 
 

@@ -100,10 +100,10 @@ from nodes.import_hints import (
 )
 from nodes.operators import UNCHANGED_STAGE, Candidate, ask_for_script
 from nodes.outline import OutlineLine, add_outline_lines, outline_from_prompt
-from nodes.removed_api import char_offset as _char_offset
 from nodes.removed_api import removed_api_error, rewrite_removed
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
 from nodes.row_counts import count_note, table_rows
+from nodes.source_span import span
 from nodes.static_check import STATIC_PREFIX, bound_by, import_checker_for, missing_ending, static_report
 from nodes.task_facts import value_home
 from prompts import fenced
@@ -431,6 +431,13 @@ def add_imports(code: str, lines: list[str], comment: str = IMPORTS_COMMENT) -> 
     return "".join(source[:at] + block + source[at:])
 
 
+def harness_record(stage: str, error: str, line: int | None, **detail: Any) -> dict[str, Any]:
+    """The record of a harness fix (no LLM call: no tokens, no seconds), whose `fixed` is set by
+    `close_record` once the rewritten script ran; `detail` says what it changed (`added`, ...)."""
+    return {"stage": stage, "error": error, "line": line, "fixed": None, **detail,
+            "tokens": 0, "seconds": 0.0}
+
+
 def import_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]] | None:
     """A script that failed the static check with undefined names the harness can import:
     (the script with those imports added, its record, to be closed by `close_record` once the
@@ -440,9 +447,7 @@ def import_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any
     found = auto_imports(ex.static_problems)
     if not found:
         return None
-    record: dict[str, Any] = {"stage": IMPORTS_STAGE, "error": "undefined: " + ", ".join(found),
-                              "line": None, "fixed": None, "added": list(found.values()),
-                              "tokens": 0, "seconds": 0.0}
+    record = harness_record(IMPORTS_STAGE, "undefined: " + ", ".join(found), None, added=list(found.values()))
     return cand.model_copy(update={"code": add_imports(cand.code, list(found.values()))}), record
 
 
@@ -497,9 +502,8 @@ def move_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]]
         return None
     for start, end, text in sorted(edits, reverse=True):
         lines[start - 1:end] = text
-    record: dict[str, Any] = {"stage": MOVED_STAGE, "error": "misplaced: " + "; ".join(added),
-                              "line": min(e[0] for e in edits), "fixed": None, "added": added,
-                              "tokens": 0, "seconds": 0.0}
+    record = harness_record(MOVED_STAGE, "misplaced: " + "; ".join(added), min(e[0] for e in edits),
+                            added=added)
     return cand.model_copy(update={"code": "\n".join(lines) + "\n"}), record
 
 
@@ -576,14 +580,12 @@ def vectorize_fix(
     segment = ast.get_source_segment(cand.code, target)
     if segment is None:
         return None
-    begin = _char_offset(cand.code, target.lineno, target.col_offset)
-    end = _char_offset(cand.code, target.end_lineno or target.lineno, target.end_col_offset or 0)
+    begin, end = span(cand.code, target)
     wrapped = f"make_pipeline(FunctionTransformer(numpy.ravel), {_VECTORIZER[home.kind]}, {segment})"
     code = add_imports(cand.code[:begin] + wrapped + cand.code[end:], _VECTORIZER_IMPORTS, VECTORIZED_COMMENT)
     name = segment.split("(", 1)[0]
-    record: dict[str, Any] = {"stage": VECTORIZED_STAGE, "line": target.lineno, "fixed": None, "tokens": 0,
-                              "seconds": 0.0, "value": home.value[:200], "added": [wrapped],
-                              "error": f"the strings of `{home.column}` reached {name} as they are"}
+    record = harness_record(VECTORIZED_STAGE, f"the strings of `{home.column}` reached {name} as they are",
+                            target.lineno, value=home.value[:200], added=[wrapped])
     return cand.model_copy(update={"code": code}), record
 
 
@@ -620,8 +622,8 @@ def shell_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]
     for n, text in zip(at, removed):
         line = lines[n - 1]
         lines[n - 1] = f"{line[:len(line) - len(line.lstrip())]}pass  {SHELL_COMMENT} {text}"
-    record: dict[str, Any] = {"stage": SHELL_STAGE, "error": "notebook lines: " + "; ".join(removed)[:300],
-                              "line": at[0], "fixed": None, "removed": removed, "tokens": 0, "seconds": 0.0}
+    record = harness_record(SHELL_STAGE, "notebook lines: " + "; ".join(removed)[:300], at[0],
+                            removed=removed)
     return cand.model_copy(update={"code": "\n".join(lines) + "\n"}), record
 
 
@@ -690,10 +692,9 @@ def hoist_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]
         at = body[first].lineno - 1  # above every moved definition: its line number is unchanged
         lines[at:at] = [f"{HOISTED_COMMENT} {d.name}", *blocks[d.lineno], ""]
     names = ", ".join(d.name for _, d in sorted(moves, key=lambda m: m[1].lineno))
-    record: dict[str, Any] = {"stage": HOISTED_STAGE, "error": f"defined below its first use: {names}",
-                              "line": min(body[f].lineno for f, _ in moves), "fixed": None,
-                              "added": [f"{d.name} moved above line {body[f].lineno}" for f, d in moves],
-                              "tokens": 0, "seconds": 0.0}
+    record = harness_record(HOISTED_STAGE, f"defined below its first use: {names}",
+                            min(body[f].lineno for f, _ in moves),
+                            added=[f"{d.name} moved above line {body[f].lineno}" for f, d in moves])
     return cand.model_copy(update={"code": "\n".join(lines) + "\n"}), record
 
 
@@ -711,8 +712,7 @@ def outline_fix(cand: Candidate, ex: Execution, outline: tuple[OutlineLine, ...]
     code, lines = done
     named = {n for o in outline if o.text in lines for n in o.assigns}
     names = list(dict.fromkeys(n for n, _ in undefined if n in named))
-    record: dict[str, Any] = {"stage": OUTLINE_STAGE, "error": "undefined: " + ", ".join(names), "line": None,
-                              "fixed": None, "added": lines, "tokens": 0, "seconds": 0.0}
+    record = harness_record(OUTLINE_STAGE, "undefined: " + ", ".join(names), None, added=lines)
     return cand.model_copy(update={"code": code}), record
 
 
@@ -728,9 +728,8 @@ def counterpart_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str
         return None
     code, found = done
     names = ", ".join(c.name for c in found)
-    record: dict[str, Any] = {"stage": COUNTERPART_STAGE, "error": f"undefined: {names}",
-                              "line": min(c.before for c in found), "fixed": None,
-                              "added": [c.line for c in found], "tokens": 0, "seconds": 0.0}
+    record = harness_record(COUNTERPART_STAGE, f"undefined: {names}", min(c.before for c in found),
+                            added=[c.line for c in found])
     return cand.model_copy(update={"code": code}), record
 
 
@@ -749,8 +748,7 @@ def removed_api_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str
     code, what, numpy = done
     if numpy and not re.search(r"^import numpy\s*$", code, re.M):
         code = add_imports(code, ["import numpy"], REMOVED_API_COMMENT)
-    record: dict[str, Any] = {"stage": REMOVED_API_STAGE, "error": (ex.failure or "")[:300], "line": None,
-                              "fixed": None, "added": what, "tokens": 0, "seconds": 0.0}
+    record = harness_record(REMOVED_API_STAGE, (ex.failure or "")[:300], None, added=what)
     return cand.model_copy(update={"code": code}), record
 
 
@@ -957,11 +955,10 @@ def parent_splice(parent_code: str, cand: Candidate, *, python: str | None = Non
     if failed is None and check_script(code, None, python) is not None:  # it ran alone, not there
         return None
     lines = len(cand.code.splitlines())
-    record: dict[str, Any] = {
-        "stage": PARENT_STAGE, "line": None, "fixed": None, "tokens": 0, "seconds": 0.0,
-        "error": f"the answer ({lines} lines) is a fragment of the parent's script "
-                 f"({len(parent_code.splitlines())} lines)",
-        "fragment": {"lines": lines, "replaced": [first, last], "then": then[:300]}}
+    record = harness_record(
+        PARENT_STAGE, f"the answer ({lines} lines) is a fragment of the parent's script "
+                      f"({len(parent_code.splitlines())} lines)", None,
+        fragment={"lines": lines, "replaced": [first, last], "then": then[:300]})
     return cand.model_copy(update={"code": code}), record
 
 

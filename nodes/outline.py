@@ -119,7 +119,7 @@ def add_outline_lines(code: str, undefined: list[tuple[str, int]],
         if name in seen:  # its first use decides where it goes
             continue
         seen.add(name)
-        at = next((i for i, s in enumerate(body) if _first_line(s) <= line <= (s.end_lineno or line)), None)
+        at = next((i for i, s in enumerate(body) if first_line(s) <= line <= (s.end_lineno or line)), None)
         if at is None or name in anywhere:
             continue
         bound = set().union(*(top_bound(s) for s in body[:at]))
@@ -132,8 +132,8 @@ def add_outline_lines(code: str, undefined: list[tuple[str, int]],
     source = code.splitlines()
     out: list[str] = []
     for i, stmt in enumerate(body):
-        start = _first_line(stmt) - 1 if i else 0
-        end = _first_line(body[i + 1]) - 1 if i + 1 < len(body) else len(source)
+        start = first_line(stmt) - 1 if i else 0
+        end = first_line(body[i + 1]) - 1 if i + 1 < len(body) else len(source)
         if i in added:
             out += [OUTLINE_COMMENT, *(o.text for o in added[i])]
         out += source[start:end]
@@ -141,7 +141,7 @@ def add_outline_lines(code: str, undefined: list[tuple[str, int]],
     return "\n".join(out) + "\n", lines
 
 
-def _first_line(stmt: ast.stmt) -> int:
+def first_line(stmt: ast.stmt) -> int:
     """The first line of a top-level statement, its decorators included."""
     return min([stmt.lineno, *(d.lineno for d in getattr(stmt, "decorator_list", []))])
 

@@ -21,6 +21,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nodes.source_span import char_offset, span
+
 _SQUARED = re.compile(r"unexpected keyword argument 'squared'")
 _SPARSE = re.compile(r"unexpected keyword argument 'sparse'")
 _APPLYMAP = re.compile(r"has no attribute 'applymap'")
@@ -32,17 +34,6 @@ class Edit:
     start: int  # offsets into the script
     end: int
     text: str  # what replaces code[start:end]
-
-
-def char_offset(code: str, lineno: int, col_offset: int) -> int:
-    """The index into `code` of an AST position (1-based line, UTF-8 byte column)."""
-    lines = code.splitlines(keepends=True)
-    return sum(map(len, lines[:lineno - 1])) + len(lines[lineno - 1].encode()[:col_offset].decode())
-
-
-def _span(code: str, node: ast.AST) -> tuple[int, int]:
-    return (char_offset(code, node.lineno, node.col_offset),  # type: ignore[attr-defined]
-            char_offset(code, node.end_lineno, node.end_col_offset))  # type: ignore[attr-defined]
 
 
 def _called(node: ast.Call) -> str:
@@ -60,7 +51,7 @@ def _squared(code: str, tree: ast.AST) -> list[Edit]:
             continue
         call = ast.Call(func=node.func, args=node.args, keywords=[k for k in node.keywords if k is not kw])
         text = ast.unparse(call)
-        start, end = _span(code, node)
+        start, end = span(code, node)
         edits.append(Edit(start, end, text if kw.value.value else f"numpy.sqrt({text})"))
     return edits
 
@@ -80,7 +71,7 @@ def _applymap(code: str, tree: ast.AST) -> list[Edit]:
     edits = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr == "applymap":
-            _, end = _span(code, node)
+            _, end = span(code, node)
             edits.append(Edit(end - len("applymap"), end, "map"))
     return edits
 

@@ -383,13 +383,15 @@ def test_the_vectorizer_flag(tmp_path: Path) -> None:
 def test_ast_positions_become_string_offsets_past_non_ascii_text() -> None:
     import ast
 
-    from nodes.execute import _char_offset
+    from nodes.source_span import char_offset as _char_offset
+    from nodes.source_span import span
 
     code = 'label = "naïve – café"\nmodel = Ridge(alpha=1.0)  # «ridge»\nmodel.fit(X, y)\n'
     call = next(n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call))
     begin = _char_offset(code, call.lineno, call.col_offset)
     end = _char_offset(code, call.end_lineno, call.end_col_offset)
     assert code[begin:end] == "Ridge(alpha=1.0)"
+    assert span(code, call) == (begin, end)
     label = ast.parse(code).body[0].value
     assert code[_char_offset(code, 1, label.col_offset):_char_offset(code, 1, label.end_col_offset)] == '"naïve – café"'
 
