@@ -53,6 +53,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -214,6 +215,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {name} | {len(rs)} | {valid}/{nodes} ({valid / max(1, nodes):.0%}) | "
                      f"{subs}/{len(rs)} | {_mean([r['llm_s_per_step'] for r in rs]):.1f} | "
                      f"{_num(tokens, '.0f')} |")
+    lines += ["", *grid(rows)]
     paired = paired_effects(rows)
     if paired:
         lines += ["", "Each variant against `all` on the same task, seed and commit (only pairs "
@@ -225,6 +227,32 @@ def table(rows: list[dict[str, Any]]) -> str:
             lines.append(f"| {name} | {e['pairs']} | {e['valid_nodes']:+d} | {e['valid_submissions']:+d} | "
                          f"{e['llm_s_per_step']:+.1f} | {_num(e['tokens_per_step'], '+.0f')} |")
     return "\n".join(lines)
+
+
+def grid(rows: list[dict[str, Any]], variant: str = "all") -> list[str]:
+    """The newest `variant` run of each task and seed, at the most common step count: a task by
+    seed table whose cells name their commit, and the commit most cells share (rows are kept in the
+    order they were measured, so the newest is the last)."""
+    runs = [r for r in rows if r["variant"] == variant]
+    if not runs:
+        return []
+    steps = Counter(r["steps"] for r in runs).most_common(1)[0][0]
+    newest = {(r["task"], r["seed"]): r for r in runs if r["steps"] == steps}
+    tasks = list(dict.fromkeys(t for t, _ in newest))
+    seeds = sorted({s for _, s in newest})
+    commit, shared = Counter(r.get("commit", "-") for r in newest.values()).most_common(1)[0]
+    lines = [f"The newest `{variant}` run of each task and seed ({steps} steps): valid nodes, valid "
+             f"submission, commit. {shared} of {len(tasks) * len(seeds)} cells are at {commit}.",
+             "", "| task | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+             "|---|" + "---|" * len(seeds)]
+    for t in tasks:
+        cells = []
+        for s in seeds:
+            r = newest.get((t, s))
+            cells.append("-" if r is None else f"{r['valid_nodes']}/{r['nodes']} "
+                         f"{'yes' if r['valid_submission'] else 'no'} ({r.get('commit', '-')})")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def paired_effects(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

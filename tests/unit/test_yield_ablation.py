@@ -142,3 +142,22 @@ def test_selection_gap_reads_the_rows(tmp_path):
     assert got["run"] == "t-s1-no-repairs" and got["graded_nodes"] == 3
     assert got["rho_holdout"] == pytest.approx(1.0) and got["rho_self"] == pytest.approx(-1.0)
     assert (got["hit_self"], got["hit_holdout"]) == (0, 1)
+
+
+def test_grid_keeps_the_newest_run_of_each_task_and_seed_at_the_common_step_count():
+    def row(task, seed, valid, commit, *, steps=10, variant="all", submission=True):
+        return {"variant": variant, "task": task, "seed": seed, "steps": steps, "nodes": steps,
+                "valid_nodes": valid, "valid_submission": submission, "commit": commit}
+
+    rows = [row("a", 0, 1, "old"), row("a", 0, 5, "new"), row("a", 1, 2, "new"),
+            row("b", 0, 0, "new", submission=False), row("b", 1, 4, "short", steps=4),
+            row("b", 1, 9, "new", variant="no-repairs")]
+    lines = yield_ablation.grid(rows)
+    assert lines[0].startswith("The newest `all` run of each task and seed (10 steps)")
+    assert "3 of 4 cells are at new." in lines[0]
+    assert lines[2:] == ["| task | seed 0 | seed 1 |", "|---|---|---|",
+                         "| a | 5/10 yes (new) | 2/10 yes (new) |",
+                         "| b | 0/10 no (new) | - |"]
+    assert yield_ablation.grid([row("a", 0, 1, "x", variant="no-repairs")]) == []
+    measured = [{**r, "llm_s_per_step": 1.0, "repairs_per_node": 0.0, "test_score": None} for r in rows[:2]]
+    assert "| a | 5/10 yes (new) |" in yield_ablation.table(measured).splitlines()
