@@ -101,6 +101,7 @@ from nodes.import_hints import (
 from nodes.operators import UNCHANGED_STAGE, Candidate, ask_for_script
 from nodes.outline import OutlineLine, add_outline_lines, outline_from_prompt
 from nodes.removed_api import removed_api_error, rewrite_removed
+from nodes.reorder import move_up
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
 from nodes.row_counts import count_note, table_rows
 from nodes.source_span import span
@@ -401,9 +402,11 @@ VECTORIZED_STAGE = "vectorized"  # the harness put a text vectorizer before an e
 HOISTED_STAGE = "hoisted"  # the harness moved a def or class above the line that first uses it
 COUNTERPART_STAGE = "counterpart"  # the harness wrote a split's line from the one for another split
 REMOVED_API_STAGE = "removed_api"  # the harness rewrote calls of an API the installed versions removed
+REORDERED_STAGE = "reordered"  # the harness moved assignments above the line that first uses their names
 # what the harness does to a script without an LLM call
 HARNESS_STAGES = frozenset({IMPORTS_STAGE, MOVED_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE,
-                            VECTORIZED_STAGE, HOISTED_STAGE, COUNTERPART_STAGE, REMOVED_API_STAGE})
+                            VECTORIZED_STAGE, HOISTED_STAGE, COUNTERPART_STAGE, REMOVED_API_STAGE,
+                            REORDERED_STAGE})
 SHELL_COMMENT = "# removed by the harness: a notebook shell or magic line does not run in a script, " \
     "and nothing can be installed here:"
 IMPORTS_COMMENT = "# imports added by the harness: these names were used but never imported"
@@ -733,6 +736,24 @@ def counterpart_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str
     return cand.model_copy(update={"code": code}), record
 
 
+def reorder_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]] | None:
+    """A script that failed the static check because it uses names above the plain assignments
+    that make them (a repair answer put its lines above what they read): (the script with those
+    assignments, and the lines below the use they need, moved above the statement that first uses
+    them, `nodes.reorder`, its record); None when none can be moved safely."""
+    if not ex.skipped or not ex.static_problems or cand.llm_error:
+        return None
+    done = move_up(cand.code, list(ex.static_problems))
+    if done is None:
+        return None
+    code, moved = done
+    names = ", ".join(n for m in moved for n in m.names)
+    added = [f"lines {', '.join(map(str, m.lines))} moved above line {m.above}: {m.text}" for m in moved]
+    record = harness_record(REORDERED_STAGE, f"used above the line that assigns it: {names}", moved[0].above,
+                            added=added)
+    return cand.model_copy(update={"code": code}), record
+
+
 REMOVED_API_COMMENT = "# imported by the harness for the calls it rewrote (a removed API)"
 
 
@@ -761,14 +782,15 @@ def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()
     run of the step's script (no LLM call): take out notebook shell lines that keep it from
     parsing (`shell_fix`, always), move a def or class above its first use (`hoist_fix`,
     always), add the imports of undefined names (`import_fix`), import a
-    name from the module that has it where the script names one that lacks it (`move_fix`), then
+    name from the module that has it where the script names one that lacks it (`move_fix`), move
+    plain assignments above the statement that first uses their names (`reorder_fix`, always), then
     the outline lines of undefined names (`outline_fix`, with the outline of the prompt), then a
     split's line made from the one the script wrote for another split (`counterpart_fix`,
     always); to a script that crashed on an API the installed versions removed, those calls
     rewritten as the same computation (`removed_api_fix`, always); and to
     a script whose estimator crashed on the strings of the task's one text column, put a text
     vectorizer before it (`vectorize_fix`, with `vectorize`, the folder scripts read)."""
-    fixes: list[Fix] = [shell_fix, hoist_fix, *([import_fix, move_fix] if imports else [])]
+    fixes: list[Fix] = [shell_fix, hoist_fix, *([import_fix, move_fix] if imports else []), reorder_fix]
     if outline:
         fixes.append(lambda c, ex: outline_fix(c, ex, outline))
     fixes += [counterpart_fix, removed_api_fix]

@@ -24,6 +24,7 @@ from nodes.execute import (
     OUTLINE_STAGE,
     PARENT_STAGE,
     REMOVED_API_STAGE,
+    REORDERED_STAGE,
     SHELL_STAGE,
     VECTORIZED_STAGE,
 )
@@ -279,6 +280,7 @@ _HARNESS_LINES = (
     (OUTLINE_STAGE, "outline lines added by the harness", "passed the static check"),
     (SHELL_STAGE, "notebook shell lines taken out by the harness", "passed the static check"),
     (HOISTED_STAGE, "definitions moved above their first use by the harness", "passed the static check"),
+    (REORDERED_STAGE, "assignments moved above their first use by the harness", "passed the static check"),
     (COUNTERPART_STAGE, "a split's line written from another split's by the harness",
      "passed the static check"),
     (REMOVED_API_STAGE, "calls of a removed API rewritten by the harness", "got past that error"),
