@@ -106,6 +106,7 @@ from nodes.review import Facts, check_submission, establish_facts, last_error_li
 from nodes.row_counts import count_note, table_rows
 from nodes.source_span import span
 from nodes.static_check import STATIC_PREFIX, bound_by, import_checker_for, missing_ending, static_report
+from nodes.substitute import substitute
 from nodes.task_facts import value_home
 from prompts import fenced
 from sandbox import Limits, create_workspace, run_script
@@ -403,10 +404,11 @@ HOISTED_STAGE = "hoisted"  # the harness moved a def or class above the line tha
 COUNTERPART_STAGE = "counterpart"  # the harness wrote a split's line from the one for another split
 REMOVED_API_STAGE = "removed_api"  # the harness rewrote calls of an API the installed versions removed
 REORDERED_STAGE = "reordered"  # the harness moved assignments above the line that first uses their names
+SUBSTITUTED_STAGE = "substituted"  # the harness put scikit-learn's gradient boosting for a missing package's
 # what the harness does to a script without an LLM call
 HARNESS_STAGES = frozenset({IMPORTS_STAGE, MOVED_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE,
                             VECTORIZED_STAGE, HOISTED_STAGE, COUNTERPART_STAGE, REMOVED_API_STAGE,
-                            REORDERED_STAGE})
+                            REORDERED_STAGE, SUBSTITUTED_STAGE})
 SHELL_COMMENT = "# removed by the harness: a notebook shell or magic line does not run in a script, " \
     "and nothing can be installed here:"
 IMPORTS_COMMENT = "# imports added by the harness: these names were used but never imported"
@@ -736,6 +738,24 @@ def counterpart_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str
     return cand.model_copy(update={"code": code}), record
 
 
+def substitute_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]] | None:
+    """A script that failed the static check because it imports XGBoost, LightGBM or CatBoost,
+    which are not installed where scripts run, and uses only their estimator classes: (the script
+    with those made scikit-learn's HistGradientBoosting estimators, `nodes.substitute`, its
+    record); None otherwise."""
+    if not ex.skipped or not ex.static_problems or cand.llm_error:
+        return None
+    done = substitute(cand.code, list(ex.static_problems))
+    if done is None:
+        return None
+    code, rewritten = done
+    added = [f"line {s.line}: {s.was[:120]} -> {s.now[:120]}"
+             + (f" (dropped: {', '.join(s.dropped)})" if s.dropped else "") for s in rewritten]
+    record = harness_record(SUBSTITUTED_STAGE, f"not installed: {rewritten[0].was}", rewritten[0].line,
+                            added=added)
+    return cand.model_copy(update={"code": code}), record
+
+
 def reorder_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]] | None:
     """A script that failed the static check because it uses names above the plain assignments
     that make them (a repair answer put its lines above what they read): (the script with those
@@ -781,7 +801,8 @@ def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()
     """What the harness does, in this order, to a script the static check failed, each once per
     run of the step's script (no LLM call): take out notebook shell lines that keep it from
     parsing (`shell_fix`, always), move a def or class above its first use (`hoist_fix`,
-    always), add the imports of undefined names (`import_fix`), import a
+    always), make the estimators of a gradient-boosting package that is not installed
+    scikit-learn's (`substitute_fix`, always), add the imports of undefined names (`import_fix`), import a
     name from the module that has it where the script names one that lacks it (`move_fix`), move
     plain assignments above the statement that first uses their names (`reorder_fix`, always), then
     the outline lines of undefined names (`outline_fix`, with the outline of the prompt), then a
@@ -790,7 +811,8 @@ def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()
     rewritten as the same computation (`removed_api_fix`, always); and to
     a script whose estimator crashed on the strings of the task's one text column, put a text
     vectorizer before it (`vectorize_fix`, with `vectorize`, the folder scripts read)."""
-    fixes: list[Fix] = [shell_fix, hoist_fix, *([import_fix, move_fix] if imports else []), reorder_fix]
+    fixes: list[Fix] = [shell_fix, hoist_fix, substitute_fix, *([import_fix, move_fix] if imports else []),
+                        reorder_fix]
     if outline:
         fixes.append(lambda c, ex: outline_fix(c, ex, outline))
     fixes += [counterpart_fix, removed_api_fix]

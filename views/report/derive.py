@@ -26,6 +26,7 @@ from nodes.execute import (
     REMOVED_API_STAGE,
     REORDERED_STAGE,
     SHELL_STAGE,
+    SUBSTITUTED_STAGE,
     VECTORIZED_STAGE,
 )
 from nodes.operators import UNCHANGED_STAGE
@@ -281,6 +282,8 @@ _HARNESS_LINES = (
     (SHELL_STAGE, "notebook shell lines taken out by the harness", "passed the static check"),
     (HOISTED_STAGE, "definitions moved above their first use by the harness", "passed the static check"),
     (REORDERED_STAGE, "assignments moved above their first use by the harness", "passed the static check"),
+    (SUBSTITUTED_STAGE, "a missing gradient-boosting package replaced with scikit-learn's by the harness",
+     "passed the static check"),
     (COUNTERPART_STAGE, "a split's line written from another split's by the harness",
      "passed the static check"),
     (REMOVED_API_STAGE, "calls of a removed API rewritten by the harness", "got past that error"),

@@ -1,0 +1,111 @@
+"""The estimators of a gradient-boosting package that is not installed become scikit-learn's
+(nodes.substitute, nodes.execute.substitute_fix): the static check's problem, the script it
+leaves (run for real), and the uses it leaves to the repair call. XGBoost, LightGBM and CatBoost
+are not installed in this environment, as where scripts run."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+
+from nodes.execute import Execution, check_script, harness_fixes, run_with_repairs, substitute_fix
+from nodes.operators import Candidate
+from nodes.substitute import SUBSTITUTED_COMMENT, substitute
+from tests.conftest import scripted_model
+
+pytestmark = pytest.mark.skipif(any(importlib.util.find_spec(m) for m in ("xgboost", "lightgbm", "catboost")),
+                                reason="a gradient-boosting package is installed here")
+
+BOOSTED = '''import numpy as np
+import pandas as pd
+from xgboost import XGBRegressor
+from sklearn.metrics import mean_squared_error
+from sklearn.model_selection import train_test_split
+
+train = pd.read_csv("train.csv")
+X, y = train[["a", "b"]], train["target"]
+X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.25, random_state=0)
+model = XGBRegressor(n_estimators=50, learning_rate=0.1, max_depth=3, objective="reg:squarederror",
+                     n_jobs=-1, random_state=0)
+model.fit(X_train, y_train, eval_set=[(X_val, y_val)], early_stopping_rounds=5, verbose=False)
+print(f"METRIC: {np.sqrt(mean_squared_error(y_val, model.predict(X_val))):.4f}")
+'''
+
+
+def _problems(code: str) -> list[str]:
+    ex = check_script(code, None, None)
+    assert ex is not None and ex.static_problems, "the static check passed"
+    return list(ex.static_problems)
+
+
+def _run(code: str, folder) -> str:
+    rows = "".join(f"{i},{(i * 7) % 5},{2 * i + (i % 3)},{'ab'[i % 2]}\n" for i in range(60))
+    (folder / "train.csv").write_text("a,b,target,label\n" + rows)
+    (folder / "s.py").write_text(code)
+    done = subprocess.run([sys.executable, "s.py"], cwd=folder, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_an_xgboost_regressor_becomes_scikit_learns_and_the_script_runs(tmp_path):
+    problems = _problems(BOOSTED)
+    assert any("No module named 'xgboost' (not installed where scripts run)" in p for p in problems)
+    done = substitute(BOOSTED, problems)
+    assert done is not None
+    code, rewritten = done
+    assert [(s.line, s.now, s.dropped) for s in rewritten] == [
+        (3, f"from sklearn.ensemble import HistGradientBoostingRegressor  {SUBSTITUTED_COMMENT} xgboost is "
+            "not installed", ()),
+        (10, "HistGradientBoostingRegressor(max_iter=50, learning_rate=0.1, max_depth=3, random_state=0)",
+         ("objective", "n_jobs")),
+        (12, "model.fit(X_train, y_train)", ("eval_set", "early_stopping_rounds", "verbose")),
+    ]
+    assert check_script(code, None, None) is None
+    assert _run(code, tmp_path).startswith("METRIC: ")
+
+
+def test_a_lightgbm_classifier_made_and_fitted_in_one_call(tmp_path):
+    code = ('import pandas as pd\nimport lightgbm as lgb\ntrain = pd.read_csv("train.csv")\n'
+            'model = lgb.LGBMClassifier(num_leaves=15, n_estimators=20, verbose=-1).fit(\n'
+            '    train[["a", "b"]], train["label"], eval_set=[(train[["a", "b"]], train["label"])])\n'
+            'print("METRIC:", (model.predict(train[["a", "b"]]) == train["label"]).mean())\n')
+    done = substitute(code, _problems(code))
+    assert done is not None
+    new, rewritten = done
+    assert rewritten[1].now == ('HistGradientBoostingClassifier(max_leaf_nodes=15, max_iter=20).fit('
+                                'train[["a", "b"]], train["label"])')
+    assert rewritten[1].dropped == ("verbose", "eval_set")
+    assert new.splitlines()[1].startswith("from sklearn.ensemble import HistGradientBoostingClassifier")
+    assert _run(new, tmp_path).startswith("METRIC:")
+
+
+@pytest.mark.parametrize("code", [
+    "import xgboost as xgb\nbooster = xgb.train({'max_depth': 3}, xgb.DMatrix([[1.0]], label=[1.0]))\n",
+    "from xgboost import DMatrix, XGBRegressor\nm = XGBRegressor()\n",
+    "from xgboost import XGBRegressor\nm = XGBRegressor()\nprint(isinstance(m, XGBRegressor))\n",
+    "import os, xgboost\nm = xgboost.XGBRegressor()\n",
+    "import numpy\nm = numpy.zeros(3)\n",  # nothing missing
+])
+def test_other_uses_of_the_package_are_left_to_the_repair_call(code):
+    ex = check_script(code, None, None)
+    assert substitute(code, list(ex.static_problems) if ex else []) is None
+
+
+def test_the_step_runs_the_rewritten_script_without_a_repair_call():
+    ran: list[str] = []
+
+    def run(c: Candidate, attempt: int) -> Execution:
+        ran.append(c.code)
+        return check_script(c.code, None, None) or Execution(exit_code=0, output="METRIC: 1", metric=1.0,
+                                                            seconds=0.1)
+
+    cand, ex, records = run_with_repairs(Candidate(plan="p", code=BOOSTED), run, scripted_model([]), "facts",
+                                         system_prompt=True, max_repairs=2)
+    assert [r["stage"] for r in records] == ["substituted"] and records[0]["fixed"] is True
+    assert records[0]["error"] == "not installed: from xgboost import XGBRegressor" and records[0]["line"] == 3
+    assert any("(dropped: eval_set, early_stopping_rounds, verbose)" in a for a in records[0]["added"])
+    assert len(ran) == 2 and ex.metric == 1.0 and "xgboost import" not in cand.code
+    assert substitute_fix in harness_fixes(imports=False)  # always on
