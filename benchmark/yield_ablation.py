@@ -67,6 +67,7 @@ from nodes.execute import (
     REMOVED_API_STAGE,
     REORDERED_STAGE,
     SUBSTITUTED_STAGE,
+    TEST_ROWS_STAGE,
     VECTORIZED_STAGE,
 )
 from nodes.files import write_atomically
@@ -114,6 +115,7 @@ def _node_record(n: dict[str, Any], repairs: list[dict[str, Any]]) -> dict[str, 
         "hoisted": sum(1 for r in repairs if r.get("stage") == HOISTED_STAGE),
         "reordered": sum(1 for r in repairs if r.get("stage") == REORDERED_STAGE),
         "substituted": sum(1 for r in repairs if r.get("stage") == SUBSTITUTED_STAGE),
+        "test_rows": sum(1 for r in repairs if r.get("stage") == TEST_ROWS_STAGE),
         "counterparts": sum(1 for r in repairs if r.get("stage") == COUNTERPART_STAGE),
         "api_rewrites": sum(1 for r in repairs if r.get("stage") == REMOVED_API_STAGE),
         "fragments_spliced": sum(1 for r in calls if r.get("fragment")),

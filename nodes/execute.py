@@ -108,6 +108,7 @@ from nodes.source_span import span
 from nodes.static_check import STATIC_PREFIX, bound_by, import_checker_for, missing_ending, static_report
 from nodes.substitute import substitute
 from nodes.task_facts import value_home
+from nodes.test_rows import length_mismatch, repredict
 from prompts import fenced
 from sandbox import Limits, create_workspace, run_script
 from sandbox.workspace import INPUT
@@ -404,11 +405,12 @@ HOISTED_STAGE = "hoisted"  # the harness moved a def or class above the line tha
 COUNTERPART_STAGE = "counterpart"  # the harness wrote a split's line from the one for another split
 REMOVED_API_STAGE = "removed_api"  # the harness rewrote calls of an API the installed versions removed
 REORDERED_STAGE = "reordered"  # the harness moved assignments above the line that first uses their names
+TEST_ROWS_STAGE = "test_rows"  # the harness made the submission's column the predictions for the test rows
 SUBSTITUTED_STAGE = "substituted"  # the harness put scikit-learn's gradient boosting for a missing package's
 # what the harness does to a script without an LLM call
 HARNESS_STAGES = frozenset({IMPORTS_STAGE, MOVED_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE,
                             VECTORIZED_STAGE, HOISTED_STAGE, COUNTERPART_STAGE, REMOVED_API_STAGE,
-                            REORDERED_STAGE, SUBSTITUTED_STAGE})
+                            REORDERED_STAGE, SUBSTITUTED_STAGE, TEST_ROWS_STAGE})
 SHELL_COMMENT = "# removed by the harness: a notebook shell or magic line does not run in a script, " \
     "and nothing can be installed here:"
 IMPORTS_COMMENT = "# imports added by the harness: these names were used but never imported"
@@ -774,6 +776,30 @@ def reorder_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, An
     return cand.model_copy(update={"code": code}), record
 
 
+def test_rows_fix(cand: Candidate, ex: Execution, outline: tuple[OutlineLine, ...] = ()
+                  ) -> tuple[Candidate, dict[str, Any]] | None:
+    """A script that crashed writing the predictions for a validation split (or the train table)
+    into the submission's column (`Length of values (56) does not match length of index (164)`):
+    (the script with that value predicted from the test split's features, `nodes.test_rows`, with
+    the `outline` lines that make them when the script has none, its record); None otherwise."""
+    if cand.llm_error or ex.skipped or ex.valid or ex.exit_code in (0, None) or ex.timed_out:
+        return None
+    lines = _SCRIPT_LINE.findall(traceback_tail(ex.output))
+    done = repredict(cand.code, ex.failure or "", int(lines[-1])) if lines else None
+    if done is None:
+        return None
+    code, what = done
+    added = [f"line {what.line}: {what.was[:150]} -> {what.now[:150]}"]
+    if what.unassigned:
+        made = add_outline_lines(code, [(what.features, what.line)], outline)
+        if made is None:
+            return None
+        code = made[0]
+        added += made[1]
+    record = harness_record(TEST_ROWS_STAGE, (ex.failure or "")[:300], what.line, added=added)
+    return cand.model_copy(update={"code": code}), record
+
+
 REMOVED_API_COMMENT = "# imported by the harness for the calls it rewrote (a removed API)"
 
 
@@ -808,14 +834,16 @@ def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()
     the outline lines of undefined names (`outline_fix`, with the outline of the prompt), then a
     split's line made from the one the script wrote for another split (`counterpart_fix`,
     always); to a script that crashed on an API the installed versions removed, those calls
-    rewritten as the same computation (`removed_api_fix`, always); and to
+    rewritten as the same computation (`removed_api_fix`, always); to one that crashed writing a
+    validation split's predictions into the submission, the test split's (`test_rows_fix`,
+    always); and to
     a script whose estimator crashed on the strings of the task's one text column, put a text
     vectorizer before it (`vectorize_fix`, with `vectorize`, the folder scripts read)."""
     fixes: list[Fix] = [shell_fix, hoist_fix, substitute_fix, *([import_fix, move_fix] if imports else []),
                         reorder_fix]
     if outline:
         fixes.append(lambda c, ex: outline_fix(c, ex, outline))
-    fixes += [counterpart_fix, removed_api_fix]
+    fixes += [counterpart_fix, removed_api_fix, lambda c, ex: test_rows_fix(c, ex, outline)]
     if vectorize is not None:
         fixes.append(lambda c, ex: vectorize_fix(c, ex, vectorize))
     return fixes
@@ -1086,6 +1114,8 @@ def close_record(
         fixed = ex.valid
     elif record["stage"] == REMOVED_API_STAGE:  # past the removed API's error
         fixed = ex.valid or (not ex.skipped and not removed_api_error(ex.failure))
+    elif record["stage"] == TEST_ROWS_STAGE:  # past the length mismatch
+        fixed = ex.valid or (not ex.skipped and not length_mismatch(ex.failure))
     elif record["stage"] == VECTORIZED_STAGE:  # past the strings it was about
         fixed = ex.valid or (not ex.skipped and str(record.get("value")) not in (ex.failure or ""))
     else:

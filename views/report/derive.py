@@ -27,6 +27,7 @@ from nodes.execute import (
     REORDERED_STAGE,
     SHELL_STAGE,
     SUBSTITUTED_STAGE,
+    TEST_ROWS_STAGE,
     VECTORIZED_STAGE,
 )
 from nodes.operators import UNCHANGED_STAGE
@@ -287,6 +288,8 @@ _HARNESS_LINES = (
     (COUNTERPART_STAGE, "a split's line written from another split's by the harness",
      "passed the static check"),
     (REMOVED_API_STAGE, "calls of a removed API rewritten by the harness", "got past that error"),
+    (TEST_ROWS_STAGE, "a validation split's predictions in the submission made the test rows' by the harness",
+     "got past that error"),
     (VECTORIZED_STAGE, "a text vectorizer put before an estimator given raw strings by the harness",
      "got past those strings"),
 )
