@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from nodes.execute import (
+    ABSENT_DROP_STAGE,
     COUNTERPART_STAGE,
     HARNESS_STAGES,
     HOISTED_STAGE,
@@ -116,6 +117,7 @@ def _node_record(n: dict[str, Any], repairs: list[dict[str, Any]]) -> dict[str, 
         "reordered": sum(1 for r in repairs if r.get("stage") == REORDERED_STAGE),
         "substituted": sum(1 for r in repairs if r.get("stage") == SUBSTITUTED_STAGE),
         "test_rows": sum(1 for r in repairs if r.get("stage") == TEST_ROWS_STAGE),
+        "absent_drops": sum(1 for r in repairs if r.get("stage") == ABSENT_DROP_STAGE),
         "counterparts": sum(1 for r in repairs if r.get("stage") == COUNTERPART_STAGE),
         "api_rewrites": sum(1 for r in repairs if r.get("stage") == REMOVED_API_STAGE),
         "fragments_spliced": sum(1 for r in calls if r.get("fragment")),

@@ -287,7 +287,8 @@ def execute(state: SearchState, runtime: Runtime[SearchContext]) -> Command[Lite
 
     fixes = harness_fixes(imports=svc.settings.auto_imports,
                           outline=outline_from_prompt(svc.system_text) if svc.settings.outline_names else (),
-                          vectorize=svc.competition.public_dir if svc.settings.vectorize_strings else None)
+                          vectorize=svc.competition.public_dir if svc.settings.vectorize_strings else None,
+                          data=svc.competition.public_dir)
 
     def attempt(c: Candidate) -> tuple[Candidate, Execution]:
         # run `c`, closing the record of the repair that wrote it (the open one, if any), then

@@ -171,7 +171,7 @@ def execute_with_repairs(
                             auto_imports=ctx.auto_imports, outline=ctx.outline_names,
                             revert=ctx.revert_repairs, splice=ctx.splice_fragments, on_repair=on_repair,
                             parent=parent, python=svc.limits.python if svc.limits is not None else None,
-                            vectorize=svc.public_dir if ctx.vectorize_strings else None)
+                            vectorize=svc.public_dir if ctx.vectorize_strings else None, data=svc.public_dir)
 
 
 def result(candidate: Candidate, execution: Execution, usage: Usage, **details: Any) -> dict:

@@ -89,6 +89,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel
 
 import prompts
+from nodes.absent_drop import absent_labels, ignore_absent
 from nodes.counterpart import add_counterparts
 from nodes.import_hints import (
     auto_imports,
@@ -107,7 +108,7 @@ from nodes.row_counts import count_note, table_rows
 from nodes.source_span import span
 from nodes.static_check import STATIC_PREFIX, bound_by, import_checker_for, missing_ending, static_report
 from nodes.substitute import substitute
-from nodes.task_facts import value_home
+from nodes.task_facts import column_home, value_home
 from nodes.test_rows import length_mismatch, repredict
 from prompts import fenced
 from sandbox import Limits, create_workspace, run_script
@@ -405,12 +406,13 @@ HOISTED_STAGE = "hoisted"  # the harness moved a def or class above the line tha
 COUNTERPART_STAGE = "counterpart"  # the harness wrote a split's line from the one for another split
 REMOVED_API_STAGE = "removed_api"  # the harness rewrote calls of an API the installed versions removed
 REORDERED_STAGE = "reordered"  # the harness moved assignments above the line that first uses their names
+ABSENT_DROP_STAGE = "absent_drop"  # the harness let a drop of the target from the test table pass
 TEST_ROWS_STAGE = "test_rows"  # the harness made the submission's column the predictions for the test rows
 SUBSTITUTED_STAGE = "substituted"  # the harness put scikit-learn's gradient boosting for a missing package's
 # what the harness does to a script without an LLM call
 HARNESS_STAGES = frozenset({IMPORTS_STAGE, MOVED_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE,
                             VECTORIZED_STAGE, HOISTED_STAGE, COUNTERPART_STAGE, REMOVED_API_STAGE,
-                            REORDERED_STAGE, SUBSTITUTED_STAGE, TEST_ROWS_STAGE})
+                            REORDERED_STAGE, SUBSTITUTED_STAGE, TEST_ROWS_STAGE, ABSENT_DROP_STAGE})
 SHELL_COMMENT = "# removed by the harness: a notebook shell or magic line does not run in a script, " \
     "and nothing can be installed here:"
 IMPORTS_COMMENT = "# imports added by the harness: these names were used but never imported"
@@ -800,6 +802,31 @@ def test_rows_fix(cand: Candidate, ex: Execution, outline: tuple[OutlineLine, ..
     return cand.model_copy(update={"code": code}), record
 
 
+def absent_drop_fix(cand: Candidate, ex: Execution, data: Path | None
+                    ) -> tuple[Candidate, dict[str, Any]] | None:
+    """A script that crashed dropping the target from the test table, which never had it
+    (`KeyError: "['target'] not found in axis"`, the target as `data`'s tables say): (the script
+    with `errors="ignore"` on those drops, `nodes.absent_drop`, its record); None otherwise."""
+    if data is None or cand.llm_error or ex.skipped or ex.valid or ex.exit_code in (0, None) or ex.timed_out:
+        return None
+    lines = _SCRIPT_LINE.findall(traceback_tail(ex.output))
+    if not lines or not absent_labels(ex.failure):
+        return None
+
+    def is_target(name: str) -> bool:
+        home = column_home(data, name)
+        return home is not None and home.role == "target"
+
+    done = ignore_absent(cand.code, ex.failure or "", int(lines[-1]), is_target)
+    if done is None:
+        return None
+    code, labels, was = done
+    added = [f'{w[:150]} -> errors="ignore"' for w in was]
+    record = harness_record(ABSENT_DROP_STAGE, f"the test table has no {', '.join(labels)} to drop",
+                            int(lines[-1]), added=added, labels=labels)
+    return cand.model_copy(update={"code": code}), record
+
+
 REMOVED_API_COMMENT = "# imported by the harness for the calls it rewrote (a removed API)"
 
 
@@ -823,7 +850,7 @@ Fix = Callable[[Candidate, "Execution"], "tuple[Candidate, dict[str, Any]] | Non
 
 
 def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = (),
-                  vectorize: Path | None = None) -> list[Fix]:
+                  vectorize: Path | None = None, data: Path | None = None) -> list[Fix]:
     """What the harness does, in this order, to a script the static check failed, each once per
     run of the step's script (no LLM call): take out notebook shell lines that keep it from
     parsing (`shell_fix`, always), move a def or class above its first use (`hoist_fix`,
@@ -836,7 +863,8 @@ def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()
     always); to a script that crashed on an API the installed versions removed, those calls
     rewritten as the same computation (`removed_api_fix`, always); to one that crashed writing a
     validation split's predictions into the submission, the test split's (`test_rows_fix`,
-    always); and to
+    always); to one that crashed dropping the target from the test table, `errors="ignore"` on
+    that drop (`absent_drop_fix`, with `data`, the folder scripts read); and to
     a script whose estimator crashed on the strings of the task's one text column, put a text
     vectorizer before it (`vectorize_fix`, with `vectorize`, the folder scripts read)."""
     fixes: list[Fix] = [shell_fix, hoist_fix, substitute_fix, *([import_fix, move_fix] if imports else []),
@@ -844,6 +872,8 @@ def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()
     if outline:
         fixes.append(lambda c, ex: outline_fix(c, ex, outline))
     fixes += [counterpart_fix, removed_api_fix, lambda c, ex: test_rows_fix(c, ex, outline)]
+    if data is not None:
+        fixes.append(lambda c, ex: absent_drop_fix(c, ex, data))
     if vectorize is not None:
         fixes.append(lambda c, ex: vectorize_fix(c, ex, vectorize))
     return fixes
@@ -1114,6 +1144,9 @@ def close_record(
         fixed = ex.valid
     elif record["stage"] == REMOVED_API_STAGE:  # past the removed API's error
         fixed = ex.valid or (not ex.skipped and not removed_api_error(ex.failure))
+    elif record["stage"] == ABSENT_DROP_STAGE:  # past the missing labels
+        still = set(record.get("labels") or ()) & set(absent_labels(ex.failure))
+        fixed = ex.valid or (not ex.skipped and not still)
     elif record["stage"] == TEST_ROWS_STAGE:  # past the length mismatch
         fixed = ex.valid or (not ex.skipped and not length_mismatch(ex.failure))
     elif record["stage"] == VECTORIZED_STAGE:  # past the strings it was about
@@ -1146,6 +1179,7 @@ def run_with_repairs(
     parent: str = "",
     python: str | None = None,
     vectorize: Path | None = None,
+    data: Path | None = None,
 ) -> tuple[Candidate, Execution, list[dict[str, Any]]]:
     """Execute `cand` (`run(candidate, attempt)`, attempt 0, 1, ...: a run after the first must
     not disturb the files of an earlier one, which may be kept), adding the imports of undefined
@@ -1160,13 +1194,14 @@ def run_with_repairs(
     result run. `parent`: the script a debug or improve request showed; with `splice`, a first
     answer that is a fragment of it runs in its place (`parent_splice`; imports checked against
     `python`, the interpreter scripts run with). `vectorize`: the folder scripts read, for
-    `vectorize_fix` (None: off). For callers
+    `vectorize_fix` (None: off); `data`: that folder, for the harness fixes that look up the
+    task's tables (`absent_drop_fix`). For callers
     that run a candidate inside one graph node; the tree search runs the same steps as
     supersteps of its own."""
     repairs: list[dict[str, Any]] = []
     runs = 0
     fixes = harness_fixes(imports=auto_imports, outline=outline_from_prompt(system) if outline else (),
-                          vectorize=vectorize)
+                          vectorize=vectorize, data=data)
 
     def execute(c: Candidate, closing: dict[str, Any] | None = None) -> tuple[Candidate, Execution]:
         # run `c` (closing the record of the repair that wrote it), then once more after each

@@ -16,6 +16,7 @@ from typing import Any
 
 from nodes.budget import describe_stop
 from nodes.execute import (
+    ABSENT_DROP_STAGE,
     COUNTERPART_STAGE,
     HARNESS_STAGES,
     HOISTED_STAGE,
@@ -288,6 +289,8 @@ _HARNESS_LINES = (
     (COUNTERPART_STAGE, "a split's line written from another split's by the harness",
      "passed the static check"),
     (REMOVED_API_STAGE, "calls of a removed API rewritten by the harness", "got past that error"),
+    (ABSENT_DROP_STAGE, "a drop of the target from the test table let pass by the harness",
+     "got past that error"),
     (TEST_ROWS_STAGE, "a validation split's predictions in the submission made the test rows' by the harness",
      "got past that error"),
     (VECTORIZED_STAGE, "a text vectorizer put before an estimator given raw strings by the harness",
