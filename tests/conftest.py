@@ -146,3 +146,24 @@ def postgres_url():
         yield cluster.url
     finally:
         cluster.stop()
+
+
+def run_solution(code: str, folder: Path):
+    """`code` run for real as `folder/solution.py` (cwd `folder`, this interpreter): its
+    `nodes.execute.Execution` as a crash (the failure line as the harness words it) or a run to
+    the end (the METRIC line's value, if any)."""
+    import re
+    import subprocess
+    import sys
+
+    from nodes.execute import Execution
+    from nodes.review import last_error_line
+
+    (folder / "solution.py").write_text(code)
+    proc = subprocess.run([sys.executable, "solution.py"], cwd=folder, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    if proc.returncode:
+        return Execution(exit_code=proc.returncode, output=out, seconds=0.5,
+                         failure=f"the script exited with code {proc.returncode}: {last_error_line(out)}")
+    metric = re.search(r"METRIC: ?([-\d.eE+]+)", out)
+    return Execution(exit_code=0, output=out, seconds=0.5, metric=float(metric.group(1)) if metric else None)

@@ -4,17 +4,13 @@ for the test, before and after; and the drops it leaves to the repair call."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 
 from nodes.absent_drop import absent_labels
 from nodes.execute import Execution, absent_drop_fix, harness_fixes, run_with_repairs
 from nodes.operators import Candidate
-from nodes.review import last_error_line
-from tests.conftest import scripted_model
+from tests.conftest import run_solution, scripted_model
 
 SCRIPT = '''import os
 import pandas as pd
@@ -45,13 +41,7 @@ def folder(tmp_path):
 
 
 def _execute(code: str, folder) -> Execution:
-    (folder / "solution.py").write_text(code)
-    proc = subprocess.run([sys.executable, "solution.py"], cwd=folder, capture_output=True, text=True, timeout=120)
-    out = proc.stdout + proc.stderr
-    if proc.returncode:
-        return Execution(exit_code=proc.returncode, output=out, seconds=0.5,
-                         failure=f"the script exited with code {proc.returncode}: {last_error_line(out)}")
-    return Execution(exit_code=0, output=out, seconds=0.5, metric=float(out.split("METRIC: ")[1].split()[0]))
+    return run_solution(code, folder)
 
 
 @pytest.mark.parametrize(("drop", "now"), [

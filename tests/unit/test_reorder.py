@@ -5,8 +5,6 @@
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 
 import pytest
 
@@ -14,7 +12,7 @@ from nodes.execute import Execution, check_script, harness_fixes, reorder_fix, r
 from nodes.operators import Candidate
 from nodes.reorder import REORDER_COMMENT, changed_in_place, move_up, reads
 from nodes.static_check import static_problems
-from tests.conftest import scripted_model
+from tests.conftest import run_solution, scripted_model
 
 # a repair answer put its fit above the split and the reads it needs
 SCRAMBLED = '''import pandas as pd
@@ -49,10 +47,9 @@ print(f"METRIC: {score:.6f}")
 def _run(code: str, folder) -> str:
     (folder / "train.csv").write_text("a,b,target\n" + "".join(f"{i},{(i * 7) % 5},{2 * i + (i % 3)}\n"
                                                                  for i in range(40)))
-    (folder / "s.py").write_text(code)
-    done = subprocess.run([sys.executable, "s.py"], cwd=folder, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    ex = run_solution(code, folder)
+    assert ex.exit_code == 0, ex.output
+    return ex.output
 
 
 def test_the_split_and_what_it_reads_move_above_the_fit_and_the_script_runs_as_written_in_order(tmp_path):

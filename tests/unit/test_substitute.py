@@ -6,15 +6,13 @@ are not installed in this environment, as where scripts run."""
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 
 import pytest
 
 from nodes.execute import Execution, check_script, harness_fixes, run_with_repairs, substitute_fix
 from nodes.operators import Candidate
 from nodes.substitute import SUBSTITUTED_COMMENT, substitute
-from tests.conftest import scripted_model
+from tests.conftest import run_solution, scripted_model
 
 pytestmark = pytest.mark.skipif(any(importlib.util.find_spec(m) for m in ("xgboost", "lightgbm", "catboost")),
                                 reason="a gradient-boosting package is installed here")
@@ -44,10 +42,9 @@ def _problems(code: str) -> list[str]:
 def _run(code: str, folder) -> str:
     rows = "".join(f"{i},{(i * 7) % 5},{2 * i + (i % 3)},{'ab'[i % 2]}\n" for i in range(60))
     (folder / "train.csv").write_text("a,b,target,label\n" + rows)
-    (folder / "s.py").write_text(code)
-    done = subprocess.run([sys.executable, "s.py"], cwd=folder, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    ex = run_solution(code, folder)
+    assert ex.exit_code == 0, ex.output
+    return ex.output
 
 
 def test_an_xgboost_regressor_becomes_scikit_learns_and_the_script_runs(tmp_path):

@@ -4,9 +4,6 @@ tables written for the test; and the cases left to the repair call."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 
@@ -14,9 +11,8 @@ from nodes.execute import Execution, harness_fixes, run_with_repairs
 from nodes.execute import test_rows_fix as rows_fix
 from nodes.operators import Candidate
 from nodes.outline import outline_from_prompt
-from nodes.review import last_error_line
 from nodes.test_rows import repredict
-from tests.conftest import scripted_model
+from tests.conftest import run_solution, scripted_model
 
 HEAD = '''import os
 import pandas as pd
@@ -64,14 +60,7 @@ def folder(tmp_path):
 
 
 def _execute(code: str, folder) -> Execution:
-    (folder / "solution.py").write_text(code)
-    proc = subprocess.run([sys.executable, "solution.py"], cwd=folder, capture_output=True, text=True, timeout=120)
-    out = proc.stdout + proc.stderr
-    if proc.returncode:
-        return Execution(exit_code=proc.returncode, output=out, seconds=0.5,
-                         failure=f"the script exited with code {proc.returncode}: {last_error_line(out)}")
-    return Execution(exit_code=0, output=out, seconds=0.5, metric=float(out.split("METRIC: ")[1].split()[0]),
-                     has_submission=(folder / "submission/submission.csv").is_file())
+    return run_solution(code, folder)
 
 
 @pytest.mark.parametrize("value", ["val_predictions", "val_predictions[:20]", "model.predict(X_val)"])
