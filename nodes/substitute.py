@@ -17,7 +17,10 @@ static check reports one of those packages as not installed where scripts run, t
   `l2_regularization`, `seed`/`random_seed` -> `random_state`; `learning_rate`, `max_depth`,
   `random_state` stay), dropping the rest (`objective`, `n_jobs`, `eval_metric`, ...);
 - the `fit` calls on a name such a construction was assigned to, keeping `sample_weight` only
-  (`eval_set`, `early_stopping_rounds` and `verbose` have no counterpart there).
+  (`eval_set`, `early_stopping_rounds` and `verbose` have no counterpart there);
+- the parameter grids a `GridSearchCV`/`RandomizedSearchCV` searches over such an estimator: the
+  keys renamed as the arguments are (`model__n_estimators` -> `model__max_iter`), those with no
+  counterpart left out.
 
 Only when every use of the package is one of its estimator classes: a script that calls the
 package's own training API (`xgb.train`, `lgb.Dataset`) is left to the repair call. The record
@@ -46,6 +49,13 @@ _RENAMED = {"n_estimators": "max_iter", "iterations": "max_iter", "num_boost_rou
             "random_seed": "random_state", "learning_rate": "learning_rate", "eta": "learning_rate",
             "max_depth": "max_depth", "random_state": "random_state"}
 _FIT_KEPT = ("sample_weight",)
+_SEARCHES = ("GridSearchCV", "RandomizedSearchCV")
+# the parameters of scikit-learn's HistGradientBoosting estimators (1.4 and later)
+_HIST_PARAMS = frozenset({"loss", "quantile", "learning_rate", "max_iter", "max_leaf_nodes", "max_depth",
+                          "min_samples_leaf", "l2_regularization", "max_features", "max_bins",
+                          "categorical_features", "monotonic_cst", "interaction_cst", "warm_start",
+                          "early_stopping", "scoring", "validation_fraction", "n_iter_no_change", "tol",
+                          "verbose", "random_state", "class_weight"})
 SUBSTITUTED_COMMENT = "# replaced by the harness with scikit-learn's gradient boosting:"
 _MISSING = re.compile(r"ModuleNotFoundError: No module named '(\w+)' \(not installed where scripts run\)")
 
@@ -67,6 +77,53 @@ def _package_of(node: ast.expr, aliases: dict[str, str]) -> str | None:
     while isinstance(node, ast.Attribute):
         node = node.value
     return aliases.get(node.id) if isinstance(node, ast.Name) else None
+
+
+def _search_grids(tree: ast.Module, made: dict[int, str], estimators: set[str]) -> list[ast.Dict]:
+    """The dict literals of parameters that a `GridSearchCV`/`RandomizedSearchCV` searches over an
+    estimator the harness rewrote (given in the call, or the dict or list of dicts assigned to the
+    name given there)."""
+    found: list[ast.Dict] = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and _called(node).endswith(_SEARCHES)):
+            continue
+        given = {k.arg: k.value for k in node.keywords}
+        estimator = node.args[0] if node.args else given.get("estimator")
+        grid = node.args[1] if len(node.args) > 1 else given.get("param_grid",
+                                                                  given.get("param_distributions"))
+        if estimator is None or grid is None or not (
+                id(estimator) in made or isinstance(estimator, ast.Name) and estimator.id in estimators):
+            continue
+        values: list[ast.expr] = [grid]
+        if isinstance(grid, ast.Name):
+            values = [a.value for a in ast.walk(tree) if isinstance(a, ast.Assign)
+                      and any(isinstance(t, ast.Name) and t.id == grid.id for t in a.targets)]
+        for v in values:
+            found += [v] if isinstance(v, ast.Dict) else [e for e in getattr(v, "elts", [])
+                                                          if isinstance(e, ast.Dict)]
+    return found
+
+
+def _renamed_grid(code: str, grid: ast.Dict) -> tuple[str, list[str]]:
+    """A parameter grid's text with its keys under scikit-learn's names (a pipeline step's prefix,
+    `model__`, kept), and the keys it had to leave out."""
+    kept: list[str] = []
+    dropped: list[str] = []
+    for key, value in zip(grid.keys, grid.values, strict=True):
+        if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+            return ast.get_source_segment(code, grid) or "", []
+        prefix, _, name = key.value.rpartition("__")
+        new = _RENAMED.get(name, name if name in _HIST_PARAMS else None)
+        if new is None:
+            dropped.append(key.value)
+        else:
+            kept.append(f"{(prefix + '__' if prefix else '') + new!r}: {ast.get_source_segment(code, value)}")
+    return "{" + ", ".join(kept) + "}", dropped
+
+
+def _called(node: ast.Call) -> str:
+    f = node.func
+    return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
 
 
 def substitute(code: str, problems: list[str]) -> tuple[str, list[Substitution]] | None:
@@ -163,6 +220,14 @@ def substitute(code: str, problems: list[str]) -> tuple[str, list[Substitution]]
         where = span(code, node)
         edits[where] = text
         done[where] = Substitution(node.lineno, code[where[0]:where[1]], text, tuple(dropped))
+    for grid in _search_grids(tree, made, estimators):  # `GridSearchCV(model, {"n_estimators": [...]})`
+        where = span(code, grid)
+        if where in edits:
+            continue
+        text, dropped = _renamed_grid(code, grid)
+        if text != code[where[0]:where[1]]:
+            edits[where] = text
+            done[where] = Substitution(grid.lineno, code[where[0]:where[1]], text, tuple(dropped))
     for node in ast.walk(tree):  # any other use of the package or its classes: not rewritten
         if isinstance(node, ast.Name) and id(node) not in handled and node.id in {*modules, *classes}:
             return None

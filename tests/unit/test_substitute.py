@@ -106,3 +106,28 @@ def test_the_step_runs_the_rewritten_script_without_a_repair_call():
     assert any("(dropped: eval_set, early_stopping_rounds, verbose)" in a for a in records[0]["added"])
     assert len(ran) == 2 and ex.metric == 1.0 and "xgboost import" not in cand.code
     assert substitute_fix in harness_fixes(imports=False)  # always on
+
+
+SEARCHED = '''import pandas as pd
+from xgboost import XGBRegressor
+from sklearn.model_selection import GridSearchCV
+train = pd.read_csv("train.csv")
+X, y = train[["a", "b"]], train["target"]
+model = XGBRegressor(objective="reg:squarederror")
+grid = {"n_estimators": [20, 40], "max_depth": [2, 3], "subsample": [0.8, 1.0]}
+search = GridSearchCV(model, grid, cv=3).fit(X, y)
+print(f"METRIC: {search.best_score_:.4f}")
+'''
+
+
+def test_the_grid_a_search_tries_on_the_estimator_takes_scikit_learns_names(tmp_path):
+    done = substitute(SEARCHED, _problems(SEARCHED))
+    assert done is not None
+    code, rewritten = done
+    assert "grid = {'max_iter': [20, 40], 'max_depth': [2, 3]}" in code.splitlines()
+    assert [s.dropped for s in rewritten if s.line == 7] == [("subsample",)]
+    assert _run(code, tmp_path).startswith("METRIC: ")
+    inline = SEARCHED.replace("GridSearchCV(model, grid, cv=3)",
+                              'GridSearchCV(estimator=model, param_grid={"model__n_estimators": [5], "gamma": [0]})')
+    new, _ = substitute(inline, _problems(inline))
+    assert "param_grid={'model__max_iter': [5]}" in new
