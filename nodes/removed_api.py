@@ -1,4 +1,4 @@
-"""Calls of an API the installed versions removed, rewritten as the same computation.
+"""Calls of an API the installed versions removed (or never had), rewritten as the same computation.
 
 Small models learned scikit-learn and pandas from before their last majors: they write
 `mean_squared_error(y, p, squared=False)`, `OneHotEncoder(sparse=False)` and `df.applymap(f)`, and
@@ -9,7 +9,10 @@ runs the script again (`nodes.execute.removed_api_fix`):
 - `mean_squared_error(a, b, squared=False)` -> `numpy.sqrt(mean_squared_error(a, b))` (and
   `mean_squared_log_error` alike); `squared=True` is dropped, as it was the default;
 - `OneHotEncoder(sparse=...)` -> `OneHotEncoder(sparse_output=...)`;
-- `<table>.applymap(f)` -> `<table>.map(f)` (pandas 2.1 renamed it; 3 removed the old name).
+- `<table>.applymap(f)` -> `<table>.map(f)` (pandas 2.1 renamed it; 3 removed the old name);
+- `HistGradientBoostingRegressor(n_estimators=...)` -> `(max_iter=...)`: the names of XGBoost's
+  and LightGBM's arguments, which a model told to use scikit-learn's gradient boosting gives it,
+  under scikit-learn's (`nodes.substitute.hist_call`), those with none left out.
 
 Only the calls the error names are rewritten, and only when the error is one of these.
 """
@@ -22,10 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nodes.source_span import char_offset, span
+from nodes.substitute import hist_call
 
 _SQUARED = re.compile(r"unexpected keyword argument 'squared'")
 _SPARSE = re.compile(r"unexpected keyword argument 'sparse'")
 _APPLYMAP = re.compile(r"has no attribute 'applymap'")
+_HIST_ARGS = re.compile(r"HistGradientBoosting(?:Regressor|Classifier)\.__init__\(\) "
+                        r"got an unexpected keyword argument")
 _SQUARED_METRICS = ("mean_squared_error", "mean_squared_log_error")
 
 
@@ -76,10 +82,25 @@ def _applymap(code: str, tree: ast.AST) -> list[Edit]:
     return edits
 
 
+def _hist_args(code: str, tree: ast.AST) -> list[Edit]:
+    edits = []
+    for node in ast.walk(tree):
+        name = _called(node) if isinstance(node, ast.Call) else ""
+        if name in ("HistGradientBoostingRegressor", "HistGradientBoostingClassifier"):
+            func = ast.get_source_segment(code, node.func) or name  # type: ignore[attr-defined]
+            text, dropped = hist_call(code, node, func)  # type: ignore[arg-type]
+            if dropped or text != ast.get_source_segment(code, node):
+                start, end = span(code, node)
+                edits.append(Edit(start, end, text))
+    return edits
+
+
 _REWRITES: tuple[tuple[re.Pattern[str], Callable[[str, ast.AST], list[Edit]], str], ...] = (
     (_SQUARED, _squared, "mean_squared_error(..., squared=False) -> numpy.sqrt(mean_squared_error(...))"),
     (_SPARSE, _sparse, "OneHotEncoder(sparse=...) -> OneHotEncoder(sparse_output=...)"),
     (_APPLYMAP, _applymap, ".applymap(f) -> .map(f)"),
+    (_HIST_ARGS, _hist_args, "HistGradientBoosting*(n_estimators=...) -> (max_iter=...), the arguments "
+                             "it does not take left out"),
 )
 
 

@@ -50,12 +50,12 @@ _RENAMED = {"n_estimators": "max_iter", "iterations": "max_iter", "num_boost_rou
             "max_depth": "max_depth", "random_state": "random_state"}
 _FIT_KEPT = ("sample_weight",)
 _SEARCHES = ("GridSearchCV", "RandomizedSearchCV")
-# the parameters of scikit-learn's HistGradientBoosting estimators (1.4 and later)
-_HIST_PARAMS = frozenset({"loss", "quantile", "learning_rate", "max_iter", "max_leaf_nodes", "max_depth",
+# the parameters both of scikit-learn's HistGradientBoosting estimators take (1.4 and later)
+_HIST_PARAMS = frozenset({"loss", "learning_rate", "max_iter", "max_leaf_nodes", "max_depth",
                           "min_samples_leaf", "l2_regularization", "max_features", "max_bins",
                           "categorical_features", "monotonic_cst", "interaction_cst", "warm_start",
                           "early_stopping", "scoring", "validation_fraction", "n_iter_no_change", "tol",
-                          "verbose", "random_state", "class_weight"})
+                          "random_state"})
 SUBSTITUTED_COMMENT = "# replaced by the harness with scikit-learn's gradient boosting:"
 _MISSING = re.compile(r"ModuleNotFoundError: No module named '(\w+)' \(not installed where scripts run\)")
 
@@ -121,6 +121,23 @@ def _renamed_grid(code: str, grid: ast.Dict) -> tuple[str, list[str]]:
     return "{" + ", ".join(kept) + "}", dropped
 
 
+def hist_call(code: str, node: ast.Call, name: str) -> tuple[str, list[str]]:
+    """`name(...)` with the keywords of the call `node` under the names scikit-learn's
+    HistGradientBoosting estimators take (`n_estimators` -> `max_iter`, ...; theirs kept), and
+    the arguments left out (positional ones too: each library means another thing by them)."""
+    kept: dict[str, str] = {}
+    dropped: list[str] = []
+    for k in node.keywords:
+        new = k.arg if k.arg in _HIST_PARAMS else _RENAMED.get(k.arg or "")
+        value = ast.get_source_segment(code, k.value)
+        if new is None or value is None or new in kept:
+            dropped.append(k.arg or "**")
+        else:
+            kept[new] = value
+    dropped += [f"positional {ast.get_source_segment(code, a)}" for a in node.args]
+    return f"{name}({', '.join(f'{n}={v}' for n, v in kept.items())})", dropped
+
+
 def _called(node: ast.Call) -> str:
     f = node.func
     return f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
@@ -178,18 +195,7 @@ def substitute(code: str, problems: list[str]) -> tuple[str, list[Substitution]]
         if kind is None:
             continue
         handled |= {id(n) for n in ast.walk(func)}
-        kept: dict[str, str] = {}
-        dropped: list[str] = []
-        for k in node.keywords:
-            new = _RENAMED.get(k.arg or "")
-            value = ast.get_source_segment(code, k.value)
-            if new is None or value is None or new in kept:
-                dropped.append(k.arg or "**")
-            else:
-                kept[new] = value
-        # a positional argument means another thing in each library
-        dropped += [f"positional {ast.get_source_segment(code, a)}" for a in node.args]
-        text = f"{_sklearn_name(kind)}({', '.join(f'{n}={v}' for n, v in kept.items())})"
+        text, dropped = hist_call(code, node, _sklearn_name(kind))
         where = span(code, node)
         edits[where] = made[id(node)] = text
         done[where] = Substitution(node.lineno, code[where[0]:where[1]], text, tuple(dropped))

@@ -106,3 +106,23 @@ def test_the_report_counts_the_rewrites() -> None:
 
     text = repair_text([{"extra": {"repairs": [{"stage": "removed_api", "fixed": True}]}}])
     assert "calls of a removed API rewritten by the harness 1 times (1 then got past that error)" in text
+
+
+HIST = '''
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingRegressor
+X, y = np.arange(40.0).reshape(20, 2), np.arange(20.0)
+model = HistGradientBoostingRegressor(n_estimators=30, max_depth=3, subsample=0.8, random_state=0).fit(X, y)
+print("METRIC:", model.n_iter_)
+'''
+
+
+def test_xgboost_argument_names_given_to_scikit_learns_gradient_boosting_are_renamed():
+    ex = _crashed(HIST)
+    assert "HistGradientBoostingRegressor.__init__() got an unexpected keyword argument 'n_estimators'" in ex.failure
+    fix = removed_api_fix(Candidate(code=HIST), ex)
+    assert fix is not None
+    cand, record = fix
+    assert "HistGradientBoostingRegressor(max_iter=30, max_depth=3, random_state=0).fit(X, y)" in cand.code
+    assert record["added"][0].startswith("HistGradientBoosting*(n_estimators=...) -> (max_iter=...)")
+    assert _run(cand.code) == (0, "METRIC: 30\n")
