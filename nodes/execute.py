@@ -742,6 +742,9 @@ def counterpart_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str
     return cand.model_copy(update={"code": code}), record
 
 
+_NOT_INSTALLED = re.compile(r"No module named '(\w+)' \(not installed where scripts run\)")
+
+
 def substitute_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]] | None:
     """A script that failed the static check because it imports XGBoost, LightGBM or CatBoost,
     which are not installed where scripts run, and uses only their estimator classes: (the script
@@ -755,8 +758,9 @@ def substitute_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str,
     code, rewritten = done
     added = [f"line {s.line}: {s.was[:120]} -> {s.now[:120]}"
              + (f" (dropped: {', '.join(s.dropped)})" if s.dropped else "") for s in rewritten]
+    packages = sorted(m.group(1) for m in map(_NOT_INSTALLED.search, ex.static_problems) if m)
     record = harness_record(SUBSTITUTED_STAGE, f"not installed: {rewritten[0].was}", rewritten[0].line,
-                            added=added)
+                            added=added, packages=packages)
     return cand.model_copy(update={"code": code}), record
 
 
@@ -774,7 +778,7 @@ def reorder_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, An
     names = ", ".join(n for m in moved for n in m.names)
     added = [f"lines {', '.join(map(str, m.lines))} moved above line {m.above}: {m.text}" for m in moved]
     record = harness_record(REORDERED_STAGE, f"used above the line that assigns it: {names}", moved[0].above,
-                            added=added)
+                            added=added, names=[n for m in moved for n in m.names])
     return cand.model_copy(update={"code": code}), record
 
 
@@ -1144,6 +1148,13 @@ def close_record(
         fixed = ex.valid
     elif record["stage"] == REMOVED_API_STAGE:  # past the removed API's error
         fixed = ex.valid or (not ex.skipped and not removed_api_error(ex.failure))
+    elif record["stage"] == SUBSTITUTED_STAGE:  # the static check no longer names those packages
+        gone = record.get("packages", ())
+        fixed = not ex.skipped or not any(f"No module named '{p}'" in problem
+                                          for p in gone for problem in ex.static_problems)
+    elif record["stage"] == REORDERED_STAGE:  # nor those names as assigned only later
+        fixed = not ex.skipped or not any(f"undefined name '{n}' (assigned only later" in problem
+                                          for n in record.get("names", ()) for problem in ex.static_problems)
     elif record["stage"] == ABSENT_DROP_STAGE:  # past the missing labels
         still = set(record.get("labels") or ()) & set(absent_labels(ex.failure))
         fixed = ex.valid or (not ex.skipped and not still)

@@ -131,3 +131,15 @@ def test_what_a_statement_reads_and_changes_in_place():
         "df['a'] = 1\nm.fit(X, y)\ndf.drop(columns=['a'], inplace=True)\nnp.random.shuffle(rows)\n"
         "out = df.drop(columns=['a'])\nn += 1\n").body]
     assert changes == [{"df"}, {"m"}, {"df"}, {"np", "rows"}, set(), {"n"}]
+
+
+def test_the_record_counts_the_move_fixed_once_the_names_are_no_longer_used_above_their_lines():
+    from nodes.execute import close_record
+
+    code = SCRAMBLED.replace("from sklearn.linear_model import Ridge\n", "")  # Ridge left undefined
+    ex = check_script(code, None, None)
+    cand, record = reorder_fix(Candidate(code=code), ex)
+    after = check_script(cand.code, None, None)
+    assert after is not None and any("undefined name 'Ridge'" in p for p in after.static_problems)
+    assert record["names"] == ["X_train", "y_train"] and close_record(record, after)["fixed"] is True
+    assert close_record(record, ex)["fixed"] is False

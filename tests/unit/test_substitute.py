@@ -131,3 +131,15 @@ def test_the_grid_a_search_tries_on_the_estimator_takes_scikit_learns_names(tmp_
                               'GridSearchCV(estimator=model, param_grid={"model__n_estimators": [5], "gamma": [0]})')
     new, _ = substitute(inline, _problems(inline))
     assert "param_grid={'model__max_iter': [5]}" in new
+
+
+def test_the_record_counts_the_substitution_fixed_once_the_package_is_gone_though_other_problems_stay():
+    from nodes.execute import close_record
+
+    code = BOOSTED.replace("from sklearn.model_selection import train_test_split\n", "")  # left undefined
+    ex = check_script(code, None, None)
+    cand, record = substitute_fix(Candidate(code=code), ex)
+    after = check_script(cand.code, None, None)
+    assert after is not None and any("undefined name 'train_test_split'" in p for p in after.static_problems)
+    assert record["packages"] == ["xgboost"] and close_record(record, after)["fixed"] is True
+    assert close_record(record, ex)["fixed"] is False  # still names xgboost
