@@ -858,9 +858,10 @@ def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()
     """What the harness does, in this order, to a script the static check failed, each once per
     run of the step's script (no LLM call): take out notebook shell lines that keep it from
     parsing (`shell_fix`, always), move a def or class above its first use (`hoist_fix`,
-    always), make the estimators of a gradient-boosting package that is not installed
-    scikit-learn's (`substitute_fix`, always), add the imports of undefined names (`import_fix`), import a
-    name from the module that has it where the script names one that lacks it (`move_fix`), move
+    always), add the imports of undefined names (`import_fix`), import a
+    name from the module that has it where the script names one that lacks it (`move_fix`), make
+    the estimators of a gradient-boosting package that is not installed scikit-learn's
+    (`substitute_fix`, always), move
     plain assignments above the statement that first uses their names (`reorder_fix`, always), then
     the outline lines of undefined names (`outline_fix`, with the outline of the prompt), then a
     split's line made from the one the script wrote for another split (`counterpart_fix`,
@@ -871,7 +872,8 @@ def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()
     that drop (`absent_drop_fix`, with `data`, the folder scripts read); and to
     a script whose estimator crashed on the strings of the task's one text column, put a text
     vectorizer before it (`vectorize_fix`, with `vectorize`, the folder scripts read)."""
-    fixes: list[Fix] = [shell_fix, hoist_fix, substitute_fix, *([import_fix, move_fix] if imports else []),
+    # the substitution after the imports: one of them may be the package (`xgb` -> `import xgboost as xgb`)
+    fixes: list[Fix] = [shell_fix, hoist_fix, *([import_fix, move_fix] if imports else []), substitute_fix,
                         reorder_fix]
     if outline:
         fixes.append(lambda c, ex: outline_fix(c, ex, outline))

@@ -143,3 +143,18 @@ def test_the_record_counts_the_substitution_fixed_once_the_package_is_gone_thoug
     assert after is not None and any("undefined name 'train_test_split'" in p for p in after.static_problems)
     assert record["packages"] == ["xgboost"] and close_record(record, after)["fixed"] is True
     assert close_record(record, ex)["fixed"] is False  # still names xgboost
+
+
+def test_the_package_an_import_fix_brings_in_for_an_undefined_alias_is_substituted_next():
+    code = BOOSTED.replace("from xgboost import XGBRegressor\n", "").replace("model = XGBRegressor(",
+                                                                            "model = xgb.XGBRegressor(")
+
+    def run(c: Candidate, attempt: int) -> Execution:
+        return check_script(c.code, None, None) or Execution(exit_code=0, output="METRIC: 1", metric=1.0,
+                                                            seconds=0.1)
+
+    cand, ex, records = run_with_repairs(Candidate(plan="p", code=code), run, scripted_model([]), "facts",
+                                         system_prompt=True, max_repairs=0)
+    assert [r["stage"] for r in records] == ["imports", "substituted"]
+    assert records[0]["added"] == ["import xgboost as xgb"] and records[1]["fixed"] is True
+    assert ex.metric == 1.0 and "HistGradientBoostingRegressor(max_iter=50" in cand.code
