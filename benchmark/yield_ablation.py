@@ -69,6 +69,7 @@ from nodes.execute import (
     REORDERED_STAGE,
     SUBSTITUTED_STAGE,
     TEST_ROWS_STAGE,
+    UNVECTORIZED_STAGE,
     VECTORIZED_STAGE,
 )
 from nodes.files import write_atomically
@@ -118,6 +119,7 @@ def _node_record(n: dict[str, Any], repairs: list[dict[str, Any]]) -> dict[str, 
         "substituted": sum(1 for r in repairs if r.get("stage") == SUBSTITUTED_STAGE),
         "test_rows": sum(1 for r in repairs if r.get("stage") == TEST_ROWS_STAGE),
         "absent_drops": sum(1 for r in repairs if r.get("stage") == ABSENT_DROP_STAGE),
+        "unvectorized": sum(1 for r in repairs if r.get("stage") == UNVECTORIZED_STAGE),
         "counterparts": sum(1 for r in repairs if r.get("stage") == COUNTERPART_STAGE),
         "api_rewrites": sum(1 for r in repairs if r.get("stage") == REMOVED_API_STAGE),
         "fragments_spliced": sum(1 for r in calls if r.get("fragment")),

@@ -91,6 +91,7 @@ from pydantic import BaseModel
 import prompts
 from nodes.absent_drop import absent_labels, ignore_absent
 from nodes.counterpart import add_counterparts
+from nodes.double_vectorize import not_text, unvectorize
 from nodes.import_hints import (
     auto_imports,
     import_for,
@@ -406,13 +407,15 @@ HOISTED_STAGE = "hoisted"  # the harness moved a def or class above the line tha
 COUNTERPART_STAGE = "counterpart"  # the harness wrote a split's line from the one for another split
 REMOVED_API_STAGE = "removed_api"  # the harness rewrote calls of an API the installed versions removed
 REORDERED_STAGE = "reordered"  # the harness moved assignments above the line that first uses their names
+UNVECTORIZED_STAGE = "unvectorized"  # the harness took a second text vectorizer out of a pipeline
 ABSENT_DROP_STAGE = "absent_drop"  # the harness let a drop of the target from the test table pass
 TEST_ROWS_STAGE = "test_rows"  # the harness made the submission's column the predictions for the test rows
 SUBSTITUTED_STAGE = "substituted"  # the harness put scikit-learn's gradient boosting for a missing package's
 # what the harness does to a script without an LLM call
 HARNESS_STAGES = frozenset({IMPORTS_STAGE, MOVED_STAGE, OUTLINE_STAGE, PARENT_STAGE, SHELL_STAGE,
                             VECTORIZED_STAGE, HOISTED_STAGE, COUNTERPART_STAGE, REMOVED_API_STAGE,
-                            REORDERED_STAGE, SUBSTITUTED_STAGE, TEST_ROWS_STAGE, ABSENT_DROP_STAGE})
+                            REORDERED_STAGE, SUBSTITUTED_STAGE, TEST_ROWS_STAGE, ABSENT_DROP_STAGE,
+                            UNVECTORIZED_STAGE})
 SHELL_COMMENT = "# removed by the harness: a notebook shell or magic line does not run in a script, " \
     "and nothing can be installed here:"
 IMPORTS_COMMENT = "# imports added by the harness: these names were used but never imported"
@@ -806,6 +809,22 @@ def test_rows_fix(cand: Candidate, ex: Execution, outline: tuple[OutlineLine, ..
     return cand.model_copy(update={"code": code}), record
 
 
+def double_vectorize_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]] | None:
+    """A script that crashed fitting a pipeline that vectorizes text on text it already vectorized
+    (`'csr_matrix' object has no attribute 'lower'`): (the script with the pipeline's text
+    vectorizers taken out, `nodes.double_vectorize`, its record); None otherwise."""
+    if cand.llm_error or ex.skipped or ex.valid or ex.exit_code in (0, None) or ex.timed_out:
+        return None
+    lines = _SCRIPT_LINE.findall(traceback_tail(ex.output))
+    done = unvectorize(cand.code, ex.failure or "", int(lines[-1])) if lines else None
+    if done is None:
+        return None
+    code, was, now = done
+    record = harness_record(UNVECTORIZED_STAGE, (ex.failure or "")[:300], int(lines[-1]),
+                            added=[f"{was[:150]} -> {now[:150]}"])
+    return cand.model_copy(update={"code": code}), record
+
+
 def absent_drop_fix(cand: Candidate, ex: Execution, data: Path | None
                     ) -> tuple[Candidate, dict[str, Any]] | None:
     """A script that crashed dropping the target from the test table, which never had it
@@ -868,7 +887,9 @@ def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()
     always); to a script that crashed on an API the installed versions removed, those calls
     rewritten as the same computation (`removed_api_fix`, always); to one that crashed writing a
     validation split's predictions into the submission, the test split's (`test_rows_fix`,
-    always); to one that crashed dropping the target from the test table, `errors="ignore"` on
+    always); to one that crashed fitting a pipeline that vectorizes text on what it vectorized
+    already, that pipeline without its text vectorizers (`double_vectorize_fix`, always); to one
+    that crashed dropping the target from the test table, `errors="ignore"` on
     that drop (`absent_drop_fix`, with `data`, the folder scripts read); and to
     a script whose estimator crashed on the strings of the task's one text column, put a text
     vectorizer before it (`vectorize_fix`, with `vectorize`, the folder scripts read)."""
@@ -877,7 +898,8 @@ def harness_fixes(*, imports: bool = True, outline: tuple[OutlineLine, ...] = ()
                         reorder_fix]
     if outline:
         fixes.append(lambda c, ex: outline_fix(c, ex, outline))
-    fixes += [counterpart_fix, removed_api_fix, lambda c, ex: test_rows_fix(c, ex, outline)]
+    fixes += [counterpart_fix, removed_api_fix, lambda c, ex: test_rows_fix(c, ex, outline),
+              double_vectorize_fix]
     if data is not None:
         fixes.append(lambda c, ex: absent_drop_fix(c, ex, data))
     if vectorize is not None:
@@ -1157,6 +1179,8 @@ def close_record(
     elif record["stage"] == REORDERED_STAGE:  # nor those names as assigned only later
         fixed = not ex.skipped or not any(f"undefined name '{n}' (assigned only later" in problem
                                           for n in record.get("names", ()) for problem in ex.static_problems)
+    elif record["stage"] == UNVECTORIZED_STAGE:  # past the matrix given to a text vectorizer
+        fixed = ex.valid or (not ex.skipped and not not_text(ex.failure))
     elif record["stage"] == ABSENT_DROP_STAGE:  # past the missing labels
         still = set(record.get("labels") or ()) & set(absent_labels(ex.failure))
         fixed = ex.valid or (not ex.skipped and not still)

@@ -288,7 +288,7 @@ def test_the_search_graphs_debug_request_locates_the_key_in_the_data_scripts_rea
 
     task = make_toy_task(tmp_path / "toy")
     crash = ("import pandas as pd\ntrain = pd.read_csv('./input/train.csv')\ntest = pd.read_csv('./input/test.csv')\n"
-             "X_test = test.drop(columns=['label'])\n")
+             "y_test = test['label']\n")  # (a drop of it would be let pass by the harness: test_absent_drop)
     llm = scripted_model([ai(fenced(crash)), ai(fenced(crash))])
     svc = services(tmp_path, task, llm, steps=2, num_drafts=1, repairs=0, llm_review=False)
     run_steps(svc)

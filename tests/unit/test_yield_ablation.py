@@ -67,7 +67,7 @@ def test_rows_already_measured_are_not_run_again(tmp_path, monkeypatch, no_prepa
     assert new["node_records"][1] == {"step": 2, "stage": "draft", "buggy": True, "metric": None,
                                       "holdout": None, "test": None, "repairs": 2, "imports_added": 0, "outline_added": 0,
                                       "shell_removed": 0, "imports_moved": 0, "asked_again": 0, "vectorized": 0, "hoisted": 0,
-                                      "counterparts": 0, "api_rewrites": 0, "reordered": 0, "substituted": 0, "test_rows": 0, "absent_drops": 0,
+                                      "counterparts": 0, "api_rewrites": 0, "reordered": 0, "substituted": 0, "test_rows": 0, "absent_drops": 0, "unvectorized": 0,
                                       "fragments_spliced": 0, "parent_splices": 0, "repairs_set_aside": 0,
                                       "remedies": [], "bug": "NameError: name 'model'"}
     md = (out / "yield.md").read_text()

@@ -29,6 +29,7 @@ from nodes.execute import (
     SHELL_STAGE,
     SUBSTITUTED_STAGE,
     TEST_ROWS_STAGE,
+    UNVECTORIZED_STAGE,
     VECTORIZED_STAGE,
 )
 from nodes.operators import UNCHANGED_STAGE
@@ -290,6 +291,8 @@ _HARNESS_LINES = (
     (COUNTERPART_STAGE, "a split's line written from another split's by the harness",
      "passed the static check"),
     (REMOVED_API_STAGE, "calls of a removed API rewritten by the harness", "got past that error"),
+    (UNVECTORIZED_STAGE, "a second text vectorizer taken out of a pipeline by the harness",
+     "got past that error"),
     (ABSENT_DROP_STAGE, "a drop of the target from the test table let pass by the harness",
      "got past that error"),
     (TEST_ROWS_STAGE, "a validation split's predictions in the submission made the test rows' by the harness",
