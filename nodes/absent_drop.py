@@ -19,6 +19,7 @@ import ast
 import re
 from collections.abc import Callable
 
+from nodes.pyast import parse
 from nodes.source_span import span
 
 _NOT_FOUND = re.compile(r"KeyError: \"(\[.*?\]) not found in axis\"")
@@ -46,7 +47,7 @@ def ignore_absent(code: str, failure: str, line: int, is_target: Callable[[str],
     if not labels or not all(is_target(x) for x in labels):
         return None
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except SyntaxError:
         return None
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 
 from nodes.outline import bound_names, first_line, top_bound
+from nodes.pyast import parse
 from nodes.static_check import _SPLITS  # the split words the static check names counterparts by
 
 COUNTERPART_COMMENT = "# added by the harness: the line the script wrote for another split, for this one:"
@@ -67,7 +68,7 @@ def _made(tree: ast.Module, twin: str, line: int) -> ast.Assign | None:
 def _for_split(value: ast.expr, new: str, old: str) -> ast.expr | None:
     """`value` with the names of split `old` made those of `new`, its fit_transform calls
     transform; None when it names no such name or fits something."""
-    value = ast.parse(ast.unparse(value), mode="eval").body  # a copy to change
+    value = parse(ast.unparse(value), mode="eval").body  # a copy to change
     renamed = False
     for node in ast.walk(value):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
@@ -84,7 +85,7 @@ def find_counterparts(code: str, problems: list[str]) -> list[Counterpart]:
     """The lines to add for the static check's `problems` (see the module), in the order of
     the problems; each name once."""
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except SyntaxError:
         return []
     anywhere = bound_names(tree)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import re
 
+from nodes.pyast import parse
 from nodes.source_span import span
 
 # a matrix, a row of one, or a number of one (after `numpy.ravel`), where a text was due
@@ -83,7 +84,7 @@ def unvectorize(code: str, failure: str, line: int) -> tuple[str, str, str] | No
     if not not_text(failure):
         return None
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except SyntaxError:
         return None
     for fit in ast.walk(tree):

@@ -102,6 +102,7 @@ from nodes.import_hints import (
 )
 from nodes.operators import UNCHANGED_STAGE, Candidate, ask_for_script
 from nodes.outline import OutlineLine, add_outline_lines, outline_from_prompt
+from nodes.pyast import parse
 from nodes.removed_api import removed_api_error, rewrite_removed
 from nodes.reorder import move_up
 from nodes.review import Facts, check_submission, establish_facts, last_error_line
@@ -426,7 +427,7 @@ def add_imports(code: str, lines: list[str], comment: str = IMPORTS_COMMENT) -> 
     `from __future__` imports; at the top when the script does not parse."""
     at = 0
     try:
-        body = ast.parse(code).body
+        body = parse(code).body
     except SyntaxError:
         body = []
     for i, stmt in enumerate(body):
@@ -490,7 +491,7 @@ def move_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]]
     if not wrong:
         return None
     try:
-        tree = ast.parse(cand.code)
+        tree = parse(cand.code)
     except SyntaxError:
         return None
     lines = cand.code.splitlines()
@@ -572,7 +573,7 @@ def vectorize_fix(
         return None
     at = int(lines[-1])
     try:
-        tree = ast.parse(cand.code)
+        tree = parse(cand.code)
     except SyntaxError:
         return None
     fits = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
@@ -674,7 +675,7 @@ def hoist_fix(cand: Candidate, ex: Execution) -> tuple[Candidate, dict[str, Any]
     if not wanted:
         return None
     try:
-        tree = ast.parse(cand.code)
+        tree = parse(cand.code)
     except SyntaxError:
         return None
     body = tree.body
@@ -981,7 +982,7 @@ def _assignments_splice(script: str, answer: str) -> tuple[str, tuple[int, int]]
     top-level assignment of the script that binds the same names; None unless every one of them
     has exactly one such place (and no two the same)."""
     try:
-        old_body, new_body = ast.parse(script).body, ast.parse(answer).body
+        old_body, new_body = parse(script).body, parse(answer).body
     except (SyntaxError, ValueError):
         return None
     kinds = (ast.Assign, ast.AnnAssign)

@@ -10,7 +10,6 @@ prompt never names a function the installed version lacks.
 
 from __future__ import annotations
 
-import ast
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import yaml
 
 import prompts
 from grading.graders import grader_key, resolve_grader
+from nodes.pyast import parse
 from nodes.static_check import import_checker_for
 
 _TABLE = Path(prompts.__file__).parent / "metric_recipes.yaml"
@@ -54,7 +54,7 @@ def recipe_for(metric_name: str | None, path: Path = _TABLE) -> dict[str, str] |
 
 
 def _importable(line: str, python: str | None) -> bool:
-    report = import_checker_for(python).check(ast.parse(line))
+    report = import_checker_for(python).check(parse(line))
     return not report.problems and report.note is None
 
 

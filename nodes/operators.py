@@ -29,6 +29,7 @@ from pydantic import BaseModel
 import prompts
 from nodes.code_extract import extract_plan_and_code
 from nodes.import_hints import failure_remedies, missing_imports
+from nodes.pyast import parse
 from nodes.row_counts import count_note, table_rows
 from nodes.tree import Node, Tree
 from nodes.usage import Usage
@@ -174,7 +175,7 @@ def _program(code: str) -> str | None:
     """What a script computes, for comparison: its syntax tree without comments, blank lines,
     imports and bare strings (docstrings); None when it does not parse."""
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except (SyntaxError, ValueError):
         return None
     return ast.dump(_Strip().visit(tree))

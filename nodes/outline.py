@@ -20,6 +20,8 @@ import builtins
 import re
 from dataclasses import dataclass
 
+from nodes.pyast import parse
+
 OUTLINE_COMMENT = "# added by the harness from the data facts' outline: names the script used unassigned"
 _HEADER = re.compile(r"Every script (?:starts and ends|ends) like this[^\n]*\n```python\n(.*?)\n```", re.S)
 _BUILTINS = frozenset(dir(builtins))
@@ -39,7 +41,7 @@ def outline_from_prompt(text: str) -> tuple[OutlineLine, ...]:
     if not found:
         return ()
     try:
-        tree = ast.parse(found.group(1))
+        tree = parse(found.group(1))
     except SyntaxError:
         return ()
     lines = []
@@ -108,7 +110,7 @@ def add_outline_lines(code: str, undefined: list[tuple[str, int]],
     if not outline or not undefined:
         return None
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except SyntaxError:
         return None
     anywhere = bound_names(tree)

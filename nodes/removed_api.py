@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nodes.pyast import parse
 from nodes.source_span import char_offset, span
 from nodes.substitute import hist_call
 
@@ -114,7 +115,7 @@ def rewrite_removed(code: str, *texts: str | None) -> tuple[str, list[str], bool
     script, what was rewritten, whether it now uses `numpy.`), or None when no text is such an
     error or the script has no such call."""
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except SyntaxError:
         return None
     edits: list[Edit] = []

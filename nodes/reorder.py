@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass
 
 from nodes.outline import first_line, top_bound
+from nodes.pyast import parse
 
 REORDER_COMMENT = "# moved up by the harness: assigned below the line that first used them:"
 # a static check's problem whose name a later line that is not a def or class assigns
@@ -184,7 +185,7 @@ def move_up(code: str, problems: list[str]) -> tuple[str, list[Moved]] | None:
     lines = code.splitlines()
     while wanted:
         try:
-            tree = ast.parse("\n".join(lines) + "\n")
+            tree = parse("\n".join(lines) + "\n")
         except SyntaxError:
             return None
         body = tree.body

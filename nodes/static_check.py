@@ -31,6 +31,8 @@ from functools import lru_cache
 
 from pyflakes import checker, messages
 
+from nodes.pyast import parse
+
 _FATAL = (messages.UndefinedName, messages.UndefinedLocal)
 PROBE_TIMEOUT_S = 60.0
 
@@ -316,7 +318,7 @@ def missing_ending(code: str) -> str | None:
     the file is ./submission/submission.csv). A debug or improve answer of only the lines it
     changed; not a crash, so not one of `static_problems`."""
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except (SyntaxError, ValueError):
         return None
     texts = [n.value.lower() for n in ast.walk(tree)
@@ -338,7 +340,7 @@ def static_report(code: str, imports: ImportChecker | None = None) -> tuple[list
     if not code.strip():
         return ["the answer contained no Python code block"], None
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except SyntaxError as exc:
         return [f"SyntaxError: {exc.msg} (line {exc.lineno})"], None
     except ValueError as exc:

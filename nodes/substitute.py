@@ -33,6 +33,7 @@ import ast
 import re
 from dataclasses import dataclass
 
+from nodes.pyast import parse
 from nodes.source_span import span
 
 # the packages and their estimator classes, by the kind of the scikit-learn class that replaces them
@@ -151,7 +152,7 @@ def substitute(code: str, problems: list[str]) -> tuple[str, list[Substitution]]
     if not missing:
         return None
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except SyntaxError:
         return None
     modules: dict[str, str] = {}  # a name bound to a missing package's module -> the package

@@ -26,6 +26,7 @@ import ast
 import re
 from dataclasses import dataclass
 
+from nodes.pyast import parse
 from nodes.source_span import span
 from nodes.static_check import _SPLITS  # the split words, as the static check names counterparts
 
@@ -85,7 +86,7 @@ def repredict(code: str, failure: str, line: int) -> tuple[str, Repredicted] | N
     if not length_mismatch(failure):
         return None
     try:
-        tree = ast.parse(code)
+        tree = parse(code)
     except SyntaxError:
         return None
     stmt = next((s for s in tree.body if s.lineno <= line <= (s.end_lineno or s.lineno)), None)
